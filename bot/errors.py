@@ -1,0 +1,61 @@
+"""The bot's one exception hierarchy. Adapters translate library exceptions into these
+(`raise ... from e`)."""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Base of every error the bot expects and reports as one line."""
+
+
+class ConfigError(BotError):
+    """A rules file or the environment is invalid. `problems` holds one line per problem, each naming
+    the file, line and field ("rules.yaml:14: channels[1].keywords: must not be empty")."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]):
+        self.problems = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class FeedError(BotError):
+    """A feed could not be fetched or parsed; the other feeds carry on."""
+
+    def __init__(self, feed_id: str, reason: str):
+        self.feed_id = feed_id
+        self.reason = reason
+        super().__init__(f"feed {feed_id}: {reason}")
+
+
+class DeliveryError(BotError):
+    """Slack did not accept a message. `transient` errors are retried later; the others need a person.
+    `affects_all` says no other channel will fare better (an outage, a refused token)."""
+
+    def __init__(
+        self,
+        channel: str,
+        error: str,
+        *,
+        transient: bool,
+        retry_after: float | None = None,
+        affects_all: bool | None = None,
+    ):
+        self.channel = channel
+        self.error = error
+        self.transient = transient
+        self.retry_after = retry_after
+        self.affects_all = transient if affects_all is None else affects_all
+        super().__init__(f"channel {channel}: {error}")
+
+
+class FetchError(BotError):
+    """Getting a feed's bytes failed: timeout, HTTP error, too large, too many redirects."""
+
+    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None):
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        super().__init__(reason)
+
+
+class StateError(BotError):
+    """The state files cannot be read or written."""

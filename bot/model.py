@@ -1,0 +1,150 @@
+"""Frozen values that flow through the bot: configuration, feed items, matches and outgoing messages.
+
+Nothing here does I/O or imports a third-party library; every other module speaks in these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a value came from in a rules file, for error messages and `preview`."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    interval_seconds: int = 300
+    backfill: int = 1
+
+
+@dataclass(frozen=True)
+class FeedConfig:
+    id: str
+    url: str  # http(s) URL, or an absolute file path / file:// URL (relative paths are resolved on load)
+    interval_seconds: int
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class ChannelRule:
+    """One entry under `channels:`. Entries are independent: `exclude` applies within its own entry."""
+
+    channel: str  # a channel ID once resolved; "#name" straight from the file
+    keywords: tuple[str, ...]
+    exclude: tuple[str, ...] = ()
+    feeds: tuple[str, ...] | None = None  # None: every feed
+    location: Location | None = None
+
+    def applies_to(self, feed_id: str) -> bool:
+        return self.feeds is None or feed_id in self.feeds
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    settings: Settings
+    feeds: tuple[FeedConfig, ...]
+    channels: tuple[ChannelRule, ...]
+    path: str = "rules.yaml"
+
+    def feed(self, feed_id: str) -> FeedConfig | None:
+        return next((f for f in self.feeds if f.id == feed_id), None)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One feed entry, reduced to what matching, rendering and de-duplication need."""
+
+    feed_id: str
+    key: str  # identity: guid without tracking parameters, else link, else a hash of title and date
+    link: str  # canonical link (tracking parameters removed); "" when the entry has none
+    title: str
+    summary: str = ""  # plain text, HTML stripped, entities decoded once, whitespace collapsed
+    author: str = ""
+    published: datetime | None = None  # timezone-aware UTC
+    thumbnail: str | None = None  # absolute http(s) image URL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feed_id": self.feed_id,
+            "key": self.key,
+            "link": self.link,
+            "title": self.title,
+            "summary": self.summary,
+            "author": self.author,
+            "published": self.published.isoformat() if self.published else None,
+            "thumbnail": self.thumbnail,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Item:
+        published = data.get("published")
+        return cls(
+            feed_id=data["feed_id"],
+            key=data["key"],
+            link=data.get("link", ""),
+            title=data.get("title", ""),
+            summary=data.get("summary", ""),
+            author=data.get("author", ""),
+            published=datetime.fromisoformat(published) if published else None,
+            thumbnail=data.get("thumbnail"),
+        )
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    title: str
+    items: tuple[Item, ...]
+    warning: str | None = None  # the parser recovered from a problem (bozo) but still found items
+
+
+@dataclass(frozen=True)
+class ChannelMatch:
+    """An item matched by one or more entries of one channel: posted there once, listing every keyword."""
+
+    channel: str
+    item: Item
+    keywords: tuple[str, ...]  # as written in the rules, in rule order, without repeats
+    rules: tuple[ChannelRule, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """How one rule judged one item (for `preview`): matched keywords, and what excluded it if anything."""
+
+    rule: ChannelRule
+    keywords: tuple[str, ...]
+    excluded_by: tuple[str, ...] = ()
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.keywords) and not self.excluded_by
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered Slack message for one (channel, item)."""
+
+    channel: str
+    text: str  # notification fallback
+    blocks: tuple[dict[str, Any], ...]
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel,
+            "text": self.text,
+            "blocks": list(self.blocks),
+            "metadata": self.metadata,
+            "unfurl_links": False,
+            "unfurl_media": False,
+        }
