@@ -1,0 +1,174 @@
+"""Renders a channel match as a Slack message (fallback text, Block Kit, metadata) or as terminal text.
+
+Pure: no Slack client here. Feed text is untrusted, so everything from a feed is escaped for mrkdwn and
+trimmed to Block Kit's limits before it reaches a payload.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from urllib.parse import quote
+
+from bot.model import ChannelMatch, Item, Message
+from bot.rules import highlight_spans
+
+ALERT_EVENT_TYPE = "feed_alert"  # lets the bot recognise its own posts later (conversations.history)
+
+# Block Kit limits (https://api.slack.com/reference/block-kit/blocks): section text 3000, context
+# element text 3000, image alt text 2000, image URL 3000. Our own limits are tighter, for readability.
+SECTION_TEXT_LIMIT = 3000
+CONTEXT_TEXT_LIMIT = 3000
+ALT_TEXT_LIMIT = 2000
+IMAGE_URL_LIMIT = 3000
+TITLE_LIMIT = 250
+SUMMARY_LIMIT = 600
+FALLBACK_TEXT_LIMIT = 1000
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
+
+
+def escape_mrkdwn(text: str) -> str:
+    """Slack's three control characters; after this, feed text can neither ping nor forge a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clean_text(text: str) -> str:
+    """Drops control and invisible formatting characters (they can hide or reorder text) and trims."""
+    return " ".join(_CONTROL_CHARS.sub("", text).split())
+
+
+def trim(text: str, limit: int) -> str:
+    """Cuts at a word boundary and marks the cut with an ellipsis."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
+def is_web_url(url: str | None) -> bool:
+    return bool(url) and re.match(r"(?i)^https?://[^\s/]", url or "") is not None
+
+
+def _link_target(url: str) -> str:
+    # Inside <url|text>, "|" ends the URL and "<", ">" end the link: percent-encode them, then escape "&".
+    safe = quote(url, safe=":/?#[]@!$&'()*+,;=%~-._")
+    return escape_mrkdwn(safe)
+
+
+def mrkdwn_link(url: str, label: str) -> str:
+    label = escape_mrkdwn(label)
+    if not is_web_url(url):
+        return label  # a javascript: or relative link is shown as text, never linked
+    return f"<{_link_target(url)}|{label}>"
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
+
+
+def highlight(text: str, keywords: tuple[str, ...]) -> str:
+    """Escapes text and bolds the matched words. Bold needs non-word characters around the asterisks in
+    Slack, so a match inside a word (a substring match in Chinese text) stays plain rather than show `*`."""
+    out: list[str] = []
+    position = 0
+    for start, end in highlight_spans(text, keywords):
+        before = text[start - 1] if start > 0 else " "
+        after = text[end] if end < len(text) else " "
+        if _is_word_char(before) or _is_word_char(after):
+            continue
+        out.append(escape_mrkdwn(text[position:start]))
+        out.append(f"*{escape_mrkdwn(text[start:end])}*")
+        position = end
+    out.append(escape_mrkdwn(text[position:]))
+    return "".join(out)
+
+
+def slack_date(moment: datetime) -> str:
+    """Slack shows this in each reader's own time zone; the fallback is UTC for clients that can't."""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _keyword_label(keyword: str) -> str:
+    return "`" + escape_mrkdwn(keyword.replace("`", "'")) + "`"
+
+
+def alert_metadata(item: Item) -> dict[str, object]:
+    return {
+        "event_type": ALERT_EVENT_TYPE,
+        "event_payload": {"feed_id": item.feed_id, "item_key": item.key, "link": item.link},
+    }
+
+
+def render_alert(match: ChannelMatch, *, source: str) -> Message:
+    """One Slack message for one (channel, item): linked title, summary with the matched words in bold,
+    the thumbnail as an image accessory, and a context line with source, author, time and keywords."""
+    item = match.item
+    title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
+    summary = trim(clean_text(item.summary), SUMMARY_LIMIT)
+
+    heading = f"*{mrkdwn_link(item.link, title)}*"
+    section_text = heading + ("\n" + highlight(summary, match.keywords) if summary else "")
+    if len(section_text) > SECTION_TEXT_LIMIT:  # escaping can grow text: fall back to a plain summary
+        section_text = trim(heading + "\n" + escape_mrkdwn(summary), SECTION_TEXT_LIMIT)
+    section: dict[str, object] = {"type": "section", "text": {"type": "mrkdwn", "text": section_text}}
+    if is_web_url(item.thumbnail) and len(item.thumbnail or "") <= IMAGE_URL_LIMIT:
+        section["accessory"] = {
+            "type": "image",
+            "image_url": item.thumbnail,
+            "alt_text": trim(clean_text(item.title) or "article image", ALT_TEXT_LIMIT),
+        }
+
+    facts = [escape_mrkdwn(trim(clean_text(source), 80))]
+    if item.author.strip():
+        facts.append(escape_mrkdwn(trim(clean_text(item.author), 120)))
+    if item.published:
+        facts.append(slack_date(item.published))
+    facts.append("matched " + ", ".join(_keyword_label(k) for k in match.keywords))
+    context_text = trim(" · ".join(facts), CONTEXT_TEXT_LIMIT)
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": context_text}]}
+
+    # The fallback is what notifications show: the title, and the link when it fits (the blocks have it).
+    fallback = escape_mrkdwn(trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT))
+    link = escape_mrkdwn(item.link)
+    if is_web_url(item.link) and len(fallback) + 1 + len(link) <= FALLBACK_TEXT_LIMIT:
+        fallback += " " + link
+    return Message(
+        channel=match.channel,
+        text=fallback,
+        blocks=(section, context),
+        metadata=alert_metadata(item),
+    )
+
+
+def without_image(message: Message) -> Message:
+    """The same message minus its thumbnail: Slack refuses a whole message when it cannot fetch an image."""
+    blocks = tuple({k: v for k, v in block.items() if k != "accessory"} for block in message.blocks)
+    return Message(channel=message.channel, text=message.text, blocks=blocks, metadata=message.metadata)
+
+
+def render_console(match: ChannelMatch, *, source: str, channel_label: str | None = None) -> str:
+    """What console mode prints instead of posting: the same facts as the Slack message, as plain text."""
+    item = match.item
+    lines = [
+        f"▶ {channel_label or match.channel}  ·  matched: {', '.join(match.keywords)}",
+        f"  {trim(clean_text(item.title) or '(untitled)', TITLE_LIMIT)}",
+    ]
+    if item.link:
+        lines.append(f"  {item.link}")
+    summary = trim(clean_text(item.summary), 300)
+    if summary:
+        lines.append(f"  {summary}")
+    facts = [clean_text(source)]
+    if item.author.strip():
+        facts.append(clean_text(item.author))
+    if item.published:
+        facts.append(item.published.strftime("%Y-%m-%d %H:%M UTC"))
+    if item.thumbnail:
+        facts.append(f"image: {item.thumbnail}")
+    lines.append("  " + " · ".join(facts))
+    return "\n".join(lines)
