@@ -1,0 +1,461 @@
+"""Seen state, deliveries and pending alerts: an in-memory index behind one lock, persisted by a backend.
+
+The `Store` owns the rules of remembering (what counts as seen or delivered, pruning, pending retries);
+a backend only makes it durable: TinyDB files on disk, or a dict for tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from tinydb import TinyDB
+from tinydb.middlewares import CachingMiddleware
+from tinydb.storages import Storage
+from tinydb.table import Document
+
+from bot.errors import StateError
+from bot.model import ChannelMatch, Item
+
+SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
+DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
+TABLES = ("feeds", "channels", "pending", "meta")
+
+Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
+
+
+class Backend(Protocol):
+    """Where state lives between runs.
+
+    `load` returns every table as {doc id: doc}; `write` applies one cycle's changed docs atomically;
+    `log_delivery` makes one delivery durable at once (small and cheap); `read_deliveries` returns the
+    ones not yet folded into a `write`, and `clear_deliveries` forgets them once a `write` holds them.
+    """
+
+    def load(self) -> dict[str, dict[str, dict[str, Any]]]: ...
+    def write(self, changes: Changes) -> None: ...
+    def log_delivery(self, record: dict[str, Any]) -> None: ...
+    def read_deliveries(self) -> list[dict[str, Any]]: ...
+    def clear_deliveries(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class MemoryBackend:
+    """Keeps a serialised copy, so a test can 'restart' by opening a new Store on the same backend."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in TABLES}
+        self.deliveries: list[dict[str, Any]] = []
+        self.writes = 0
+
+    def load(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return copy.deepcopy(self.tables)
+
+    def write(self, changes: Changes) -> None:
+        for table, docs in changes.items():
+            for doc_id, doc in docs.items():
+                if doc is None:
+                    self.tables[table].pop(doc_id, None)
+                else:
+                    self.tables[table][doc_id] = json.loads(json.dumps(doc))
+        self.writes += 1
+
+    def log_delivery(self, record: dict[str, Any]) -> None:
+        self.deliveries.append(dict(record))
+
+    def read_deliveries(self) -> list[dict[str, Any]]:
+        return list(self.deliveries)
+
+    def clear_deliveries(self) -> None:
+        self.deliveries.clear()
+
+    def close(self) -> None:
+        pass
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces the file in one step: JSONStorage rewrites in place, and a crash in the
+    middle of that write leaves a truncated, unreadable file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def read(self) -> dict[str, dict[str, Any]] | None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise StateError(f"state file {self.path} is damaged ({e}); move it aside to start afresh") from e
+        if not isinstance(data, dict):
+            raise StateError(f"state file {self.path} is not a TinyDB file; move it aside to start afresh")
+        return data
+
+    def write(self, data: dict[str, dict[str, Any]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def close(self) -> None:
+        pass
+
+
+def outbox_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.stem + ".outbox" + db_path.suffix)
+
+
+class TinyDBBackend:
+    """The main TinyDB file (written once per cycle through a write cache) and a small outbox TinyDB file
+    beside it that records each delivery the moment Slack accepts it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        caching = CachingMiddleware(AtomicJSONStorage)
+        caching.WRITE_CACHE_SIZE = 10**9  # flush only when we say: one write per cycle
+        self._db = TinyDB(str(path), storage=caching)
+        self._caching = caching
+        self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
+
+    def load(self) -> dict[str, dict[str, dict[str, Any]]]:
+        return {name: {str(doc.doc_id): dict(doc) for doc in self._db.table(name).all()} for name in TABLES}
+
+    def write(self, changes: Changes) -> None:
+        for table_name, docs in changes.items():
+            table = self._db.table(table_name)
+            removed = [
+                int(doc_id)
+                for doc_id, doc in docs.items()
+                if doc is None and table.contains(doc_id=int(doc_id))
+            ]
+            if removed:
+                table.remove(doc_ids=removed)
+            for doc_id, doc in docs.items():
+                if doc is not None:
+                    table.upsert(Document(doc, doc_id=int(doc_id)))
+        self._caching.flush()
+
+    def log_delivery(self, record: dict[str, Any]) -> None:
+        self._outbox.insert(record)
+
+    def read_deliveries(self) -> list[dict[str, Any]]:
+        return [dict(doc) for doc in self._outbox.all()]
+
+    def clear_deliveries(self) -> None:
+        self._outbox.truncate()
+
+    def close(self) -> None:
+        self._caching.flush()
+
+
+@dataclass(frozen=True)
+class FeedState:
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    first_polled: datetime | None = None
+    last_polled: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PendingAlert:
+    """An alert Slack has not accepted yet; retried until it has."""
+
+    id: str
+    match: ChannelMatch
+    source: str
+    created: datetime
+    attempts: int = 0
+    next_attempt: datetime | None = None
+    last_error: str = ""
+
+
+@dataclass
+class CycleChange:
+    """What one poll of one feed learned; committed in one write."""
+
+    feed_id: str
+    polled_at: datetime
+    keys_in_feed: Iterable[str] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    body_hash: str | None = None
+    new_pending: list[PendingAlert] = field(default_factory=list)
+
+
+def pending_id(channel: str, item_key: str) -> str:
+    return f"{channel}\x1f{item_key}"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+class Store:
+    """All reads come from memory; every public method takes the one lock (TinyDB is not thread-safe)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._lock = threading.RLock()
+        tables = backend.load()
+        # TinyDB numbers documents; we key them by name, keeping a name -> doc id map per table.
+        self._ids: dict[str, dict[str, str]] = {name: {} for name in TABLES}
+        self._feeds: dict[str, dict[str, Any]] = {}
+        self._channels: dict[str, dict[str, Any]] = {}
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
+        for name, target, key_field in (
+            ("feeds", self._feeds, "feed_id"),
+            ("channels", self._channels, "channel"),
+            ("pending", self._pending, "id"),
+            ("meta", self._meta, "key"),
+        ):
+            for doc_id, doc in tables.get(name, {}).items():
+                target[doc[key_field]] = doc
+                self._ids[name][doc[key_field]] = doc_id
+        self._next_id = {name: max((int(i) for i in tables.get(name, {})), default=0) + 1 for name in TABLES}
+        self._dirty: dict[str, set[str]] = {name: set() for name in TABLES}
+        # Deliveries from a run that stopped before its cycle was written: fold them in now.
+        for record in backend.read_deliveries():
+            self._remember_delivery(record["channel"], record["key"], record.get("link", ""), record["at"])
+        if any(self._dirty.values()):
+            self._flush()
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        return cls(TinyDBBackend(path))
+
+    @classmethod
+    def in_memory(cls, backend: MemoryBackend | None = None) -> Store:
+        return cls(backend or MemoryBackend())
+
+    # -- feeds -------------------------------------------------------------------------------------
+
+    def feed_state(self, feed_id: str) -> FeedState | None:
+        """None until the feed's first poll has been committed: that poll is the backfill."""
+        with self._lock:
+            doc = self._feeds.get(feed_id)
+            if doc is None:
+                return None
+            return FeedState(
+                etag=doc.get("etag"),
+                last_modified=doc.get("last_modified"),
+                body_hash=doc.get("body_hash"),
+                first_polled=_parse_time(doc.get("first_polled")),
+                last_polled=_parse_time(doc.get("last_polled")),
+            )
+
+    def update_feed_headers(self, feed_id: str, etag: str | None, last_modified: str | None) -> None:
+        """New caching headers for an unchanged body; written at once (rare, and cheap to get wrong)."""
+        with self._lock:
+            doc = self._feeds.get(feed_id)
+            if doc is not None:
+                doc.update(etag=etag, last_modified=last_modified)
+                self._dirty["feeds"].add(feed_id)
+                self._flush()
+
+    def unseen(self, feed_id: str, items: Iterable[Item]) -> list[Item]:
+        with self._lock:
+            seen = self._feeds.get(feed_id, {}).get("seen", {})
+            return [item for item in items if item.key not in seen]
+
+    def seen_count(self, feed_id: str) -> int:
+        with self._lock:
+            return len(self._feeds.get(feed_id, {}).get("seen", {}))
+
+    # -- channels ----------------------------------------------------------------------------------
+
+    def is_delivered(self, channel: str, item: Item) -> bool:
+        """By identity key or canonical link: the same article through two feeds or two guids is one."""
+        with self._lock:
+            doc = self._channels.get(channel)
+            if doc is None:
+                return False
+            return item.key in doc["delivered"] or (bool(item.link) and item.link in doc["links"])
+
+    def record_delivery(self, channel: str, item: Item, at: datetime) -> None:
+        """Durable at once (the outbox), so a crash later in the cycle never reposts this one."""
+        with self._lock:
+            record = {"channel": channel, "key": item.key, "link": item.link, "at": _iso(at)}
+            self._backend.log_delivery(record)
+            self._remember_delivery(channel, item.key, item.link, record["at"])
+            self._drop_pending(pending_id(channel, item.key))
+
+    def _remember_delivery(self, channel: str, key: str, link: str, at: str) -> None:
+        doc = self._channels.setdefault(channel, {"channel": channel, "delivered": {}, "links": {}})
+        doc["delivered"][key] = at
+        if link:
+            doc["links"][link] = at
+        self._dirty["channels"].add(channel)
+
+    # -- channel names -----------------------------------------------------------------------------
+
+    def channel_ids(self) -> dict[str, str]:
+        """The last '#name' -> ID map Slack gave, so a restart during a Slack outage still knows them."""
+        with self._lock:
+            return dict(self._meta.get("channel_ids", {}).get("value", {}))
+
+    def remember_channel_ids(self, ids: dict[str, str]) -> None:
+        with self._lock:
+            merged = {**self.channel_ids(), **ids}
+            self._meta["channel_ids"] = {"key": "channel_ids", "value": merged}
+            self._dirty["meta"].add("channel_ids")
+            self._flush()
+
+    # -- pending -----------------------------------------------------------------------------------
+
+    def pending(self) -> list[PendingAlert]:
+        with self._lock:
+            return [self._pending_from_doc(doc) for doc in self._pending.values()]
+
+    def update_pending(self, alert: PendingAlert) -> None:
+        with self._lock:
+            self._pending[alert.id] = self._doc_from_pending(alert)
+            self._dirty["pending"].add(alert.id)
+
+    def discard_pending(self, alert_id: str) -> None:
+        with self._lock:
+            self._drop_pending(alert_id)
+
+    def _drop_pending(self, alert_id: str) -> None:
+        if alert_id in self._pending:
+            del self._pending[alert_id]
+            self._dirty["pending"].add(alert_id)
+
+    @staticmethod
+    def _doc_from_pending(alert: PendingAlert) -> dict[str, Any]:
+        return {
+            "id": alert.id,
+            "channel": alert.match.channel,
+            "item": alert.match.item.to_dict(),
+            "keywords": list(alert.match.keywords),
+            "source": alert.source,
+            "created": _iso(alert.created),
+            "attempts": alert.attempts,
+            "next_attempt": _iso(alert.next_attempt) if alert.next_attempt else None,
+            "last_error": alert.last_error,
+        }
+
+    @staticmethod
+    def _pending_from_doc(doc: dict[str, Any]) -> PendingAlert:
+        match = ChannelMatch(
+            channel=doc["channel"], item=Item.from_dict(doc["item"]), keywords=tuple(doc["keywords"])
+        )
+        return PendingAlert(
+            id=doc["id"],
+            match=match,
+            source=doc["source"],
+            created=datetime.fromisoformat(doc["created"]),
+            attempts=doc.get("attempts", 0),
+            next_attempt=_parse_time(doc.get("next_attempt")),
+            last_error=doc.get("last_error", ""),
+        )
+
+    # -- writing -----------------------------------------------------------------------------------
+
+    def commit_cycle(self, change: CycleChange) -> None:
+        """One write for one poll: the feed's seen keys and caching headers, and new pending alerts."""
+        with self._lock:
+            now = change.polled_at
+            doc = self._feeds.setdefault(
+                change.feed_id, {"feed_id": change.feed_id, "first_polled": _iso(now), "seen": {}}
+            )
+            doc.update(
+                etag=change.etag,
+                last_modified=change.last_modified,
+                body_hash=change.body_hash,
+                last_polled=_iso(now),
+            )
+            seen: dict[str, str] = doc["seen"]
+            stamp = _iso(now)
+            present = set(change.keys_in_feed)
+            for key in present:
+                seen[key] = stamp
+            horizon = now - SEEN_RETENTION
+            for key in [
+                k for k, last in seen.items() if k not in present and datetime.fromisoformat(last) < horizon
+            ]:
+                del seen[key]
+            self._dirty["feeds"].add(change.feed_id)
+            for alert in change.new_pending:
+                self._pending[alert.id] = self._doc_from_pending(alert)
+                self._dirty["pending"].add(alert.id)
+            self._prune_deliveries(now)
+            self._flush()
+
+    def commit(self) -> None:
+        """Writes whatever changed outside a poll (pending retries)."""
+        with self._lock:
+            if any(self._dirty.values()):
+                self._flush()
+
+    def _prune_deliveries(self, now: datetime) -> None:
+        horizon = _iso(now - DELIVERED_RETENTION)
+        for channel, doc in self._channels.items():
+            for index in ("delivered", "links"):
+                stale = [k for k, at in doc[index].items() if at < horizon]
+                for key in stale:
+                    del doc[index][key]
+                if stale:
+                    self._dirty["channels"].add(channel)
+
+    def _flush(self) -> None:
+        sources = {
+            "feeds": self._feeds,
+            "channels": self._channels,
+            "pending": self._pending,
+            "meta": self._meta,
+        }
+        changes: Changes = {}
+        for table, names in self._dirty.items():
+            docs: dict[str, dict[str, Any] | None] = {}
+            for name in names:
+                doc_id = self._ids[table].get(name)
+                doc = sources[table].get(name)
+                if doc_id is None:
+                    if doc is None:
+                        continue
+                    doc_id = self._ids[table][name] = str(self._next_id[table])
+                    self._next_id[table] += 1
+                if doc is None:
+                    del self._ids[table][name]
+                docs[doc_id] = doc
+            if docs:
+                changes[table] = docs
+        try:
+            self._backend.write(changes)
+            # The main file now holds every delivery logged so far, so the outbox can go.
+            self._backend.clear_deliveries()
+        except OSError as e:
+            raise StateError(f"cannot write state: {e}") from e
+        for names in self._dirty.values():
+            names.clear()
+
+    def close(self) -> None:
+        with self._lock:
+            if any(self._dirty.values()):
+                self._flush()
+            self._backend.close()

@@ -1,0 +1,109 @@
+"""The same contract for every store backend: memory (tests) and TinyDB files (production)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.errors import StateError
+from bot.model import ChannelMatch, Item
+from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, TinyDBBackend, outbox_path, pending_id
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+
+
+def item(key: str, link: str = "") -> Item:
+    return Item(feed_id="f", key=key, link=link or f"https://example.com/{key}", title=f"Title {key}")
+
+
+@pytest.fixture(params=["memory", "tinydb"])
+def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store]:
+    """Opens the store afresh on the same durable state each call: a restart."""
+    if request.param == "memory":
+        backend = MemoryBackend()
+        return lambda: Store.in_memory(backend)
+    return lambda: Store.open(tmp_path / "state.json")
+
+
+def test_a_feed_is_unknown_until_its_first_cycle_is_committed(reopen) -> None:
+    store = reopen()
+    assert store.feed_state("f") is None
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], etag='"1"', body_hash="h"))
+    state = reopen().feed_state("f")
+    assert state is not None and state.etag == '"1"' and state.body_hash == "h" and state.first_polled == T0
+
+
+def test_seen_keys_survive_a_restart(reopen) -> None:
+    store = reopen()
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a", "b"]))
+    assert [i.key for i in reopen().unseen("f", [item("a"), item("b"), item("c")])] == ["c"]
+
+
+def test_keys_gone_from_the_feed_are_pruned_after_30_days_but_present_ones_never(reopen) -> None:
+    store = reopen()
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["old", "stays"]))
+    store.commit_cycle(CycleChange("f", T0 + timedelta(days=29), keys_in_feed=["stays"]))
+    assert store.seen_count("f") == 2
+    store.commit_cycle(CycleChange("f", T0 + timedelta(days=31), keys_in_feed=["stays"]))
+    assert [i.key for i in reopen().unseen("f", [item("old"), item("stays")])] == ["old"]
+
+
+def test_a_delivery_is_durable_before_the_cycle_is_committed(reopen) -> None:
+    store = reopen()
+    store.record_delivery("C1", item("a"), T0)
+    # No commit: the process dies here.
+    after_crash = reopen()
+    assert after_crash.is_delivered("C1", item("a"))
+    assert not after_crash.is_delivered("C2", item("a"))
+
+
+def test_delivered_matches_by_key_or_by_canonical_link(reopen) -> None:
+    store = reopen()
+    store.record_delivery("C1", item("a", "https://example.com/story"), T0)
+    assert store.is_delivered("C1", item("other-guid", "https://example.com/story"))
+    assert not store.is_delivered("C1", item("b"))
+
+
+def test_pending_alerts_survive_a_restart_and_go_when_delivered(reopen) -> None:
+    store = reopen()
+    match = ChannelMatch("C1", item("a"), ("Nexperia",))
+    alert = PendingAlert(
+        pending_id("C1", "a"), match, "SCMP", T0, attempts=1, next_attempt=T0, last_error="x"
+    )
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], new_pending=[alert]))
+
+    restarted = reopen()
+    [loaded] = restarted.pending()
+    assert loaded.match == match and loaded.source == "SCMP" and loaded.last_error == "x"
+    restarted.record_delivery("C1", item("a"), T0)
+    restarted.commit()
+    assert reopen().pending() == []
+
+
+def test_tinydb_writes_the_main_file_once_per_cycle_and_atomically(tmp_path: Path, monkeypatch) -> None:
+    store = Store.open(tmp_path / "state.json")
+    replaced: list[str] = []
+    import os
+
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(Path(b).name), real_replace(a, b)))
+    for n in range(3):
+        store.record_delivery("C1", item(f"k{n}"), T0)
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=[f"k{n}" for n in range(100)]))
+
+    assert replaced.count("state.json") == 1
+    assert replaced.count("state.outbox.json") == 4  # one per delivery, then emptied after the commit
+    data = json.loads((tmp_path / "state.json").read_text())
+    assert set(data) == {"feeds", "channels"}
+    assert json.loads(outbox_path(tmp_path / "state.json").read_text()) == {"_default": {}}
+
+
+def test_a_damaged_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.write_text('{"feeds": {"1": {"feed_id": "f", "se')
+    with pytest.raises(StateError, match=r"state\.json is damaged"):
+        Store(TinyDBBackend(path))
