@@ -1,0 +1,212 @@
+"""The one place that builds the adapters (store, fetcher, Slack or console sink), resolves channel names
+and runs the scheduler. Everything it wires together can be built separately in tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import IO
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from bot.config import Environment, load_rules
+from bot.errors import BotError, DeliveryError
+from bot.fetch import HttpFetcher
+from bot.model import FeedConfig, RuleSet
+from bot.pipeline import Fetcher, Pipeline, PollReport, feed_backoff, utc_now
+from bot.slack import AlertSink, ConsoleSink, SlackClient, SlackSink, check_auth, resolve_channel_names
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+PENDING_RETRY_SECONDS = 30
+MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to this
+
+
+@dataclass
+class FeedHealth:
+    consecutive_failures: int = 0
+    last_report: PollReport | None = None
+
+
+def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
+    """Replaces '#name' channels with IDs (conversations.list, once at start). A name Slack does not know
+    is reported with its place in the rules file and its entry is left out; the other entries run. When
+    Slack cannot be reached, the IDs remembered from the last start are used."""
+    names = {rule.channel.lower() for rule in rules.channels if rule.channel.startswith("#")}
+    if not names:
+        return rules
+    try:
+        ids = resolve_channel_names(client, names)
+        store.remember_channel_ids(ids)
+    except DeliveryError as e:
+        ids = store.channel_ids()
+        if not names <= set(ids):
+            raise BotError(
+                f"cannot resolve channel names through Slack ({e.error}); try again shortly"
+            ) from e
+        log.warning(
+            "slack unreachable error=%s; using the channel IDs remembered from the last start", e.error
+        )
+    kept = []
+    for rule in rules.channels:
+        if not rule.channel.startswith("#"):
+            kept.append(rule)
+        elif rule.channel.lower() in ids:
+            kept.append(replace(rule, channel=ids[rule.channel.lower()]))
+        else:
+            log.error(
+                "channel not found channel=%s at=%s (no such channel, or the bot cannot see it: invite it)",
+                rule.channel,
+                rule.location,
+            )
+    return replace(rules, channels=tuple(kept))
+
+
+@dataclass
+class App:
+    rules: RuleSet
+    store: Store
+    pipeline: Pipeline
+    console: bool
+    health: dict[str, FeedHealth] = field(default_factory=dict)
+
+    def poll_all_once(self) -> list[PollReport]:
+        return [self.poll(feed) for feed in self.rules.feeds]
+
+    def poll(self, feed: FeedConfig) -> PollReport:
+        """A job boundary: whatever goes wrong is logged and reported, and the other feeds carry on."""
+        try:
+            report = self.pipeline.poll_feed(feed)
+        except Exception as e:  # a bug or a broken disk must not stop the scheduler
+            log.exception("poll crashed feed=%s", feed.id)
+            report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}")
+        health = self.health.setdefault(feed.id, FeedHealth())
+        health.last_report = report
+        if report.status == "error":
+            health.consecutive_failures += 1
+            log.warning(report.log_line() + f" failures={health.consecutive_failures}")
+        else:
+            health.consecutive_failures = 0
+            log.info(report.log_line())
+        return report
+
+    def retry_pending(self) -> tuple[int, int]:
+        try:
+            posted, still = self.pipeline.retry_pending()
+        except Exception:
+            log.exception("pending retry crashed")
+            return 0, len(self.store.pending())
+        if posted or still:
+            log.info("pending retry posted=%d still_pending=%d", posted, still)
+        return posted, still
+
+    def next_poll_delay(self, feed: FeedConfig, report: PollReport) -> float:
+        failures = self.health.get(feed.id, FeedHealth()).consecutive_failures
+        delay = feed_backoff(feed.interval_seconds, failures)
+        if report.retry_after:
+            delay = max(delay, min(report.retry_after, MAX_FEED_RETRY_AFTER))
+        return delay
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def build_app(
+    env: Environment,
+    *,
+    stdout: IO[str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    fetcher: Fetcher | None = None,
+    now: Callable[[], datetime] = utc_now,
+) -> App:
+    """Raises ConfigError or BotError with a one-line reason when it cannot start."""
+    rules = load_rules(env.rules_path)
+    store = Store.open(env.db_path)
+    sink: AlertSink
+    if env.slack_token:
+        client = SlackClient(env.slack_token, env.slack_api_url, sleep=sleep)
+        try:
+            identity = check_auth(client)
+            log.info("slack connected team=%s bot=%s", identity.get("team"), identity.get("user"))
+        except DeliveryError as e:
+            if not e.transient:
+                raise BotError(
+                    f"Slack refused SLACK_BOT_TOKEN ({e.error}): check the token and the app install"
+                ) from e
+            log.warning(
+                "slack unreachable at start error=%s (alerts wait as pending until it answers)", e.error
+            )
+        rules = resolve_rules(rules, client, store)
+        sink = SlackSink(client)
+        console = False
+    else:
+        sink = ConsoleSink(stdout)
+        console = True
+        log.info("console mode: SLACK_BOT_TOKEN is not set, alerts are printed instead of posted")
+    pipeline = Pipeline(rules, store=store, fetcher=fetcher or HttpFetcher(), sink=sink, now=now)
+    return App(rules=rules, store=store, pipeline=pipeline, console=console)
+
+
+def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
+    """Polls every feed at its interval until SIGTERM/SIGINT (or `stop`), then lets running polls finish
+    and flushes state. One job per feed: no overlapping runs, missed runs coalesced into one."""
+    stop = stop or threading.Event()
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(max_workers=4)},
+        job_defaults={"coalesce": True, "max_instances": 1},
+        timezone="UTC",
+    )
+
+    def poll_job(feed: FeedConfig) -> None:
+        report = app.poll(feed)
+        if report.status == "error":
+            delay = app.next_poll_delay(feed, report)
+            scheduler.modify_job(f"feed:{feed.id}", next_run_time=utc_now() + timedelta(seconds=delay))
+            log.info("feed retry feed=%s in=%ds", feed.id, delay)
+
+    start = utc_now()
+    for feed in app.rules.feeds:
+        scheduler.add_job(
+            poll_job,
+            IntervalTrigger(seconds=feed.interval_seconds, timezone="UTC"),
+            args=[feed],
+            id=f"feed:{feed.id}",
+            next_run_time=start,
+            misfire_grace_time=max(feed.interval_seconds, 30),
+        )
+    scheduler.add_job(
+        app.retry_pending,
+        IntervalTrigger(seconds=PENDING_RETRY_SECONDS, timezone="UTC"),
+        id="pending",
+        next_run_time=start + timedelta(seconds=5),
+        misfire_grace_time=PENDING_RETRY_SECONDS,
+    )
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info(
+            "stopping signal=%s (finishing running polls, then saving state)", signal.Signals(signum).name
+        )
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+    scheduler.start()
+    log.info(
+        "running feeds=%d channels=%d", len(app.rules.feeds), len({r.channel for r in app.rules.channels})
+    )
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)
+        app.close()
+        log.info("stopped; state saved")

@@ -1,0 +1,122 @@
+"""Command line: parses arguments, calls the app, and turns errors into one line and an exit code.
+
+Exit codes: 0 done; 1 configuration or start-up error; 2 usage; 3 `run --once` finished but a feed failed
+or alerts are still pending (so cron notices).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from bot import __version__
+from bot.app import build_app, run_scheduler
+from bot.config import Environment, environment_from, load_rules
+from bot.errors import BotError, ConfigError, FetchError
+from bot.fetch import HttpFetcher
+from bot.logs import configure_logging
+from bot.preview import preview_feeds, render_preview
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="feedwatch: posts news feed items that match channel keyword rules to Slack.",
+        epilog="Environment: SLACK_BOT_TOKEN (absent: console mode), SLACK_API_URL, BOT_RULES, BOT_DB, "
+        "BOT_LOG_LEVEL.",
+    )
+    parser.add_argument("--version", action="version", version=f"feedwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser("run", help="poll every feed at its interval and deliver alerts")
+    run.add_argument(
+        "--once", action="store_true", help="poll every feed once, deliver, retry pending alerts, exit"
+    )
+    commands.add_parser("check", help="validate the rules file; exit 1 listing every problem")
+    preview = commands.add_parser(
+        "preview", help="show which channels would get which items; changes no state"
+    )
+    preview.add_argument(
+        "--feed", metavar="URL_OR_PATH", help="preview this feed against every rule, ignoring seen state"
+    )
+    return parser
+
+
+def main(
+    argv: Sequence[str] | None = None, environ: dict[str, str] | None = None, stdout: IO[str] | None = None
+) -> int:
+    args = _parser().parse_args(argv)
+    out = stdout or sys.stdout
+    try:
+        env = environment_from(os.environ if environ is None else environ, Path.cwd())
+        configure_logging(env.log_level)
+        if args.command == "check":
+            return _check(env, out)
+        if args.command == "preview":
+            return _preview(env, args.feed, out)
+        return _run(env, once=args.once, out=out)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except BotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _check(env: Environment, out: IO[str]) -> int:
+    rules = load_rules(env.rules_path)
+    channels = len({rule.channel for rule in rules.channels})
+    print(
+        f"{env.rules_path}: OK ({len(rules.feeds)} feed(s), {len(rules.channels)} channel rule(s) for "
+        f"{channels} channel(s))",
+        file=out,
+    )
+    return 0
+
+
+def _preview(env: Environment, feed_url: str | None, out: IO[str]) -> int:
+    rules = load_rules(env.rules_path)
+    fetcher = HttpFetcher()
+    try:
+        previews = preview_feeds(rules, fetcher, db_path=env.db_path, adhoc_url=feed_url)
+    except FetchError as e:
+        raise BotError(f"cannot fetch {feed_url}: {e.reason}") from e
+    finally:
+        fetcher.close()
+    out.write(render_preview(previews))
+    return 0
+
+
+def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
+    app = build_app(env, stdout=out)
+    if not once:
+        run_scheduler(app)
+        return 0
+    try:
+        reports = app.poll_all_once()
+        _, still_pending = app.retry_pending()
+    finally:
+        app.close()
+    posted = sum(r.posted for r in reports)
+    failed = [r.feed_id for r in reports if r.status == "error"]
+    where = "printed" if app.console else "posted"
+    log.info(
+        "run once feeds=%d alerts_%s=%d failed_feeds=%d pending=%d",
+        len(reports),
+        where,
+        posted,
+        len(failed),
+        still_pending,
+    )
+    if app.console and posted == 0:
+        print("No new alerts: every matching item was already shown (state is in BOT_DB).", file=out)
+    return 3 if failed or still_pending else 0

@@ -1,0 +1,239 @@
+"""Delivers alerts: to Slack through slack_sdk's WebClient (retries, joins, errors as DeliveryError), or to
+the terminal in console mode. Rendering is blocks.py's job; deciding what to send is the pipeline's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import socket
+import sys
+import threading
+import time
+import urllib.error
+from collections.abc import Callable, Iterable
+from typing import IO, Any, Protocol
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+
+from bot.blocks import render_alert, render_console, without_image
+from bot.errors import DeliveryError
+from bot.fetch import retry_after_seconds
+from bot.model import ChannelMatch, Message
+
+log = logging.getLogger(__name__)
+
+# Errors that say "try again later" rather than "a person must fix something".
+TRANSIENT_ERRORS = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout", "timeout"}
+)
+# Errors that stop every post, not just one channel's.
+AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
+CHANNEL_HINTS = {
+    "channel_not_found": "no such channel, or a private one the bot is not in: check the ID, /invite the bot",
+    "not_in_channel": "the bot is not in this private channel: /invite it there",
+    "is_archived": "the channel is archived",
+    "missing_scope": "the app lacks a scope (chat:write, channels:join, channels:read, groups:read)",
+    "invalid_auth": "SLACK_BOT_TOKEN was refused: check the token (xoxb-...) and that the app is installed",
+    "not_authed": "no token was sent: set SLACK_BOT_TOKEN",
+    "token_revoked": "SLACK_BOT_TOKEN was revoked: reinstall the app and update the token",
+}
+
+
+class AlertSink(Protocol):
+    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise."""
+
+    def deliver(self, match: ChannelMatch, source: str) -> None: ...
+
+
+class ConsoleSink:
+    """Console mode (no SLACK_BOT_TOKEN): prints each alert instead of posting it."""
+
+    def __init__(self, stream: IO[str] | None = None, channel_names: dict[str, str] | None = None) -> None:
+        self._stream = stream or sys.stdout
+        self._names = channel_names or {}
+        self._lock = threading.Lock()
+
+    def deliver(self, match: ChannelMatch, source: str) -> None:
+        text = render_console(match, source=source, channel_label=self._names.get(match.channel))
+        with self._lock:
+            print(text, file=self._stream, flush=True)
+            print(file=self._stream, flush=True)
+
+
+def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
+    """slack_sdk and urllib errors -> our one error type, classified transient or not."""
+    if isinstance(exc, DeliveryError):
+        return exc
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        status = getattr(response, "status_code", 200)
+        data = response.data if isinstance(response.data, dict) else {}
+        error = str(data.get("error") or f"HTTP {status}")
+        headers = getattr(response, "headers", {}) or {}
+        retry_after = retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after"))
+        if status == 429:
+            return DeliveryError(channel, "ratelimited", transient=True, retry_after=retry_after or 1.0)
+        transient = status >= 500 or error in TRANSIENT_ERRORS
+        return DeliveryError(
+            channel,
+            error,
+            transient=transient,
+            retry_after=retry_after if transient else None,
+            affects_all=transient or error in AUTH_ERRORS,
+        )
+    if isinstance(
+        exc,
+        urllib.error.URLError | socket.timeout | TimeoutError | ConnectionError | http.client.HTTPException,
+    ):
+        reason = getattr(exc, "reason", None) or exc
+        return DeliveryError(channel, f"connection error: {reason}", transient=True)
+    if isinstance(exc, SlackClientError | OSError):
+        return DeliveryError(channel, f"{type(exc).__name__}: {exc}", transient=True)
+    raise exc
+
+
+class SlackClient:
+    """WebClient with our retry policy: 429 waits Retry-After, 5xx and connection errors back off.
+
+    slack_sdk's own retry handlers sleep inside the call; ours take an injectable `sleep` so tests never
+    wait, and a Retry-After longer than `max_wait` is not waited out here: the alert stays pending instead.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        base_url: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        attempts: int = 4,
+        max_wait: float = 30.0,
+        timeout: int = 15,
+    ) -> None:
+        self.web = WebClient(token=token, base_url=base_url, timeout=timeout, retry_handlers=[])
+        self._sleep = sleep
+        self._attempts = attempts
+        self._max_wait = max_wait
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        channel = str(params.get("channel", ""))  # names the channel in errors
+
+        def should_retry(exc: BaseException) -> bool:
+            return (
+                isinstance(exc, DeliveryError)
+                and exc.transient
+                and (exc.retry_after is None or exc.retry_after <= self._max_wait)
+            )
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, DeliveryError) and exc.retry_after is not None:
+                return exc.retry_after
+            return float(min(2 ** (state.attempt_number - 1), self._max_wait))
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait,
+            retry=retry_if_exception(should_retry),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                try:
+                    # The typed methods know how each call is encoded (JSON for writes, a form for reads).
+                    response = getattr(self.web, method.replace(".", "_"))(**params)
+                except Exception as e:  # translated, then retried or raised by tenacity
+                    raise error_from_exception(channel, e) from e
+                return dict(response.data) if isinstance(response.data, dict) else {}
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def paginate(self, method: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
+        cursor = ""
+        while True:
+            page = self.call(method, **params, **({"cursor": cursor} if cursor else {}))
+            yield from page.get(key, [])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor", "")
+            if not cursor:
+                return
+
+
+class SlackSink:
+    """Posts alerts with chat.postMessage, joining public channels first (the bot must be a member to read
+    its own history later). Each failure is logged once per channel and error, not once per alert."""
+
+    def __init__(self, client: SlackClient) -> None:
+        self._client = client
+        self._joined: set[str] = set()
+        self._reported: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def deliver(self, match: ChannelMatch, source: str) -> None:
+        message = render_alert(match, source=source)
+        self._ensure_member(match.channel)
+        try:
+            self._post(message)
+        except DeliveryError as e:
+            if e.error == "invalid_blocks" and any("accessory" in block for block in message.blocks):
+                # Slack refuses the whole message when it cannot fetch the thumbnail: send it without.
+                self._post(without_image(message))
+            else:
+                self._report(e)
+                raise
+
+    def _post(self, message: Message) -> None:
+        self._client.call("chat.postMessage", **message.payload())
+
+    def _ensure_member(self, channel: str) -> None:
+        with self._lock:
+            if channel in self._joined:
+                return
+        try:
+            self._client.call("conversations.join", channel=channel)
+        except DeliveryError as e:
+            # Private channels cannot be joined: posting tells whether the bot was invited.
+            if e.error != "method_not_supported_for_channel_type":
+                self._report(e)
+                if e.affects_all:
+                    raise
+                return
+        with self._lock:
+            self._joined.add(channel)
+
+    def _report(self, error: DeliveryError) -> None:
+        key = (error.channel, error.error)
+        with self._lock:
+            if key in self._reported:
+                return
+            self._reported.add(key)
+        hint = CHANNEL_HINTS.get(error.error, "will retry" if error.transient else "")
+        log.error(
+            "slack error channel=%s error=%s%s", error.channel, error.error, f" ({hint})" if hint else ""
+        )
+
+
+def resolve_channel_names(client: SlackClient, names: Iterable[str]) -> dict[str, str]:
+    """'#name' -> channel ID through conversations.list; names not found are left out of the result."""
+    wanted = {name.lstrip("#").lower() for name in names}
+    if not wanted:
+        return {}
+    found: dict[str, str] = {}
+    for channel in client.paginate(
+        "conversations.list",
+        "channels",
+        types="public_channel,private_channel",
+        exclude_archived=True,
+        limit=1000,
+    ):
+        name = str(channel.get("name", "")).lower()
+        if name in wanted:
+            found["#" + name] = channel["id"]
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def check_auth(client: SlackClient) -> dict[str, Any]:
+    return client.call("auth.test")

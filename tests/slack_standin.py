@@ -1,0 +1,208 @@
+"""A Slack Web API stand-in on loopback that speaks Slack's wire format, for slack_sdk to talk to over HTTP.
+
+It checks the bearer token, answers {"ok": true, ...} or {"ok": false, "error": ...}, can answer 429 with
+Retry-After or 5xx on demand, and records every accepted post.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+
+@dataclass
+class Failure:
+    status: int = 200
+    error: str | None = None
+    retry_after: int | None = None
+    body: str | None = None
+
+
+@dataclass
+class Channel:
+    id: str
+    name: str
+    private: bool = False
+    member: bool = False
+    archived: bool = False
+
+
+@dataclass
+class SlackState:
+    token: str = "xoxb-test-token"
+    channels: dict[str, Channel] = field(default_factory=dict)
+    posts: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    failures: dict[str, list[Failure]] = field(default_factory=dict)
+    down: bool = False  # every call answers 503
+    next_ts: int = 1
+
+
+class SlackStandIn:
+    def __init__(self) -> None:
+        self.state = SlackState()
+        self._lock = threading.Lock()
+        handler = type("Handler", (_Handler,), {"standin": self})
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/api/"
+
+    def start(self) -> SlackStandIn:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- test controls -----------------------------------------------------------------------------
+
+    def add_channel(self, channel_id: str, name: str, *, private: bool = False, member: bool = False) -> None:
+        with self._lock:
+            self.state.channels[channel_id] = Channel(channel_id, name, private, member)
+
+    def fail_next(self, method: str, times: int = 1, **failure: Any) -> None:
+        with self._lock:
+            self.state.failures.setdefault(method, []).extend(Failure(**failure) for _ in range(times))
+
+    def set_down(self, down: bool) -> None:
+        with self._lock:
+            self.state.down = down
+
+    @property
+    def posts(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.state.posts)
+
+    def posts_to(self, channel: str) -> list[dict[str, Any]]:
+        return [p for p in self.posts if p["channel"] == channel]
+
+    def calls(self, method: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [params for name, params in self.state.calls if name == method]
+
+    # -- the API -----------------------------------------------------------------------------------
+
+    def handle(
+        self, method: str, token: str | None, params: dict[str, Any]
+    ) -> tuple[int, dict[str, str], str]:
+        with self._lock:
+            self.state.calls.append((method, params))
+            if self.state.down:
+                return 503, {}, "<html>Service Unavailable</html>"
+            queued = self.state.failures.get(method)
+            if queued:
+                failure = queued.pop(0)
+                headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+                if failure.body is not None:
+                    return failure.status, headers, failure.body
+                return (
+                    failure.status,
+                    headers,
+                    json.dumps({"ok": False, "error": failure.error or "fatal_error"}),
+                )
+            if token != self.state.token:
+                return 200, {}, json.dumps({"ok": False, "error": "invalid_auth" if token else "not_authed"})
+            answer = getattr(self, "_api_" + method.replace(".", "_"), None)
+            if answer is None:
+                return 200, {}, json.dumps({"ok": False, "error": "unknown_method"})
+            return 200, {}, json.dumps(answer(params))
+
+    def _api_auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "team": "Test Team", "user": "feedwatch", "user_id": "UBOT", "bot_id": "BBOT"}
+
+    def _api_conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        channels = [
+            {"id": c.id, "name": c.name, "is_private": c.private, "is_member": c.member}
+            for c in self.state.channels.values()
+            if not c.archived
+        ]
+        # Two pages, so pagination is exercised.
+        start = int(params.get("cursor") or 0)
+        page = channels[start : start + 2]
+        next_cursor = str(start + 2) if start + 2 < len(channels) else ""
+        return {"ok": True, "channels": page, "response_metadata": {"next_cursor": next_cursor}}
+
+    def _api_conversations_join(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self.state.channels.get(str(params.get("channel")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel.private:
+            return {"ok": False, "error": "method_not_supported_for_channel_type"}
+        channel.member = True
+        return {"ok": True, "channel": {"id": channel.id}}
+
+    def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self.state.channels.get(str(params.get("channel")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel.archived:
+            return {"ok": False, "error": "is_archived"}
+        if not channel.member:
+            return {"ok": False, "error": "not_in_channel"}
+        if not params.get("text") and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = f"1700000000.{self.state.next_ts:06d}"
+        self.state.next_ts += 1
+        self.state.posts.append({**params, "ts": ts})
+        return {"ok": True, "channel": channel.id, "ts": ts, "message": {"text": params.get("text")}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    standin: SlackStandIn
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        path, _, query = self.path.partition("?")
+        method = path.removeprefix("/api/")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        params: dict[str, Any] = dict(parse_qsl(query))
+        content_type = self.headers.get("Content-Type", "")
+        if raw and "json" in content_type:
+            params.update(json.loads(raw))
+        elif raw:
+            params.update(parse_qsl(raw.decode()))
+        for key in ("blocks", "metadata"):  # form-encoded calls carry these as JSON strings
+            if isinstance(params.get(key), str):
+                params[key] = json.loads(params[key])
+        auth = self.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else params.get("token")
+        status, headers, body = self.standin.handle(method, token, params)
+        encoded = body.encode()
+        self.send_response(status)
+        self.send_header(
+            "Content-Type", "application/json; charset=utf-8" if body.startswith("{") else "text/html"
+        )
+        self.send_header("Content-Length", str(len(encoded)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(encoded)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def running_slack() -> Iterator[SlackStandIn]:
+    standin = SlackStandIn().start()
+    try:
+        yield standin
+    finally:
+        standin.stop()

@@ -1,0 +1,115 @@
+"""The command line as a user meets it: exit codes, one-line errors, console mode, preview."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.cli import main
+from tests.conftest import REPO, SAMPLE_FEED, scmp_feed
+
+DEMO_RULES = REPO / "bot" / "sample" / "demo-rules.yaml"
+
+
+def run_cli(args: list[str], environ: dict[str, str]) -> tuple[int, str]:
+    out = io.StringIO()
+    code = main(args, environ=environ, stdout=out)
+    return code, out.getvalue()
+
+
+def test_quick_start_runs_the_sample_feed_in_console_mode(tmp_path: Path) -> None:
+    """The README's first command, as a subprocess: the real entry point, no Slack token."""
+    environ = {"PATH": "/usr/bin:/bin", "BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "state.json")}
+    first = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--once"], env=environ, cwd=REPO, capture_output=True, text=True
+    )
+    assert first.returncode == 0, first.stderr
+    assert "▶ #chip-supply-chain  ·  matched: Nexperia, Wingtech" in first.stdout
+    assert "console mode" in first.stderr and "Traceback" not in first.stderr
+
+    again = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--once"], env=environ, cwd=REPO, capture_output=True, text=True
+    )
+    assert again.returncode == 0 and "▶" not in again.stdout and "No new alerts" in again.stdout
+
+
+def test_check_accepts_the_shipped_rules_files() -> None:
+    for rules in (REPO / "rules.yaml", DEMO_RULES):
+        code, out = run_cli(["check"], {"BOT_RULES": str(rules)})
+        assert code == 0 and "OK" in out
+
+
+def test_check_lists_every_problem_on_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: a\n    url: https://e.com/a\n  - id: a\n    url: https://e.com/b\n"
+        "channels:\n  - channel: C1\n    keywords: []\n"
+        "  - channel: C2\n    feeds: [nope]\n    keywords: [x]\n"
+        "    colour: red\n"
+    )
+    code = main(["check"], environ={"BOT_RULES": str(rules)})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 4, err
+    assert all(line.startswith(f"{rules}:") for line in err)
+    assert any(":4: feeds[1].id: duplicate feed id 'a'" in line for line in err)
+    assert any(":8: channels[0].keywords: must not be empty" in line for line in err)
+
+
+def test_a_missing_rules_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "--once"], environ={"BOT_RULES": str(tmp_path / "nope.yaml")})
+    err = capsys.readouterr().err
+    assert code == 1 and "nope.yaml" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_preview_changes_no_state(tmp_path: Path) -> None:
+    db = tmp_path / "state.json"
+    code, out = run_cli(["preview"], {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(db)})
+    assert code == 0
+    assert "first poll: backfill" in out
+    assert "post → #chip-supply-chain  matched Nexperia, Wingtech" in out
+    assert "first poll: only the newest 3 per channel are posted" in out
+    assert not db.exists()
+
+
+def test_preview_after_a_run_shows_items_as_seen(tmp_path: Path) -> None:
+    environ = {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "state.json")}
+    run_cli(["run", "--once"], environ)
+    before = (tmp_path / "state.json").read_bytes()
+    code, out = run_cli(["preview"], environ)
+    assert code == 0 and "0 alert(s) would be posted" in out and "already seen in an earlier poll" in out
+    assert (tmp_path / "state.json").read_bytes() == before
+
+
+def test_preview_feed_ignores_seen_state_and_feed_filters_and_marks_exclusions(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"feeds:\n  - id: other\n    url: {tmp_path / 'other.xml'}\n"
+        "channels:\n  - channel: C1\n    feeds: [other]\n    keywords: [Huawei]\n    exclude: [hubris]\n"
+    )
+    feed = tmp_path / "feed.xml"
+    feed.write_bytes(scmp_feed())
+    code, out = run_cli(
+        ["preview", "--feed", str(feed)], {"BOT_RULES": str(rules), "BOT_DB": str(tmp_path / "s.json")}
+    )
+    assert code == 0
+    assert "every rule, seen state ignored" in out
+    assert "post → C1  matched Huawei" in out
+    assert f"held   C1  excluded by hubris ({rules}:5)" in out
+
+
+def test_run_once_exits_3_when_a_feed_fails(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"feeds:\n  - id: gone\n    url: {tmp_path / 'missing.xml'}\n  - id: ok\n    url: {SAMPLE_FEED}\n"
+        "channels:\n  - channel: C1\n    keywords: [Nexperia]\n"
+    )
+    code, out = run_cli(["run", "--once"], {"BOT_RULES": str(rules), "BOT_DB": str(tmp_path / "s.json")})
+    assert code == 3
+    assert "Nexperia" in out  # the healthy feed was still polled and its alert shown

@@ -1,0 +1,238 @@
+"""The whole pipeline over real loopback HTTP: a feed host with ETags serving the real SCMP feed as it
+changes, and a Slack Web API stand-in that slack_sdk talks to. Time is a test clock; nothing sleeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.app import App, build_app
+from bot.config import environment_from
+from tests.conftest import Clock, rss_item, scmp_feed
+from tests.feed_host import FeedHost
+from tests.slack_standin import SlackStandIn
+
+NEXPERIA, HUAWEI, NVIDIA = "CNEXPERIA1", "CHUAWEI01", "CNVIDIA01"
+
+
+def write_rules(folder: Path, feed_url: str, *, backfill: int = 1, extra_channels: str = "") -> Path:
+    rules = folder / "rules.yaml"
+    rules.write_text(
+        f"""
+settings:
+  interval: 2m
+  backfill: {backfill}
+feeds:
+  - id: scmp
+    url: {feed_url}
+channels:
+  - channel: {NEXPERIA}
+    keywords: [Nexperia, Wingtech]
+  - channel: "#huawei-watch"
+    keywords: [Huawei]
+    exclude: [hubris]
+  - channel: {NVIDIA}
+    feeds: [scmp]
+    keywords: [Nvidia]
+{extra_channels}"""
+    )
+    return rules
+
+
+@pytest.fixture
+def world(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock):
+    slack.add_channel(NEXPERIA, "nexperia")
+    slack.add_channel(HUAWEI, "huawei-watch")
+    slack.add_channel(NVIDIA, "nvidia")
+    slack.add_channel("CFILLER01", "random")
+    feed_url = feed_host.serve("/rss/519752/feed", scmp_feed(drop_newest=3))
+    rules = write_rules(tmp_path, feed_url)
+    environ = {
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "BOT_RULES": str(rules),
+        "BOT_DB": str(tmp_path / "data" / "state.json"),
+    }
+
+    class World:
+        def __init__(self) -> None:
+            self.feed_host, self.slack, self.clock, self.environ = feed_host, slack, clock, environ
+            self.feed_path = "/rss/519752/feed"
+
+        def start(self) -> App:
+            env = environment_from(self.environ, tmp_path)
+            return build_app(env, sleep=clock.sleep, now=clock)
+
+        def run_once(self) -> App:
+            app = self.start()
+            try:
+                app.poll_all_once()
+                app.retry_pending()
+            finally:
+                app.close()
+            return app
+
+        def publish(self, body: bytes) -> None:
+            feed_host.serve(self.feed_path, body)
+
+    return World()
+
+
+def titles(posts: list[dict]) -> list[str]:
+    return [post["text"].split(" https://")[0] for post in posts]
+
+
+def test_first_poll_posts_only_the_backfill_newest_match_per_channel(world) -> None:
+    world.run_once()
+
+    assert titles(world.slack.posts_to(NEXPERIA)) == [
+        "Wingtech sues Dutch unit Nexperia for US$1.17b as battle for control escalates"
+    ]
+    assert titles(world.slack.posts_to(HUAWEI)) == [
+        "Peking University unveils 3D design tool to power Huawei’s chip ambitions"
+    ]
+    assert titles(world.slack.posts_to(NVIDIA)) == [
+        "US chipmakers in China see revenue rise, defying trade tensions: Hurun list"  # Nvidia in its summary
+    ]
+    assert len(world.slack.posts) == 3
+
+
+def test_new_items_reach_exactly_the_right_channels_once(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())  # the three newest SCMP items appear
+    world.run_once()
+
+    new_posts = world.slack.posts[before:]
+    by_channel = {(p["channel"], t) for p, t in zip(new_posts, titles(new_posts), strict=True)}
+    assert by_channel == {
+        (
+            NEXPERIA,
+            "Wingtech says core of Nexperia China unit now based on mainland, can operate independently",
+        ),
+        (HUAWEI, "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?"),
+        # The newest item names Huawei too, but its summary says "hubris": excluded for #huawei-watch.
+    }
+    assert len(new_posts) == 2
+
+
+def test_the_alert_message_is_block_kit_with_thumbnail_metadata_and_no_unfurl(world) -> None:
+    world.run_once()
+    post = world.slack.posts_to(NEXPERIA)[0]
+
+    section, context = post["blocks"]
+    assert section["text"]["text"].startswith(
+        "*<https://www.scmp.com/tech/tech-war/article/3354611/wingtech-sues"
+    )
+    assert "utm_source" not in section["text"]["text"]
+    assert "*Nexperia*" in section["text"]["text"] or "*Wingtech*" in section["text"]["text"]
+    assert section["accessory"]["type"] == "image"
+    assert section["accessory"]["image_url"].startswith("https://cdn.i-scmp.com/")
+    assert "&amp;" not in section["accessory"]["image_url"]
+    assert "matched `Nexperia`, `Wingtech`" in context["elements"][0]["text"]
+    assert post["unfurl_links"] is False and post["unfurl_media"] is False
+    assert post["metadata"]["event_type"] == "feed_alert"
+    assert post["metadata"]["event_payload"]["feed_id"] == "scmp"
+    assert post["text"].startswith("Wingtech sues Dutch unit Nexperia")
+
+
+def test_a_rerun_and_a_restart_post_nothing_and_use_conditional_get(world) -> None:
+    world.run_once()
+    posted = len(world.slack.posts)
+
+    world.run_once()  # the same process would do the same: the host answers 304
+    world.run_once()  # a restart: new App, same BOT_DB
+
+    assert len(world.slack.posts) == posted
+    last = world.feed_host.requests_for(world.feed_path)[-1]
+    assert last["headers"].get("if-none-match")
+    assert "feedwatch/" in last["headers"]["user-agent"]
+    assert "gzip" in last["headers"]["accept-encoding"]
+
+
+def test_a_server_ignoring_conditional_headers_still_posts_nothing_twice(world) -> None:
+    world.feed_host.honour_conditional = False
+    world.run_once()
+    posted = len(world.slack.posts)
+    world.run_once()
+    assert len(world.slack.posts) == posted
+
+
+def test_a_slack_outage_loses_nothing_and_duplicates_nothing(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+
+    world.slack.set_down(True)
+    world.publish(scmp_feed())
+    world.run_once()  # Slack answers 503: alerts go pending, seen state moves on
+    world.clock.advance(minutes=5)
+    world.run_once()  # still down: retried, still pending, nothing posted
+    assert len(world.slack.posts) == before
+
+    world.slack.set_down(False)
+    world.clock.advance(minutes=5)
+    world.run_once()  # Slack is back: the pending alerts go out, once
+
+    new_posts = world.slack.posts[before:]
+    assert sorted(titles(new_posts)) == sorted(
+        [
+            "Wingtech says core of Nexperia China unit now based on mainland, can operate independently",
+            "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?",
+        ]
+    )
+    world.clock.advance(minutes=5)
+    world.run_once()
+    assert len(world.slack.posts) == before + 2
+
+
+def test_429_is_retried_after_retry_after_without_real_sleep(world) -> None:
+    world.slack.fail_next("chat.postMessage", status=429, retry_after=7, error="ratelimited")
+    world.run_once()
+
+    assert len(world.slack.posts) == 3
+    assert 7 in world.clock.slept
+
+
+def test_channel_not_found_keeps_the_alert_pending_and_other_channels_get_theirs(
+    world, tmp_path, caplog
+) -> None:
+    write_rules(
+        tmp_path,
+        world.feed_host.url(world.feed_path),
+        extra_channels="  - channel: CGONE0001\n    keywords: [Nexperia]\n",
+    )
+    app = world.run_once()
+
+    assert len(world.slack.posts) == 3
+    pending = app.store.pending()
+    assert [(p.match.channel, p.last_error) for p in pending] == [("CGONE0001", "channel_not_found")]
+    assert any("channel_not_found" in r.message and "CGONE0001" in r.message for r in caplog.records)
+
+
+def test_an_article_in_two_feeds_is_posted_to_a_channel_once(world, tmp_path) -> None:
+    story = rss_item(
+        "Nexperia wins ruling",
+        "https://example.com/nexperia-ruling?utm_source=rss",
+        description="Court rules.",
+    )
+    same_story = rss_item(
+        "Nexperia wins ruling",
+        "https://example.com/nexperia-ruling?utm_medium=feed",
+        description="Court rules.",
+    )
+    url_a = world.feed_host.serve("/a.xml", scmp_feed(extra_items=(story,)))
+    url_b = world.feed_host.serve("/b.xml", scmp_feed(extra_items=(same_story,)))
+    (tmp_path / "rules.yaml").write_text(
+        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
+        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
+    )
+    world.run_once()
+    assert titles(world.slack.posts_to(NEXPERIA)) == ["Nexperia wins ruling"]
+
+
+def test_hash_channel_names_are_resolved_and_public_channels_joined(world) -> None:
+    world.run_once()
+    assert world.slack.posts_to(HUAWEI)  # "#huawei-watch" became its ID
+    joined = {call["channel"] for call in world.slack.calls("conversations.join")}
+    assert joined == {NEXPERIA, HUAWEI, NVIDIA}
