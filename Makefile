@@ -22,6 +22,7 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot tests
 	$(VENV)/bin/ruff format --check bot tests
+	$(VENV)/bin/mypy bot
 
 check: $(VENV)/.installed
 	$(PY) -m bot check

@@ -21,8 +21,9 @@ from bot.config import Environment, load_rules
 from bot.errors import BotError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.model import FeedConfig, RuleSet
-from bot.pipeline import Fetcher, Pipeline, PollReport, feed_backoff, utc_now
-from bot.slack import AlertSink, ConsoleSink, SlackClient, SlackSink, check_auth, resolve_channel_names
+from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
+from bot.slack import ConsoleSink, SlackClient, SlackSink, check_auth, resolve_channel_names
+from bot.storage import open_store
 from bot.store import Store
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ def build_app(
 ) -> App:
     """Raises ConfigError or BotError with a one-line reason when it cannot start."""
     rules = load_rules(env.rules_path)
-    store = Store.open(env.db_path)
+    store = open_store(env.db_path)
     sink: AlertSink
     if env.slack_token:
         client = SlackClient(env.slack_token, env.slack_api_url, sleep=sleep)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import IO
 
 from bot import __version__
 from bot.app import build_app, run_scheduler
-from bot.config import Environment, environment_from, load_rules
+from bot.config import Environment, environment_from, load_environment, load_rules
 from bot.errors import BotError, ConfigError, FetchError
 from bot.fetch import HttpFetcher
 from bot.logs import configure_logging
@@ -54,7 +53,7 @@ def main(
     args = _parser().parse_args(argv)
     out = stdout or sys.stdout
     try:
-        env = environment_from(os.environ if environ is None else environ, Path.cwd())
+        env = load_environment() if environ is None else environment_from(environ, Path.cwd())
         configure_logging(env.log_level)
         if args.command == "check":
             return _check(env, out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -15,6 +15,7 @@ import httpx
 
 from bot import __version__
 from bot.errors import FetchError
+from bot.model import FetchResult
 
 USER_AGENT = f"feedwatch/{__version__} (Slack alert bot; +https://pypi.org/project/feedwatch/)"
 ACCEPT = (
@@ -30,16 +31,6 @@ class FetchLimits:
     total_timeout: float = 60.0  # a server that trickles one byte per read timeout would otherwise hold on
     max_bytes: int = 10 * 1024 * 1024  # after gzip decoding: a small gzip bomb cannot fill memory
     max_redirects: int = 5
-
-
-@dataclass(frozen=True)
-class FetchResult:
-    not_modified: bool
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    etag: str | None = None
-    last_modified: str | None = None
-    url: str = ""
 
 
 def is_local(url: str) -> bool:

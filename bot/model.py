@@ -148,3 +148,15 @@ class Message:
             "unfurl_links": False,
             "unfurl_media": False,
         }
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A fetch's outcome: the body, or `not_modified` when the server answered 304."""
+
+    not_modified: bool
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: str | None = None
+    last_modified: str | None = None
+    url: str = ""

@@ -13,11 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.errors import DeliveryError, FeedError, FetchError
-from bot.fetch import FetchResult
-from bot.model import ChannelMatch, FeedConfig, Item, RuleSet
+from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, RuleSet
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
-from bot.slack import AlertSink
 from bot.store import CycleChange, PendingAlert, Store, pending_id
 
 log = logging.getLogger(__name__)
@@ -36,6 +34,12 @@ class Fetcher(Protocol):
     def fetch(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None
     ) -> FetchResult: ...
+
+
+class AlertSink(Protocol):
+    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise."""
+
+    def deliver(self, match: ChannelMatch, source: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def plan_alerts(
 
 
 def next_pending_attempt(attempts: int, now: datetime, retry_after: float | None) -> datetime:
-    delay = min(PENDING_FIRST_RETRY * 2 ** max(attempts - 1, 0), PENDING_MAX_RETRY)
+    delay: timedelta = min(PENDING_FIRST_RETRY * 2 ** max(attempts - 1, 0), PENDING_MAX_RETRY)
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
     return now + delay

@@ -12,7 +12,8 @@ from bot.model import FeedConfig, Item, RuleSet, RuleVerdict
 from bot.parse import parse_feed
 from bot.pipeline import Fetcher, newest_first, plan_alerts
 from bot.rules import RuleMatcher
-from bot.store import MemoryBackend, Store, TinyDBBackend
+from bot.storage import TinyDBBackend
+from bot.store import MemoryBackend, Store
 
 ADHOC_FEED_ID = "preview"
 

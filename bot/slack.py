@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterable
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -40,12 +40,6 @@ CHANNEL_HINTS = {
     "not_authed": "no token was sent: set SLACK_BOT_TOKEN",
     "token_revoked": "SLACK_BOT_TOKEN was revoked: reinstall the app and update the token",
 }
-
-
-class AlertSink(Protocol):
-    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise."""
-
-    def deliver(self, match: ChannelMatch, source: str) -> None: ...
 
 
 class ConsoleSink:

@@ -1,28 +1,19 @@
 """Seen state, deliveries and pending alerts: an in-memory index behind one lock, persisted by a backend.
 
 The `Store` owns the rules of remembering (what counts as seen or delivered, pruning, pending retries);
-a backend only makes it durable: TinyDB files on disk, or a dict for tests.
+a backend only makes it durable: TinyDB files on disk (bot.storage), or a dict for tests. No I/O here.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol
 
-from tinydb import TinyDB
-from tinydb.middlewares import CachingMiddleware
-from tinydb.storages import Storage
-from tinydb.table import Document
-
-from bot.errors import StateError
 from bot.model import ChannelMatch, Item
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
@@ -79,92 +70,6 @@ class MemoryBackend:
 
     def close(self) -> None:
         pass
-
-
-class AtomicJSONStorage(Storage):
-    """TinyDB storage that replaces the file in one step: JSONStorage rewrites in place, and a crash in the
-    middle of that write leaves a truncated, unreadable file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def read(self) -> dict[str, dict[str, Any]] | None:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        if not text.strip():
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise StateError(f"state file {self.path} is damaged ({e}); move it aside to start afresh") from e
-        if not isinstance(data, dict):
-            raise StateError(f"state file {self.path} is not a TinyDB file; move it aside to start afresh")
-        return data
-
-    def write(self, data: dict[str, dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-    def close(self) -> None:
-        pass
-
-
-def outbox_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.stem + ".outbox" + db_path.suffix)
-
-
-class TinyDBBackend:
-    """The main TinyDB file (written once per cycle through a write cache) and a small outbox TinyDB file
-    beside it that records each delivery the moment Slack accepts it."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        caching = CachingMiddleware(AtomicJSONStorage)
-        caching.WRITE_CACHE_SIZE = 10**9  # flush only when we say: one write per cycle
-        self._db = TinyDB(str(path), storage=caching)
-        self._caching = caching
-        self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
-
-    def load(self) -> dict[str, dict[str, dict[str, Any]]]:
-        return {name: {str(doc.doc_id): dict(doc) for doc in self._db.table(name).all()} for name in TABLES}
-
-    def write(self, changes: Changes) -> None:
-        for table_name, docs in changes.items():
-            table = self._db.table(table_name)
-            removed = [
-                int(doc_id)
-                for doc_id, doc in docs.items()
-                if doc is None and table.contains(doc_id=int(doc_id))
-            ]
-            if removed:
-                table.remove(doc_ids=removed)
-            for doc_id, doc in docs.items():
-                if doc is not None:
-                    table.upsert(Document(doc, doc_id=int(doc_id)))
-        self._caching.flush()
-
-    def log_delivery(self, record: dict[str, Any]) -> None:
-        self._outbox.insert(record)
-
-    def read_deliveries(self) -> list[dict[str, Any]]:
-        return [dict(doc) for doc in self._outbox.all()]
-
-    def clear_deliveries(self) -> None:
-        self._outbox.truncate()
-
-    def close(self) -> None:
-        self._caching.flush()
 
 
 @dataclass(frozen=True)
@@ -243,10 +148,6 @@ class Store:
             self._remember_delivery(record["channel"], record["key"], record.get("link", ""), record["at"])
         if any(self._dirty.values()):
             self._flush()
-
-    @classmethod
-    def open(cls, path: Path) -> Store:
-        return cls(TinyDBBackend(path))
 
     @classmethod
     def in_memory(cls, backend: MemoryBackend | None = None) -> Store:
@@ -445,12 +346,9 @@ class Store:
                 docs[doc_id] = doc
             if docs:
                 changes[table] = docs
-        try:
-            self._backend.write(changes)
-            # The main file now holds every delivery logged so far, so the outbox can go.
-            self._backend.clear_deliveries()
-        except OSError as e:
-            raise StateError(f"cannot write state: {e}") from e
+        self._backend.write(changes)
+        # The main file now holds every delivery logged so far, so the outbox can go.
+        self._backend.clear_deliveries()
         for names in self._dirty.values():
             names.clear()
 

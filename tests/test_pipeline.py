@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import DeliveryError, FetchError
-from bot.fetch import FetchResult
-from bot.model import ChannelMatch, ChannelRule, FeedConfig, Item, RuleSet, Settings
+from bot.model import ChannelMatch, ChannelRule, FeedConfig, FetchResult, Item, RuleSet, Settings
 from bot.pipeline import Pipeline, feed_backoff, newest_first, next_pending_attempt, plan_alerts
 from bot.rules import RuleMatcher
 from bot.store import MemoryBackend, Store

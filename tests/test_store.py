@@ -11,7 +11,8 @@ import pytest
 
 from bot.errors import StateError
 from bot.model import ChannelMatch, Item
-from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, TinyDBBackend, outbox_path, pending_id
+from bot.storage import TinyDBBackend, open_store, outbox_path
+from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -26,7 +27,7 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store
     if request.param == "memory":
         backend = MemoryBackend()
         return lambda: Store.in_memory(backend)
-    return lambda: Store.open(tmp_path / "state.json")
+    return lambda: open_store(tmp_path / "state.json")
 
 
 def test_a_feed_is_unknown_until_its_first_cycle_is_committed(reopen) -> None:
@@ -85,7 +86,7 @@ def test_pending_alerts_survive_a_restart_and_go_when_delivered(reopen) -> None:
 
 
 def test_tinydb_writes_the_main_file_once_per_cycle_and_atomically(tmp_path: Path, monkeypatch) -> None:
-    store = Store.open(tmp_path / "state.json")
+    store = open_store(tmp_path / "state.json")
     replaced: list[str] = []
     import os
 
