@@ -236,3 +236,124 @@ def test_hash_channel_names_are_resolved_and_public_channels_joined(world) -> No
     assert world.slack.posts_to(HUAWEI)  # "#huawei-watch" became its ID
     joined = {call["channel"] for call in world.slack.calls("conversations.join")}
     assert joined == {NEXPERIA, HUAWEI, NVIDIA}
+
+
+class CrashAfter:
+    """Wraps a sink and kills the 'process' (a BaseException nothing catches) after n deliveries."""
+
+    def __init__(self, sink, n: int) -> None:
+        self.sink, self.n = sink, n
+
+    def deliver(self, match, source) -> None:
+        if self.n == 0:
+            raise SystemExit("killed")
+        self.sink.deliver(match, source)
+        self.n -= 1
+
+
+def test_a_crash_mid_cycle_neither_reposts_nor_drops(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+
+    app = world.start()
+    app.pipeline.sink = CrashAfter(app.pipeline.sink, 1)
+    with pytest.raises(SystemExit):
+        app.poll_all_once()  # one alert is posted, then the process dies before the cycle is written
+    assert len(world.slack.posts) == before + 1
+
+    world.run_once()  # restart: the cycle is redone from the feed; the posted alert is known from the outbox
+    new_titles = titles(world.slack.posts[before:])
+    assert sorted(new_titles) == sorted(
+        [
+            "Wingtech says core of Nexperia China unit now based on mainland, can operate independently",
+            "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?",
+        ]
+    )
+
+
+def test_slack_5xx_bursts_are_retried_with_backoff(world) -> None:
+    world.slack.fail_next("chat.postMessage", times=2, status=502, body="<html>Bad Gateway</html>")
+    world.run_once()
+    assert len(world.slack.posts) == 3
+    assert world.clock.slept[:2] == [1, 2]
+
+
+def test_a_refused_token_at_run_time_stops_posting_and_keeps_every_alert(world, caplog) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+    app = world.start()  # started with a good token...
+    world.slack.state.token = "xoxb-rotated"  # ...which is then revoked
+    app.poll_all_once()
+    app.close()
+    assert len(world.slack.posts) == before
+    assert len(app.store.pending()) == 2
+    assert len(world.slack.calls("chat.postMessage")) == before  # the first refusal (joining) stopped the rest
+    assert sum("invalid_auth" in r.message for r in caplog.records) == 1
+
+    world.environ["SLACK_BOT_TOKEN"] = "xoxb-rotated"  # the operator sets the new token and restarts
+    world.clock.advance(minutes=2)
+    world.run_once()
+    assert len(world.slack.posts) == before + 2
+
+
+def test_a_private_channel_the_bot_is_not_in_is_reported_once(world, tmp_path, caplog) -> None:
+    world.slack.add_channel("CPRIVATE1", "secret", private=True)
+    write_rules(
+        tmp_path,
+        world.feed_host.url(world.feed_path),
+        extra_channels="  - channel: CPRIVATE1\n    keywords: [Nexperia, Huawei]\n",
+    )
+    world.run_once()
+    world.publish(scmp_feed())
+    caplog.clear()
+    app = world.start()
+    app.poll_all_once()
+    world.clock.advance(minutes=1)
+    app.retry_pending()
+    app.close()
+    reports = [r.message for r in caplog.records if "not_in_channel" in r.message]
+    assert len(reports) == 1 and "CPRIVATE1" in reports[0] and "/invite" in reports[0]
+    assert not world.slack.posts_to("CPRIVATE1")
+    assert {p.match.channel for p in app.store.pending()} == {"CPRIVATE1"}
+
+
+def test_a_failing_feed_is_logged_with_its_reason_and_the_others_carry_on(world, tmp_path, caplog) -> None:
+    ok_url = world.feed_host.url(world.feed_path)
+    broken_url = world.feed_host.serve("/broken", b"<html><body>Oops</body></html>", "text/html")
+    (tmp_path / "rules.yaml").write_text(
+        f"feeds:\n  - id: broken\n    url: {broken_url}\n  - id: scmp\n    url: {ok_url}\n"
+        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
+    )
+    app = world.start()
+    reports = app.poll_all_once()
+    app.close()
+    assert [r.status for r in reports] == ["error", "ok"]
+    assert world.slack.posts_to(NEXPERIA)
+    line = next(r.message for r in caplog.records if "feed=broken" in r.message)
+    assert "status=error" in line and "not a feed" in line
+
+
+def test_an_unknown_channel_name_is_reported_with_its_place_in_the_rules(world, tmp_path, caplog) -> None:
+    rules = write_rules(
+        tmp_path,
+        world.feed_host.url(world.feed_path),
+        extra_channels='  - channel: "#no-such-channel"\n    keywords: [Nexperia]\n',
+    )
+    world.run_once()
+    assert len(world.slack.posts) == 3
+    line = next(r.message for r in caplog.records if "#no-such-channel" in r.message)
+    assert f"at={rules}:17" in line
+
+
+def test_slack_unreachable_at_start_uses_remembered_channel_ids(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.slack.set_down(True)
+    world.publish(scmp_feed())
+    world.run_once()  # starts although conversations.list fails: IDs come from the last start
+    world.slack.set_down(False)
+    world.clock.advance(minutes=2)
+    world.run_once()
+    assert len(world.slack.posts) == before + 2
