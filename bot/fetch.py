@@ -152,7 +152,14 @@ class HttpFetcher:
             body = path.read_bytes()
         except OSError as e:
             raise FetchError(f"cannot read {path}: {e.strerror or e}") from e
-        return FetchResult(not_modified=False, body=body, url=path.resolve().as_uri())
+        # A file has no Content-Type; without one feedparser flags every local feed as suspect. The XML
+        # declaration inside still decides the encoding.
+        return FetchResult(
+            not_modified=False,
+            body=body,
+            headers={"content-type": "application/xml"},
+            url=path.resolve().as_uri(),
+        )
 
     def close(self) -> None:
         self._client.close()

@@ -197,7 +197,8 @@ class SlackSink:
             self._joined.add(channel)
 
     def _report(self, error: DeliveryError) -> None:
-        key = (error.channel, error.error)
+        # A refused token or an outage is one problem, however many channels it blocks.
+        key = ("*" if error.affects_all else error.channel, error.error)
         with self._lock:
             if key in self._reported:
                 return

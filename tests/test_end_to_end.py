@@ -357,3 +357,24 @@ def test_slack_unreachable_at_start_uses_remembered_channel_ids(world) -> None:
     world.clock.advance(minutes=2)
     world.run_once()
     assert len(world.slack.posts) == before + 2
+
+
+def test_a_channel_added_later_starts_from_the_next_new_item(world, tmp_path) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.slack.add_channel("CLATE0001", "late")
+    write_rules(
+        tmp_path,
+        world.feed_host.url(world.feed_path),
+        extra_channels="  - channel: CLATE0001\n    keywords: [Huawei, Nexperia]\n",
+    )
+    world.run_once()  # same feed: no backfill for the newcomer
+    assert len(world.slack.posts) == before
+
+    world.publish(scmp_feed())
+    world.run_once()
+    assert titles(world.slack.posts_to("CLATE0001")) == [
+        "Wingtech says core of Nexperia China unit now based on mainland, can operate independently",
+        "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?",
+        "US pressure has only helped make China’s tech giants stronger",
+    ]
