@@ -28,7 +28,8 @@ class FeedError(BotError):
 
 class DeliveryError(BotError):
     """Slack did not accept a message. `transient` errors are retried later; the others need a person.
-    `affects_all` says no other channel will fare better (an outage, a refused token)."""
+    `affects_all` says no other channel will fare better (an outage, a refused token); `uncertain` says
+    Slack may have carried out the request anyway."""
 
     def __init__(
         self,
@@ -38,12 +39,16 @@ class DeliveryError(BotError):
         transient: bool,
         retry_after: float | None = None,
         affects_all: bool | None = None,
+        uncertain: bool = False,
     ):
         self.channel = channel
         self.error = error
         self.transient = transient
         self.retry_after = retry_after
         self.affects_all = transient if affects_all is None else affects_all
+        # The request may have been carried out (a read timeout, a 5xx after Slack took the message):
+        # before posting again, look for the message in the channel.
+        self.uncertain = uncertain
         super().__init__(f"channel {channel}: {error}")
 
 

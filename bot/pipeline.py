@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from bot.errors import DeliveryError, FeedError, FetchError
+from bot.errors import DeliveryError, FeedError, FetchError, StateError
 from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, RuleSet
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 PENDING_FIRST_RETRY = timedelta(seconds=30)
 PENDING_MAX_RETRY = timedelta(hours=1)
+PENDING_MAX_RETRY_OUTAGE = timedelta(minutes=5)
 
 
 def utc_now() -> datetime:
@@ -37,9 +38,10 @@ class Fetcher(Protocol):
 
 
 class AlertSink(Protocol):
-    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise."""
+    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise.
+    `since` is set when an earlier attempt (from then on) may have landed: look before posting again."""
 
-    def deliver(self, match: ChannelMatch, source: str) -> None: ...
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,13 @@ def plan_alerts(
     return Plan(tuple(m for alerts in reversed(alerts_per_item) for m in alerts), tuple(suppressed))
 
 
-def next_pending_attempt(attempts: int, now: datetime, retry_after: float | None) -> datetime:
-    delay: timedelta = min(PENDING_FIRST_RETRY * 2 ** max(attempts - 1, 0), PENDING_MAX_RETRY)
+def next_pending_attempt(
+    attempts: int, now: datetime, retry_after: float | None, *, outage: bool = False
+) -> datetime:
+    """30 s, doubling per attempt: up to 5 minutes while Slack as a whole fails (it will be back), up to an
+    hour for a channel's own problem (a person has to fix it). Slack's Retry-After wins when longer."""
+    cap = PENDING_MAX_RETRY_OUTAGE if outage else PENDING_MAX_RETRY
+    delay: timedelta = min(PENDING_FIRST_RETRY * 2 ** max(attempts - 1, 0), cap)
     if retry_after is not None:
         delay = max(delay, timedelta(seconds=retry_after))
     return now + delay
@@ -164,6 +171,7 @@ class Pipeline:
         # Deliveries from different feeds' jobs are serialised, so an article in two feeds is never
         # posted twice to a channel by two threads at once. Fetching and parsing still run in parallel.
         self._delivery_lock = threading.Lock()
+        self._last_success: datetime | None = None
 
     def poll_feed(self, feed: FeedConfig) -> PollReport:
         state = self.store.feed_state(feed.id)
@@ -199,7 +207,10 @@ class Pipeline:
                 backfill=self.rules.settings.backfill,
                 is_delivered=self.store.is_delivered,
             )
-            posted, pending = self._deliver(plan.alerts, source)
+            now = self.now()
+            posted, pending = self._attempt_all(
+                [PendingAlert(pending_id(m.channel, m.item.key), m, source, created=now) for m in plan.alerts]
+            )
             self.store.commit_cycle(
                 CycleChange(
                     feed_id=feed.id,
@@ -223,83 +234,103 @@ class Pipeline:
             warning=parsed.warning,
         )
 
-    def _deliver(self, alerts: Iterable[ChannelMatch], source: str) -> tuple[int, list[PendingAlert]]:
-        """Posts each alert, recording it the moment the sink accepts it. What fails becomes pending; after a
-        failure that no channel would escape (an outage, a refused token) the rest are not even tried."""
+    def _attempt_all(self, alerts: Sequence[PendingAlert]) -> tuple[int, list[PendingAlert]]:
+        """Posts each alert, recording it the moment the sink accepts it, and returns (posted, the ones that
+        failed, updated). After a failure no channel would escape (an outage, a refused token) the rest are
+        not even tried, and after a channel's own failure the rest of that channel's wait too."""
         posted = 0
-        pending: list[PendingAlert] = []
+        failed: list[PendingAlert] = []
         blocked_everywhere: DeliveryError | None = None
         blocked_channels: dict[str, DeliveryError] = {}
-        for match in alerts:
+        for alert in alerts:
+            match = alert.match
             if self.store.is_delivered(match.channel, match.item):
-                continue  # the same article under another key, earlier in this cycle
+                self.store.discard_pending(alert.id)  # the same article under another key, or a late success
+                continue
             error = blocked_everywhere or blocked_channels.get(match.channel)
+            attempted = error is None
             if error is None:
-                try:
-                    self.sink.deliver(match, source)
-                except DeliveryError as e:
-                    error = e
-                    if e.affects_all:
-                        blocked_everywhere = e
-                    else:
-                        blocked_channels[match.channel] = e
-                else:
-                    self.store.record_delivery(match.channel, match.item, self.now())
+                error = self._attempt(alert)
+                if error is None:
                     posted += 1
+                    self._last_success = self.now()
+                    try:
+                        self.store.record_delivery(match.channel, match.item, self._last_success)
+                    except StateError as e:
+                        # Memory knows it was posted; with the disk failing, post nothing more for now.
+                        log.error(
+                            "cannot record a delivery: %s; delivery paused until state can be written", e
+                        )
+                        blocked_everywhere = DeliveryError("*", "state not writable", transient=True)
                     continue
-            now = self.now()
-            pending.append(
-                PendingAlert(
-                    id=pending_id(match.channel, match.item.key),
-                    match=match,
-                    source=source,
-                    created=now,
-                    attempts=1,
-                    next_attempt=next_pending_attempt(1, now, error.retry_after),
-                    last_error=error.error,
-                )
+                if error.affects_all:
+                    blocked_everywhere = error
+                else:
+                    blocked_channels[match.channel] = error
+            failed.append(self._after_failure(alert, error, attempted=attempted))
+        return posted, failed
+
+    def _attempt(self, alert: PendingAlert) -> DeliveryError | None:
+        try:
+            self.sink.deliver(alert.match, alert.source, since=alert.maybe_posted_since)
+        except DeliveryError as e:
+            return e
+        except (
+            Exception
+        ) as e:  # a bug or a broken terminal must neither stop the other alerts nor lose this one
+            log.exception("delivery crashed channel=%s key=%s", alert.match.channel, alert.match.item.key)
+            return DeliveryError(
+                alert.match.channel,
+                f"{type(e).__name__}: {e}",
+                transient=True,
+                affects_all=False,
+                uncertain=True,
             )
-        return posted, pending
+        return None
+
+    def _after_failure(self, alert: PendingAlert, error: DeliveryError, *, attempted: bool) -> PendingAlert:
+        now = self.now()
+        attempts = alert.attempts + (1 if attempted else 0)
+        maybe_posted_since = alert.maybe_posted_since or (now if attempted and error.uncertain else None)
+        return replace(
+            alert,
+            attempts=attempts,
+            next_attempt=next_pending_attempt(attempts, now, error.retry_after, outage=error.affects_all),
+            last_error=error.error,
+            failed_at=now,
+            blocked_everywhere=error.affects_all,
+            maybe_posted_since=maybe_posted_since,
+        )
+
+    def _is_due(self, alert: PendingAlert, now: datetime) -> bool:
+        if alert.next_attempt is None or alert.next_attempt <= now:
+            return True
+        # Held back by an outage that has ended (Slack accepted a post since): skip the rest of the backoff.
+        return (
+            alert.blocked_everywhere
+            and self._last_success is not None
+            and (alert.failed_at is None or self._last_success > alert.failed_at)
+        )
 
     def retry_pending(self) -> tuple[int, int]:
-        """Delivers pending alerts that are due; returns (posted, still pending)."""
+        """Delivers pending alerts that are due, oldest first; returns (posted, still pending)."""
         with self._delivery_lock:
             now = self.now()
-            due = sorted(
-                (p for p in self.store.pending() if p.next_attempt is None or p.next_attempt <= now),
-                key=lambda p: p.created,
-            )
-            posted = 0
-            blocked_everywhere = False
-            blocked_channels: set[str] = set()
-            for alert in due:
-                channel = alert.match.channel
-                if self.store.is_delivered(channel, alert.match.item):
-                    self.store.discard_pending(alert.id)
-                    continue
-                if blocked_everywhere or channel in blocked_channels:
-                    continue
-                try:
-                    self.sink.deliver(alert.match, alert.source)
-                except DeliveryError as e:
-                    attempts = alert.attempts + 1
-                    self.store.update_pending(
-                        PendingAlert(
-                            id=alert.id,
-                            match=alert.match,
-                            source=alert.source,
-                            created=alert.created,
-                            attempts=attempts,
-                            next_attempt=next_pending_attempt(attempts, now, e.retry_after),
-                            last_error=e.error,
-                        )
+            configured = {rule.channel for rule in self.rules.channels}
+            due = []
+            for alert in sorted(self.store.pending(), key=lambda p: p.created):
+                if alert.match.channel not in configured:
+                    # The rule that asked for it is gone: posting it weeks later would surprise everyone.
+                    log.warning(
+                        "pending alert dropped channel=%s key=%s (the channel is no longer in the rules)",
+                        alert.match.channel,
+                        alert.match.item.key,
                     )
-                    if e.affects_all:
-                        blocked_everywhere = True
-                    else:
-                        blocked_channels.add(channel)
-                else:
-                    self.store.record_delivery(channel, alert.match.item, self.now())
-                    posted += 1
+                    self.store.discard_pending(alert.id)
+                elif self._is_due(alert, now):
+                    due.append(alert)
+            posted, failed = self._attempt_all(due)
+            for alert in failed:
+                self.store.update_pending(alert)
             self.store.commit()
             return posted, len(self.store.pending())

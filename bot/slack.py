@@ -12,18 +12,21 @@ import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import IO, Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from bot.blocks import render_alert, render_console, without_image
+from bot.blocks import ALERT_EVENT_TYPE, render_alert, render_console, without_image
 from bot.errors import DeliveryError
 from bot.fetch import retry_after_seconds
 from bot.model import ChannelMatch, Message
 
 log = logging.getLogger(__name__)
+
+HISTORY_SLACK_SECONDS = 120  # clocks differ: look a little further back than the first attempt
 
 # Errors that say "try again later" rather than "a person must fix something".
 TRANSIENT_ERRORS = frozenset(
@@ -35,7 +38,7 @@ CHANNEL_HINTS = {
     "channel_not_found": "no such channel, or a private one the bot is not in: check the ID, /invite the bot",
     "not_in_channel": "the bot is not in this private channel: /invite it there",
     "is_archived": "the channel is archived",
-    "missing_scope": "the app lacks a scope (chat:write, channels:join, channels:read, groups:read)",
+    "missing_scope": "the app lacks a scope: see the scopes listed in the README",
     "invalid_auth": "SLACK_BOT_TOKEN was refused: check the token (xoxb-...) and that the app is installed",
     "not_authed": "no token was sent: set SLACK_BOT_TOKEN",
     "token_revoked": "SLACK_BOT_TOKEN was revoked: reinstall the app and update the token",
@@ -50,7 +53,7 @@ class ConsoleSink:
         self._names = channel_names or {}
         self._lock = threading.Lock()
 
-    def deliver(self, match: ChannelMatch, source: str) -> None:
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
         text = render_console(match, source=source, channel_label=self._names.get(match.channel))
         with self._lock:
             print(text, file=self._stream, flush=True)
@@ -58,7 +61,8 @@ class ConsoleSink:
 
 
 def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
-    """slack_sdk and urllib errors -> our one error type, classified transient or not."""
+    """slack_sdk and urllib errors -> our one error type: transient or not, and whether Slack may have
+    carried out the request (then a write must not simply be sent again)."""
     if isinstance(exc, DeliveryError):
         return exc
     if isinstance(exc, SlackApiError):
@@ -68,7 +72,7 @@ def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
         error = str(data.get("error") or f"HTTP {status}")
         headers = getattr(response, "headers", {}) or {}
         retry_after = retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after"))
-        if status == 429:
+        if status == 429 or error == "ratelimited":  # refused before anything was done
             return DeliveryError(channel, "ratelimited", transient=True, retry_after=retry_after or 1.0)
         transient = status >= 500 or error in TRANSIENT_ERRORS
         return DeliveryError(
@@ -77,15 +81,18 @@ def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
             transient=transient,
             retry_after=retry_after if transient else None,
             affects_all=transient or error in AUTH_ERRORS,
+            uncertain=transient,  # Slack: "some aspect of the operation may have succeeded"
         )
-    if isinstance(
-        exc,
-        urllib.error.URLError | socket.timeout | TimeoutError | ConnectionError | http.client.HTTPException,
-    ):
-        reason = getattr(exc, "reason", None) or exc
-        return DeliveryError(channel, f"connection error: {reason}", transient=True)
-    if isinstance(exc, SlackClientError | OSError):
-        return DeliveryError(channel, f"{type(exc).__name__}: {exc}", transient=True)
+    if isinstance(exc, urllib.error.URLError):
+        # urllib wraps what fails while connecting and sending; the request never reached Slack.
+        return DeliveryError(channel, f"connection error: {exc.reason}", transient=True)
+    if isinstance(exc, socket.timeout | TimeoutError | ConnectionError | http.client.HTTPException | OSError):
+        # Failed while waiting for the answer: Slack may have the request.
+        return DeliveryError(
+            channel, f"no answer: {type(exc).__name__}: {exc}", transient=True, uncertain=True
+        )
+    if isinstance(exc, SlackClientError):
+        return DeliveryError(channel, f"{type(exc).__name__}: {exc}", transient=True, uncertain=True)
     raise exc
 
 
@@ -111,13 +118,16 @@ class SlackClient:
         self._attempts = attempts
         self._max_wait = max_wait
 
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
+    def call(self, method: str, *, idempotent: bool = True, **params: Any) -> dict[str, Any]:
+        """Calls a Web API method. A write that is not idempotent (chat.postMessage) is only retried here
+        when Slack surely did not carry it out (429, a connection that never reached Slack)."""
         channel = str(params.get("channel", ""))  # names the channel in errors
 
         def should_retry(exc: BaseException) -> bool:
             return (
                 isinstance(exc, DeliveryError)
                 and exc.transient
+                and (idempotent or not exc.uncertain)
                 and (exc.retry_after is None or exc.retry_after <= self._max_wait)
             )
 
@@ -144,10 +154,12 @@ class SlackClient:
                 return dict(response.data) if isinstance(response.data, dict) else {}
         raise AssertionError("unreachable: tenacity reraises the last error")
 
-    def paginate(self, method: str, key: str, **params: Any) -> Iterable[dict[str, Any]]:
+    def paginate(
+        self, method: str, key: str, *, max_pages: int = 100, **params: Any
+    ) -> Iterable[dict[str, Any]]:
         cursor = ""
-        while True:
-            page = self.call(method, **params, **({"cursor": cursor} if cursor else {}))
+        for _ in range(max_pages):
+            page = self.call(method, **{**params, **({"cursor": cursor} if cursor else {})})
             yield from page.get(key, [])
             cursor = (page.get("response_metadata") or {}).get("next_cursor", "")
             if not cursor:
@@ -164,9 +176,18 @@ class SlackSink:
         self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def deliver(self, match: ChannelMatch, source: str) -> None:
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
+        """`since` is given when an earlier attempt may have landed: the channel's messages from then on are
+        searched for this alert (by its metadata) before it is posted again."""
         message = render_alert(match, source=source)
         self._ensure_member(match.channel)
+        if since is not None and self._already_posted(match, since):
+            log.info(
+                "alert found in channel channel=%s key=%s (earlier attempt had landed)",
+                match.channel,
+                match.item.key,
+            )
+            return
         try:
             self._post(message)
         except DeliveryError as e:
@@ -178,7 +199,33 @@ class SlackSink:
                 raise
 
     def _post(self, message: Message) -> None:
-        self._client.call("chat.postMessage", **message.payload())
+        self._client.call("chat.postMessage", idempotent=False, **message.payload())
+
+    def _already_posted(self, match: ChannelMatch, since: datetime) -> bool:
+        oldest = f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}"
+        try:
+            for message in self._client.paginate(
+                "conversations.history",
+                "messages",
+                channel=match.channel,
+                oldest=oldest,
+                include_all_metadata=True,
+                limit=200,
+                max_pages=5,
+            ):
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if (
+                    metadata.get("event_type") == ALERT_EVENT_TYPE
+                    and payload.get("item_key") == match.item.key
+                ):
+                    return True
+        except DeliveryError as e:
+            if e.affects_all:
+                raise
+            # Without channels:history the check cannot be made; a possible repeat beats a lost alert.
+            self._report(e)
+        return False
 
     def _ensure_member(self, channel: str) -> None:
         with self._lock:
@@ -187,12 +234,13 @@ class SlackSink:
         try:
             self._client.call("conversations.join", channel=channel)
         except DeliveryError as e:
-            # Private channels cannot be joined: posting tells whether the bot was invited.
+            if e.affects_all:
+                self._report(e)
+                raise
+            # Private channels cannot be joined, and a missing channels:join scope is reported once: either
+            # way posting tells whether the bot is in, so joining is not tried again for this channel.
             if e.error != "method_not_supported_for_channel_type":
                 self._report(e)
-                if e.affects_all:
-                    raise
-                return
         with self._lock:
             self._joined.add(channel)
 

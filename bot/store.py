@@ -92,6 +92,9 @@ class PendingAlert:
     attempts: int = 0
     next_attempt: datetime | None = None
     last_error: str = ""
+    failed_at: datetime | None = None
+    blocked_everywhere: bool = False  # failed with Slack as a whole (outage, token): due when Slack is back
+    maybe_posted_since: datetime | None = None  # an attempt from then on may have landed: look first
 
 
 @dataclass
@@ -201,9 +204,10 @@ class Store:
         """Durable at once (the outbox), so a crash later in the cycle never reposts this one."""
         with self._lock:
             record = {"channel": channel, "key": item.key, "link": item.link, "at": _iso(at)}
-            self._backend.log_delivery(record)
+            # Memory first: if the outbox cannot be written, this process still never reposts it.
             self._remember_delivery(channel, item.key, item.link, record["at"])
             self._drop_pending(pending_id(channel, item.key))
+            self._backend.log_delivery(record)
 
     def _remember_delivery(self, channel: str, key: str, link: str, at: str) -> None:
         doc = self._channels.setdefault(channel, {"channel": channel, "delivered": {}, "links": {}})
@@ -258,6 +262,9 @@ class Store:
             "attempts": alert.attempts,
             "next_attempt": _iso(alert.next_attempt) if alert.next_attempt else None,
             "last_error": alert.last_error,
+            "failed_at": _iso(alert.failed_at) if alert.failed_at else None,
+            "blocked_everywhere": alert.blocked_everywhere,
+            "maybe_posted_since": _iso(alert.maybe_posted_since) if alert.maybe_posted_since else None,
         }
 
     @staticmethod
@@ -273,6 +280,9 @@ class Store:
             attempts=doc.get("attempts", 0),
             next_attempt=_parse_time(doc.get("next_attempt")),
             last_error=doc.get("last_error", ""),
+            failed_at=_parse_time(doc.get("failed_at")),
+            blocked_everywhere=doc.get("blocked_everywhere", False),
+            maybe_posted_since=_parse_time(doc.get("maybe_posted_since")),
         )
 
     # -- writing -----------------------------------------------------------------------------------

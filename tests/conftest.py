@@ -75,8 +75,8 @@ def feed_host() -> Iterator[FeedHost]:
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with running_slack() as standin:
+def slack(clock: Clock) -> Iterator[SlackStandIn]:
+    with running_slack(lambda: clock.now.timestamp()) as standin:
         yield standin
 
 

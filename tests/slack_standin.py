@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ class Failure:
     error: str | None = None
     retry_after: int | None = None
     body: str | None = None
+    after_posting: bool = False  # carry the request out, then answer with the failure anyway
 
 
 @dataclass
@@ -41,11 +43,11 @@ class SlackState:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     down: bool = False  # every call answers 503
-    next_ts: int = 1
 
 
 class SlackStandIn:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock  # message timestamps (ts) come from it, as Slack's come from its clock
         self.state = SlackState()
         self._lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"standin": self})
@@ -103,6 +105,8 @@ class SlackStandIn:
             queued = self.state.failures.get(method)
             if queued:
                 failure = queued.pop(0)
+                if failure.after_posting:
+                    self._api_chat_postMessage(params)
                 headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
                 if failure.body is not None:
                     return failure.status, headers, failure.body
@@ -142,6 +146,22 @@ class SlackStandIn:
         channel.member = True
         return {"ok": True, "channel": {"id": channel.id}}
 
+    def _api_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self.state.channels.get(str(params.get("channel")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if not channel.member:
+            return {"ok": False, "error": "not_in_channel"}
+        oldest = float(params.get("oldest") or 0)
+        include_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        messages = [
+            {"type": "message", "ts": p["ts"], "text": p.get("text", "")}
+            | ({"metadata": p["metadata"]} if include_metadata and p.get("metadata") else {})
+            for p in reversed(self.state.posts)  # newest first, as Slack answers
+            if p["channel"] == channel.id and float(p["ts"]) >= oldest
+        ]
+        return {"ok": True, "messages": messages, "has_more": False}
+
     def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self.state.channels.get(str(params.get("channel")))
         if channel is None:
@@ -152,8 +172,9 @@ class SlackStandIn:
             return {"ok": False, "error": "not_in_channel"}
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
-        ts = f"1700000000.{self.state.next_ts:06d}"
-        self.state.next_ts += 1
+        ts = f"{self.clock():.6f}"
+        if self.state.posts and float(ts) <= float(self.state.posts[-1]["ts"]):
+            ts = f"{float(self.state.posts[-1]['ts']) + 0.000001:.6f}"  # ts are unique per channel
         self.state.posts.append({**params, "ts": ts})
         return {"ok": True, "channel": channel.id, "ts": ts, "message": {"text": params.get("text")}}
 
@@ -200,8 +221,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def running_slack() -> Iterator[SlackStandIn]:
-    standin = SlackStandIn().start()
+def running_slack(clock: Callable[[], float] = time.time) -> Iterator[SlackStandIn]:
+    standin = SlackStandIn(clock).start()
     try:
         yield standin
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import App, build_app
+from bot.errors import BotError
 from bot.config import environment_from
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
@@ -244,10 +245,10 @@ class CrashAfter:
     def __init__(self, sink, n: int) -> None:
         self.sink, self.n = sink, n
 
-    def deliver(self, match, source) -> None:
+    def deliver(self, match, source, *, since=None) -> None:
         if self.n == 0:
             raise SystemExit("killed")
-        self.sink.deliver(match, source)
+        self.sink.deliver(match, source, since=since)
         self.n -= 1
 
 
@@ -274,9 +275,33 @@ def test_a_crash_mid_cycle_neither_reposts_nor_drops(world) -> None:
 
 def test_slack_5xx_bursts_are_retried_with_backoff(world) -> None:
     world.slack.fail_next("chat.postMessage", times=2, status=502, body="<html>Bad Gateway</html>")
+    world.run_once()  # the first 502 holds the cycle: Slack may be down
+    assert len(world.slack.posts) == 0
+    world.clock.advance(seconds=30)
+    world.run_once()  # the second 502 again
+    world.clock.advance(seconds=60)
     world.run_once()
     assert len(world.slack.posts) == 3
-    assert world.clock.slept[:2] == [1, 2]
+
+
+def test_a_post_slack_took_but_answered_500_is_not_posted_twice(world) -> None:
+    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    world.run_once()
+    assert len(world.slack.posts) == 1  # it landed, but the bot cannot know: it stays pending
+    world.clock.advance(minutes=1)
+    world.run_once()  # before posting again the bot looks in the channel and finds it by its metadata
+    assert len(world.slack.posts) == 3
+    assert len({(p["channel"], p["metadata"]["event_payload"]["item_key"]) for p in world.slack.posts}) == 3
+    assert world.slack.calls("conversations.history")
+
+
+def test_refused_connections_are_retried_with_backoff_and_a_first_start_says_why_it_cannot_go_on(
+    world,
+) -> None:
+    world.environ["SLACK_API_URL"] = "http://127.0.0.1:9/api/"  # nothing listens on the discard port
+    with pytest.raises(BotError, match=r"cannot resolve channel names through Slack \(connection error"):
+        world.start()
+    assert world.clock.slept == [1, 2, 4, 1, 2, 4]  # auth.test, then conversations.list, each tried 4 times
 
 
 def test_a_refused_token_at_run_time_stops_posting_and_keeps_every_alert(world, caplog) -> None:
@@ -289,7 +314,9 @@ def test_a_refused_token_at_run_time_stops_posting_and_keeps_every_alert(world, 
     app.close()
     assert len(world.slack.posts) == before
     assert len(app.store.pending()) == 2
-    assert len(world.slack.calls("chat.postMessage")) == before  # the first refusal (joining) stopped the rest
+    assert (
+        len(world.slack.calls("chat.postMessage")) == before
+    )  # the first refusal (joining) stopped the rest
     assert sum("invalid_auth" in r.message for r in caplog.records) == 1
 
     world.environ["SLACK_BOT_TOKEN"] = "xoxb-rotated"  # the operator sets the new token and restarts

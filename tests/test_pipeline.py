@@ -116,7 +116,7 @@ class RecordingSink:
         self.delivered: list[ChannelMatch] = []
         self.fail_with: DeliveryError | None = None
 
-    def deliver(self, match: ChannelMatch, source: str) -> None:
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
         if self.fail_with:
             raise self.fail_with
         self.delivered.append(match)
@@ -151,10 +151,10 @@ def test_a_channel_error_holds_only_that_channel(clock: Clock) -> None:
     pipeline.poll_feed(RULES.feeds[0])  # first poll of an empty feed: nothing to backfill
 
     class PickySink(RecordingSink):
-        def deliver(self, match: ChannelMatch, source: str) -> None:
+        def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
             if match.channel == "C1":
                 raise DeliveryError("C1", "channel_not_found", transient=False)
-            super().deliver(match, source)
+            super().deliver(match, source, since=since)
 
     picky = PickySink()
     fetcher.body = scmp_feed(drop_newest=50, extra_items=(story,))

@@ -27,8 +27,8 @@ class CountingSink:
         self.sink, self.expected, self.done = sink, expected, threading.Event()
         self.count = 0
 
-    def deliver(self, match, source) -> None:
-        self.sink.deliver(match, source)
+    def deliver(self, match, source, *, since=None) -> None:
+        self.sink.deliver(match, source, since=since)
         self.count += 1
         if self.count >= self.expected:
             self.done.set()
