@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.app import App, build_app
-from bot.errors import BotError
 from bot.config import environment_from
+from bot.errors import BotError
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn

@@ -94,7 +94,7 @@ def test_sigterm_finishes_and_saves_state(tmp_path: Path) -> None:
     try:
         read_until(process, "poll feed=scmp-semiconductors status=ok", timeout=30)
         process.send_signal(signal.SIGTERM)
-        stdout, stderr = process.communicate(timeout=30)
+        _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
