@@ -5,6 +5,7 @@ and runs the scheduler. Everything it wires together can be built separately in 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -36,6 +37,7 @@ MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to th
 class FeedHealth:
     consecutive_failures: int = 0
     last_report: PollReport | None = None
+    retry_at: datetime | None = None  # a failing feed is not polled again before this
 
 
 def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
@@ -110,6 +112,23 @@ class App:
             log.info("pending retry posted=%d still_pending=%d", posted, still)
         return posted, still
 
+    def poll_when_due(self, feed: FeedConfig) -> PollReport | None:
+        """The scheduler's job: polls unless the feed is backing off after failures (then None). Backoff is
+        data here, not a rescheduled job: changing the scheduler from inside a job deadlocks its shutdown."""
+        started = self.pipeline.now()
+        health = self.health.setdefault(feed.id, FeedHealth())
+        # The job fires on the interval's grid; a second of slack keeps a due retry from slipping a tick.
+        if health.retry_at is not None and started + timedelta(seconds=1) < health.retry_at:
+            return None
+        report = self.poll(feed)
+        if report.status == "error":
+            delay = self.next_poll_delay(feed, report)
+            health.retry_at = started + timedelta(seconds=delay)
+            log.info("feed backoff feed=%s next_poll_in=%ds", feed.id, delay)
+        else:
+            health.retry_at = None
+        return report
+
     def next_poll_delay(self, feed: FeedConfig, report: PollReport) -> float:
         failures = self.health.get(feed.id, FeedHealth()).consecutive_failures
         delay = feed_backoff(feed.interval_seconds, failures)
@@ -167,17 +186,10 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
         timezone="UTC",
     )
 
-    def poll_job(feed: FeedConfig) -> None:
-        report = app.poll(feed)
-        if report.status == "error":
-            delay = app.next_poll_delay(feed, report)
-            scheduler.modify_job(f"feed:{feed.id}", next_run_time=utc_now() + timedelta(seconds=delay))
-            log.info("feed retry feed=%s in=%ds", feed.id, delay)
-
     start = utc_now()
     for feed in app.rules.feeds:
         scheduler.add_job(
-            poll_job,
+            app.poll_when_due,
             IntervalTrigger(seconds=feed.interval_seconds, timezone="UTC"),
             args=[feed],
             id=f"feed:{feed.id}",
@@ -193,6 +205,13 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
     )
 
     def request_stop(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            # Asked twice: stop now. Each poll's state is written atomically, so at most the poll in flight
+            # is lost, and it is redone at the next start (alerts it posted are in the outbox).
+            log.warning(
+                "second signal=%s: exiting without waiting for running polls", signal.Signals(signum).name
+            )
+            os._exit(1)
         log.info(
             "stopping signal=%s (finishing running polls, then saving state)", signal.Signals(signum).name
         )

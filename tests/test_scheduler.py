@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import selectors
@@ -10,11 +11,13 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from bot.app import build_app, run_scheduler
 from bot.config import environment_from
-from tests.conftest import REPO
+from tests.conftest import REPO, Clock, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
 from tests.test_end_to_end import NEXPERIA, write_rules
@@ -37,8 +40,6 @@ class CountingSink:
 def test_run_polls_every_feed_at_start_and_saves_state_on_stop(
     tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn
 ) -> None:
-    from tests.conftest import scmp_feed
-
     for channel, name in ((NEXPERIA, "nexperia"), ("CHUAWEI01", "huawei-watch"), ("CNVIDIA01", "nvidia")):
         slack.add_channel(channel, name)
     rules = write_rules(tmp_path, feed_host.serve("/feed", scmp_feed()))
@@ -107,3 +108,88 @@ def test_sigterm_finishes_and_saves_state(tmp_path: Path) -> None:
         [sys.executable, "-m", "bot", "run", "--once"], cwd=REPO, env=environ, capture_output=True, text=True
     )
     assert again.returncode == 0 and "▶" not in again.stdout
+
+
+class _HeldThenFailing(BaseHTTPRequestHandler):
+    arrived: threading.Event
+    release: threading.Event
+
+    def do_GET(self) -> None:
+        self.arrived.set()
+        self.release.wait(timeout=30)
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_stopping_during_a_failing_poll_finishes_and_saves(tmp_path: Path) -> None:
+    arrived, release = threading.Event(), threading.Event()
+    handler = type("Handler", (_HeldThenFailing,), {"arrived": arrived, "release": release})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"feeds:\n  - id: slow\n    url: http://127.0.0.1:{server.server_address[1]}/feed\n"
+        f"  - id: sample\n    url: {REPO / 'bot' / 'sample' / 'scmp-semiconductors.xml'}\n"
+        "channels:\n  - channel: C1\n    keywords: [Nexperia]\n"
+    )
+    app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), stdout=io.StringIO())
+    stop = threading.Event()
+    runner = threading.Thread(target=run_scheduler, args=(app, stop))
+    runner.start()
+    try:
+        assert arrived.wait(timeout=30)
+        stop.set()  # SIGTERM while the failing poll is in flight
+        release.set()
+        runner.join(timeout=30)
+        assert not runner.is_alive(), "shutdown hung"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert app.health["slow"].consecutive_failures == 1
+    assert json.loads((tmp_path / "data" / "state.json").read_text())["feeds"]  # the healthy feed was saved
+
+
+def write_single_feed_rules(folder: Path, url: str, interval: str) -> Path:
+    rules = folder / "rules.yaml"
+    rules.write_text(
+        f"feeds:\n  - id: f\n    url: {url}\n    interval: {interval}\n"
+        "channels:\n  - channel: C1\n    keywords: [x]\n"
+    )
+    return rules
+
+
+def test_a_failing_feed_backs_off_and_recovers(tmp_path: Path, feed_host: FeedHost, clock: Clock) -> None:
+    rules = write_single_feed_rules(tmp_path, feed_host.serve("/feed", scmp_feed()), "2m")
+    app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), now=clock, stdout=io.StringIO())
+    feed = app.rules.feeds[0]
+    feed_host.fail_next("/feed", 503, times=2)
+
+    def requests() -> int:
+        return len(feed_host.requests_for("/feed"))
+
+    assert app.poll_when_due(feed).status == "error"  # failure 1: next try one interval later
+    clock.advance(minutes=2)
+    assert app.poll_when_due(feed).status == "error"  # failure 2: next try two intervals later
+    clock.advance(minutes=2)
+    assert app.poll_when_due(feed) is None and requests() == 2  # backing off: not even fetched
+    clock.advance(minutes=2)
+    assert app.poll_when_due(feed).status == "ok"
+    clock.advance(minutes=2)
+    assert app.poll_when_due(feed).status == "not_modified"  # recovered: back to every interval
+    app.close()
+
+
+def test_a_feed_hosts_retry_after_is_honoured_up_to_15_minutes(
+    tmp_path: Path, feed_host: FeedHost, clock: Clock
+) -> None:
+    rules = write_single_feed_rules(tmp_path, feed_host.serve("/feed", b"<rss/>"), "1m")
+    app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), now=clock, stdout=io.StringIO())
+    feed_host.fail_next("/feed", 429, headers={"Retry-After": "86400"})
+    app.poll_when_due(app.rules.feeds[0])
+    assert app.health["f"].retry_at == clock.now + timedelta(minutes=15)
+    app.close()
