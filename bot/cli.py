@@ -16,7 +16,7 @@ from typing import IO
 from bot import __version__
 from bot.app import build_app, run_scheduler
 from bot.config import Environment, environment_from, load_environment, load_rules
-from bot.errors import BotError, ConfigError, FetchError
+from bot.errors import BotError, ConfigError
 from bot.fetch import HttpFetcher
 from bot.logs import configure_logging
 from bot.preview import preview_feeds, render_preview
@@ -87,12 +87,10 @@ def _preview(env: Environment, feed_url: str | None, out: IO[str]) -> int:
     fetcher = HttpFetcher()
     try:
         previews = preview_feeds(rules, fetcher, db_path=env.db_path, adhoc_url=feed_url)
-    except FetchError as e:
-        raise BotError(f"cannot fetch {feed_url}: {e.reason}") from e
     finally:
         fetcher.close()
     out.write(render_preview(previews))
-    return 0
+    return 1 if any(preview.error for preview in previews) else 0
 
 
 def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
@@ -116,6 +114,6 @@ def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
         len(failed),
         still_pending,
     )
-    if app.console and posted == 0:
+    if app.console and posted == 0 and not failed and not still_pending:
         print("No new alerts: every matching item was already shown (state is in BOT_DB).", file=out)
     return 3 if failed or still_pending else 0

@@ -197,6 +197,10 @@ class Pipeline:
         except FeedError as e:
             return PollReport(feed.id, "error", first_poll, error=e.reason)
 
+        if first_poll and not parsed.items:
+            # An empty first answer is no baseline: committing it would make the next poll, with the real
+            # items, look like a flood of news. The first poll with items is the backfill.
+            return PollReport(feed.id, "ok", first_poll, warning=parsed.warning or "no items yet")
         source = parsed.title.strip() or feed.id
         unseen = self.store.unseen(feed.id, parsed.items)
         with self._delivery_lock:
@@ -209,7 +213,7 @@ class Pipeline:
             )
             now = self.now()
             posted, pending = self._attempt_all(
-                [PendingAlert(pending_id(m.channel, m.item.key), m, source, created=now) for m in plan.alerts]
+                [PendingAlert(pending_id(m.channel, m.item), m, source, created=now) for m in plan.alerts]
             )
             self.store.commit_cycle(
                 CycleChange(
@@ -309,7 +313,7 @@ class Pipeline:
         return (
             alert.blocked_everywhere
             and self._last_success is not None
-            and (alert.failed_at is None or self._last_success > alert.failed_at)
+            and (alert.failed_at is None or self._last_success >= alert.failed_at)
         )
 
     def retry_pending(self) -> tuple[int, int]:

@@ -4,7 +4,7 @@ never writes it; fetches without conditional headers so every item in the feed i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bot.errors import FeedError, FetchError
@@ -109,8 +109,14 @@ def preview_feed(
 def preview_feeds(
     rules: RuleSet, fetcher: Fetcher, *, db_path: Path, adhoc_url: str | None = None
 ) -> list[FeedPreview]:
-    matcher = RuleMatcher(rules.channels)
     store = snapshot_store(db_path)
+    # State is keyed by channel ID: use the IDs the last run resolved '#name' channels to.
+    ids = store.channel_ids()
+    rules = replace(
+        rules,
+        channels=tuple(replace(r, channel=ids.get(r.channel.lower(), r.channel)) for r in rules.channels),
+    )
+    matcher = RuleMatcher(rules.channels)
     if adhoc_url:
         feed = FeedConfig(ADHOC_FEED_ID, adhoc_url, rules.settings.interval_seconds)
         return [preview_feed(feed, rules, matcher, fetcher, store, adhoc=True)]

@@ -218,6 +218,7 @@ class SlackSink:
                 if (
                     metadata.get("event_type") == ALERT_EVENT_TYPE
                     and payload.get("item_key") == match.item.key
+                    and payload.get("feed_id") == match.item.feed_id
                 ):
                     return True
         except DeliveryError as e:

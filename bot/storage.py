@@ -31,6 +31,10 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise StateError(
+                f"cannot read state file {self.path}: {getattr(e, 'strerror', None) or e}"
+            ) from e
         if not text.strip():
             return None
         try:

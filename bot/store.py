@@ -110,8 +110,16 @@ class CycleChange:
     new_pending: list[PendingAlert] = field(default_factory=list)
 
 
-def pending_id(channel: str, item_key: str) -> str:
-    return f"{channel}\x1f{item_key}"
+def delivery_key(item: Item) -> str:
+    """An item's identity across feeds. A URL guid names the article wherever it appears; any other guid
+    ("1001", "t3_abc") only means something within its own feed, so two feeds' "1001" stay two items."""
+    if item.key.startswith(("http://", "https://")):
+        return item.key
+    return f"{item.feed_id}\x1f{item.key}"
+
+
+def pending_id(channel: str, item: Item) -> str:
+    return f"{channel}\x1f{delivery_key(item)}"
 
 
 def _iso(moment: datetime) -> str:
@@ -198,15 +206,15 @@ class Store:
             doc = self._channels.get(channel)
             if doc is None:
                 return False
-            return item.key in doc["delivered"] or (bool(item.link) and item.link in doc["links"])
+            return delivery_key(item) in doc["delivered"] or (bool(item.link) and item.link in doc["links"])
 
     def record_delivery(self, channel: str, item: Item, at: datetime) -> None:
         """Durable at once (the outbox), so a crash later in the cycle never reposts this one."""
         with self._lock:
-            record = {"channel": channel, "key": item.key, "link": item.link, "at": _iso(at)}
+            record = {"channel": channel, "key": delivery_key(item), "link": item.link, "at": _iso(at)}
             # Memory first: if the outbox cannot be written, this process still never reposts it.
-            self._remember_delivery(channel, item.key, item.link, record["at"])
-            self._drop_pending(pending_id(channel, item.key))
+            self._remember_delivery(channel, record["key"], item.link, record["at"])
+            self._drop_pending(pending_id(channel, item))
             self._backend.log_delivery(record)
 
     def _remember_delivery(self, channel: str, key: str, link: str, at: str) -> None:

@@ -73,6 +73,10 @@ class SlackStandIn:
         with self._lock:
             self.state.channels[channel_id] = Channel(channel_id, name, private, member)
 
+    def archive(self, channel_id: str) -> None:
+        with self._lock:
+            self.state.channels[channel_id].archived = True
+
     def fail_next(self, method: str, times: int = 1, **failure: Any) -> None:
         with self._lock:
             self.state.failures.setdefault(method, []).extend(Failure(**failure) for _ in range(times))
@@ -141,6 +145,8 @@ class SlackStandIn:
         channel = self.state.channels.get(str(params.get("channel")))
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
+        if channel.archived:
+            return {"ok": False, "error": "is_archived"}
         if channel.private:
             return {"ok": False, "error": "method_not_supported_for_channel_type"}
         channel.member = True

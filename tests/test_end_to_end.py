@@ -3,6 +3,8 @@ changes, and a Slack Web API stand-in that slack_sdk talks to. Time is a test cl
 
 from __future__ import annotations
 
+import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -405,3 +407,97 @@ def test_a_channel_added_later_starts_from_the_next_new_item(world, tmp_path) ->
         "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?",
         "US pressure has only helped make China’s tech giants stronger",
     ]
+
+
+def test_an_empty_first_answer_is_no_baseline(world) -> None:
+    world.publish(scmp_feed(drop_newest=50))  # the feed answers with no items at all
+    world.run_once()
+    world.publish(scmp_feed(drop_newest=3))
+    world.run_once()  # the first poll with items is the backfill: no flood
+    assert len(world.slack.posts) == 3
+
+
+def test_the_same_process_polling_again_posts_nothing(world) -> None:
+    app = world.start()
+    app.poll_all_once()
+    posted = len(world.slack.posts)
+    assert [r.status for r in app.poll_all_once()] == ["not_modified"]
+    world.publish(scmp_feed())
+    app.poll_all_once()
+    app.poll_all_once()
+    app.close()
+    assert len(world.slack.posts) == posted + 2
+
+
+def test_a_long_retry_after_is_not_waited_out_inline(world) -> None:
+    world.slack.fail_next("chat.postMessage", status=429, retry_after=120, error="ratelimited")
+    app = world.start()
+    app.poll_all_once()
+    assert world.clock.slept == []  # 120 s is longer than the bot waits inside a call
+    [held, *_] = sorted(app.store.pending(), key=lambda p: p.next_attempt)
+    assert held.next_attempt == world.clock.now + timedelta(seconds=120)
+    world.clock.advance(seconds=60)
+    assert app.retry_pending() == (0, 3)  # not yet: Slack said two minutes
+    world.clock.advance(seconds=61)
+    assert app.retry_pending() == (3, 0)
+    app.close()
+
+
+def test_alerts_held_by_an_outage_go_out_as_soon_as_slack_is_back(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.slack.set_down(True)
+    world.publish(scmp_feed())
+    app = world.start()
+    for _ in range(4):  # a long outage: the pending backoff has grown to minutes
+        app.poll_all_once()
+        world.clock.advance(minutes=3)
+        app.retry_pending()
+    world.slack.set_down(False)
+    world.publish(scmp_feed(extra_items=(rss_item("Nexperia news", "https://e.com/n"),)))
+    app.poll_all_once()  # Slack accepts the newest alert...
+    app.retry_pending()  # ...so the held ones are due at once, whatever their backoff said
+    app.close()
+    assert len(world.slack.posts) == before + 3
+
+
+def test_pending_alerts_for_a_channel_removed_from_the_rules_are_dropped(world, tmp_path, caplog) -> None:
+    world.slack.add_channel("CGONE0001", "gone")
+    world.slack.archive("CGONE0001")
+    write_rules(
+        tmp_path,
+        world.feed_host.url(world.feed_path),
+        extra_channels="  - channel: CGONE0001\n    keywords: [Nexperia]\n",
+    )
+    app = world.start()
+    app.poll_all_once()
+    app.close()
+    write_rules(tmp_path, world.feed_host.url(world.feed_path))  # the operator removes the channel
+    world.clock.advance(hours=2)
+    app = world.run_once()
+    assert app.store.pending() == []
+    assert not world.slack.posts_to("CGONE0001")
+    assert any("pending alert dropped channel=CGONE0001" in r.message for r in caplog.records)
+
+
+def test_two_feeds_polled_at_once_post_a_shared_article_once(world, tmp_path) -> None:
+    story = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=a")
+    url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
+    url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
+    (tmp_path / "rules.yaml").write_text(
+        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
+        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
+    )
+    world.run_once()
+    before = len(world.slack.posts)
+    world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story,)))
+    world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3, extra_items=(story.replace(b"=a", b"=b"),)))
+    app = world.start()
+    threads = [threading.Thread(target=app.poll, args=(feed,)) for feed in app.rules.feeds]
+    threads.append(threading.Thread(target=app.retry_pending))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    app.close()
+    assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]

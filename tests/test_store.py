@@ -73,7 +73,7 @@ def test_pending_alerts_survive_a_restart_and_go_when_delivered(reopen) -> None:
     store = reopen()
     match = ChannelMatch("C1", item("a"), ("Nexperia",))
     alert = PendingAlert(
-        pending_id("C1", "a"), match, "SCMP", T0, attempts=1, next_attempt=T0, last_error="x"
+        pending_id("C1", item("a")), match, "SCMP", T0, attempts=1, next_attempt=T0, last_error="x"
     )
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], new_pending=[alert]))
 
@@ -108,3 +108,17 @@ def test_a_damaged_state_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text('{"feeds": {"1": {"feed_id": "f", "se')
     with pytest.raises(StateError, match=r"state\.json is damaged"):
         Store(TinyDBBackend(path))
+
+
+def test_non_url_guids_of_two_feeds_are_two_items_but_url_guids_are_one(reopen) -> None:
+    store = reopen()
+    store.record_delivery("C1", Item(feed_id="a", key="1001", link="", title="One"), T0)
+    assert not store.is_delivered("C1", Item(feed_id="b", key="1001", link="", title="Other"))
+    assert store.is_delivered("C1", Item(feed_id="a", key="1001", link="", title="One"))
+    store.record_delivery("C1", item("https://e.com/x"), T0)
+    assert store.is_delivered("C1", Item(feed_id="other", key="https://e.com/x", link="", title="Same"))
+
+
+def test_an_unreadable_state_path_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StateError, match="cannot read state file"):
+        open_store(tmp_path).pending()  # a folder where the file should be
