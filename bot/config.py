@@ -17,6 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.errors import ConfigError
 from bot.model import ChannelRule, FeedConfig, Location, RuleSet, Settings
+from bot.rules import compile_keyword
 
 # ---------------------------------------------------------------------------------------------------------
 # Durations
@@ -283,10 +284,15 @@ class _RulesReader:
             word = _unquote(text.strip())
             if not word:
                 self.problem(item, item_path, "must not be empty")
-            elif not any(char.isalnum() for char in word):
-                # "*" or "!!" would match everything or nothing; either way not what anyone meant.
-                self.problem(item, item_path, f"'{word}' must contain at least one letter or digit")
-            elif word not in words:
+                continue
+            # The matcher's own compiler is the judge, so check and run can never disagree. ("*" or "!!"
+            # would match everything or nothing; either way not what anyone meant.)
+            try:
+                compile_keyword(word)
+            except ValueError as e:
+                self.problem(item, item_path, str(e))
+                continue
+            if word not in words:
                 words.append(word)
         return tuple(words)
 

@@ -209,12 +209,12 @@ def compile_keyword(term: str) -> Keyword:
     is_prefix = text.endswith("*")
     body = text[:-1] if is_prefix else text
     if "*" in body:
-        raise ValueError(f"keyword {term!r}: '*' is only allowed at the end")
+        raise ValueError(f"'{term}': '*' is only allowed at the end of a word, as in 'sanction*'")
     normalized_body = normalize(body)[0]
     if not any(char.isalnum() for char in normalized_body):
-        raise ValueError(f"keyword {term!r} has no letter or digit")
+        raise ValueError(f"'{term}' must contain at least one letter or digit")
     if is_prefix and body[-1].isspace():
-        raise ValueError(f"keyword {term!r}: '*' must directly follow a word")
+        raise ValueError(f"'{term}': '*' must directly follow a word, as in 'sanction*'")
 
     words = normalized_body.split()
     pattern = r"\s+".join(re.escape(word) for word in words)

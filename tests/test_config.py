@@ -507,6 +507,14 @@ SINGLE_MISTAKES = [
         "rules.yaml:8: channels[0].keywords[0]: '?!' must contain at least one letter or digit",
     ),
     (
+        FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: ['ch*ip']\n",
+        "rules.yaml:8: channels[0].keywords[0]: 'ch*ip': '*' is only allowed at the end of a word, as in 'sanction*'",
+    ),
+    (
+        FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: ['chip *']\n",
+        "rules.yaml:8: channels[0].keywords[0]: 'chip *': '*' must directly follow a word, as in 'sanction*'",
+    ),
+    (
         FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: [chip, yes]\n",
         'rules.yaml:8: channels[0].keywords[1]: expected a string, got a boolean; put it in quotes: "yes"',
     ),

@@ -117,7 +117,9 @@ def test_keyword_semantics(keyword: str, text: str, expected: bool) -> None:
     ],
 )
 def test_compile_keyword_rejects(term: str) -> None:
-    with pytest.raises(ValueError, match="keyword"):
+    with pytest.raises(
+        ValueError, match=r"'\*' (is only allowed at the end|must directly follow)|letter or digit"
+    ):
         compile_keyword(term)
 
 
@@ -248,7 +250,7 @@ def test_explain_item_reports_hits_and_exclusions() -> None:
 
 
 def test_invalid_keyword_fails_at_construction() -> None:
-    with pytest.raises(ValueError, match="no letter or digit"):
+    with pytest.raises(ValueError, match="must contain at least one letter or digit"):
         RuleMatcher([ChannelRule("#a", keywords=("Huawei", "---"))])
 
 
