@@ -508,7 +508,8 @@ SINGLE_MISTAKES = [
     ),
     (
         FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: ['ch*ip']\n",
-        "rules.yaml:8: channels[0].keywords[0]: 'ch*ip': '*' is only allowed at the end of a word, as in 'sanction*'",
+        "rules.yaml:8: channels[0].keywords[0]: 'ch*ip': '*' is only allowed at the end of a word, "
+        "as in 'sanction*'",
     ),
     (
         FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: ['chip *']\n",
