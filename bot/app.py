@@ -59,12 +59,23 @@ def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
         log.warning(
             "slack unreachable error=%s; using the channel IDs remembered from the last start", e.error
         )
+    remembered = store.channel_ids()
     kept = []
     for rule in rules.channels:
+        name = rule.channel.lower()
         if not rule.channel.startswith("#"):
             kept.append(rule)
-        elif rule.channel.lower() in ids:
-            kept.append(replace(rule, channel=ids[rule.channel.lower()]))
+        elif name in ids:
+            kept.append(replace(rule, channel=ids[name]))
+        elif name in remembered:
+            # Renamed, or hidden from the bot: the ID it had still reaches it (and its pending alerts).
+            log.warning(
+                "channel name not found channel=%s at=%s; using the ID it had before: %s",
+                rule.channel,
+                rule.location,
+                remembered[name],
+            )
+            kept.append(replace(rule, channel=remembered[name]))
         else:
             log.error(
                 "channel not found channel=%s at=%s (no such channel, or the bot cannot see it: invite it)",
@@ -227,6 +238,7 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
     try:
         stop.wait()
     finally:
+        app.pipeline.stop_delivering()
         scheduler.shutdown(wait=True)
         app.close()
         log.info("stopped; state saved")

@@ -172,6 +172,11 @@ class Pipeline:
         # posted twice to a channel by two threads at once. Fetching and parsing still run in parallel.
         self._delivery_lock = threading.Lock()
         self._last_success: datetime | None = None
+        self._stopping = threading.Event()
+
+    def stop_delivering(self) -> None:
+        """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
+        self._stopping.set()
 
     def poll_feed(self, feed: FeedConfig) -> PollReport:
         state = self.store.feed_state(feed.id)
@@ -212,8 +217,11 @@ class Pipeline:
                 is_delivered=self.store.is_delivered,
             )
             now = self.now()
+            # An article already waiting for a channel (from another feed, or an earlier cycle) is the
+            # pending job's: attempting it here too could post it twice.
+            fresh = [m for m in plan.alerts if not self.store.is_pending(m.channel, m.item)]
             posted, pending = self._attempt_all(
-                [PendingAlert(pending_id(m.channel, m.item), m, source, created=now) for m in plan.alerts]
+                [PendingAlert(pending_id(m.channel, m.item), m, source, created=now) for m in fresh]
             )
             self.store.commit_cycle(
                 CycleChange(
@@ -251,6 +259,8 @@ class Pipeline:
             if self.store.is_delivered(match.channel, match.item):
                 self.store.discard_pending(alert.id)  # the same article under another key, or a late success
                 continue
+            if blocked_everywhere is None and self._stopping.is_set():
+                blocked_everywhere = DeliveryError("*", "shutting down", transient=True)
             error = blocked_everywhere or blocked_channels.get(match.channel)
             attempted = error is None
             if error is None:
@@ -276,7 +286,8 @@ class Pipeline:
 
     def _attempt(self, alert: PendingAlert) -> DeliveryError | None:
         try:
-            self.sink.deliver(alert.match, alert.source, since=alert.maybe_posted_since)
+            since = self.store.uncertain_since(alert.match.channel, alert.match.item)
+            self.sink.deliver(alert.match, alert.source, since=since)
         except DeliveryError as e:
             return e
         except (
@@ -295,7 +306,8 @@ class Pipeline:
     def _after_failure(self, alert: PendingAlert, error: DeliveryError, *, attempted: bool) -> PendingAlert:
         now = self.now()
         attempts = alert.attempts + (1 if attempted else 0)
-        maybe_posted_since = alert.maybe_posted_since or (now if attempted and error.uncertain else None)
+        if attempted and error.uncertain:
+            self.store.record_uncertain(alert.match.channel, alert.match.item, now)
         return replace(
             alert,
             attempts=attempts,
@@ -303,7 +315,6 @@ class Pipeline:
             last_error=error.error,
             failed_at=now,
             blocked_everywhere=error.affects_all,
-            maybe_posted_since=maybe_posted_since,
         )
 
     def _is_due(self, alert: PendingAlert, now: datetime) -> bool:

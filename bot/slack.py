@@ -22,7 +22,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from bot.blocks import ALERT_EVENT_TYPE, render_alert, render_console, without_image
 from bot.errors import DeliveryError
 from bot.fetch import retry_after_seconds
-from bot.model import ChannelMatch, Message
+from bot.model import ChannelMatch, Item, Message
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
         response = exc.response
         status = getattr(response, "status_code", 200)
         data = response.data if isinstance(response.data, dict) else {}
-        error = str(data.get("error") or f"HTTP {status}")
+        # A 5xx body is often a proxy's HTML page, which slack_sdk quotes whole in "error": name the status.
+        error = f"HTTP {status}" if status >= 500 else str(data.get("error") or f"HTTP {status}")
         headers = getattr(response, "headers", {}) or {}
         retry_after = retry_after_seconds(headers.get("Retry-After") or headers.get("retry-after"))
         if status == 429 or error == "ratelimited":  # refused before anything was done
@@ -94,6 +95,16 @@ def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
     if isinstance(exc, SlackClientError):
         return DeliveryError(channel, f"{type(exc).__name__}: {exc}", transient=True, uncertain=True)
     raise exc
+
+
+def is_same_article(alert_payload: dict[str, Any], item: Item) -> bool:
+    """An earlier alert's metadata names this article: by its canonical link, or by its key (a URL key
+    anywhere; any other key only within the same feed, see store.delivery_key)."""
+    if item.link and alert_payload.get("link") == item.link:
+        return True
+    if alert_payload.get("item_key") != item.key:
+        return False
+    return item.key.startswith(("http://", "https://")) or alert_payload.get("feed_id") == item.feed_id
 
 
 class SlackClient:
@@ -215,11 +226,7 @@ class SlackSink:
             ):
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
-                if (
-                    metadata.get("event_type") == ALERT_EVENT_TYPE
-                    and payload.get("item_key") == match.item.key
-                    and payload.get("feed_id") == match.item.feed_id
-                ):
+                if metadata.get("event_type") == ALERT_EVENT_TYPE and is_same_article(payload, match.item):
                     return True
         except DeliveryError as e:
             if e.affects_all:

@@ -112,7 +112,10 @@ class TinyDBBackend:
         return [dict(doc) for doc in self._outbox.all()]
 
     def clear_deliveries(self) -> None:
-        self._outbox.truncate()
+        try:
+            self._outbox.truncate()
+        except OSError as e:
+            raise StateError(f"cannot write outbox {outbox_path(self.path)}: {e.strerror or e}") from e
 
     def close(self) -> None:
         self._caching.flush()  # type: ignore[no-untyped-call]

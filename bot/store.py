@@ -18,7 +18,7 @@ from bot.model import ChannelMatch, Item
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
 DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
-TABLES = ("feeds", "channels", "pending", "meta")
+TABLES = ("feeds", "channels", "pending", "meta", "uncertain")
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
 
@@ -94,7 +94,6 @@ class PendingAlert:
     last_error: str = ""
     failed_at: datetime | None = None
     blocked_everywhere: bool = False  # failed with Slack as a whole (outage, token): due when Slack is back
-    maybe_posted_since: datetime | None = None  # an attempt from then on may have landed: look first
 
 
 @dataclass
@@ -143,11 +142,14 @@ class Store:
         self._channels: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        # Posts whose outcome is unknown (Slack may have them): pending id -> since when.
+        self._uncertain: dict[str, dict[str, Any]] = {}
         for name, target, key_field in (
             ("feeds", self._feeds, "feed_id"),
             ("channels", self._channels, "channel"),
             ("pending", self._pending, "id"),
             ("meta", self._meta, "key"),
+            ("uncertain", self._uncertain, "id"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -156,7 +158,13 @@ class Store:
         self._dirty: dict[str, set[str]] = {name: set() for name in TABLES}
         # Deliveries from a run that stopped before its cycle was written: fold them in now.
         for record in backend.read_deliveries():
-            self._remember_delivery(record["channel"], record["key"], record.get("link", ""), record["at"])
+            if record.get("kind") == "uncertain":
+                self._remember_uncertain(record["id"], record["at"])
+            else:
+                self._remember_delivery(
+                    record["channel"], record["key"], record.get("link", ""), record["at"]
+                )
+                self._drop_pending(f"{record['channel']}\x1f{record['key']}")
         if any(self._dirty.values()):
             self._flush()
 
@@ -217,7 +225,30 @@ class Store:
             self._drop_pending(pending_id(channel, item))
             self._backend.log_delivery(record)
 
+    def record_uncertain(self, channel: str, item: Item, at: datetime) -> None:
+        """A post whose answer was lost: durable at once, so even after a crash the next attempt looks in
+        the channel first instead of posting again."""
+        with self._lock:
+            alert_id = pending_id(channel, item)
+            if alert_id in self._uncertain:
+                return  # keep the earliest time: the search must reach back to the first attempt
+            record = {"kind": "uncertain", "id": alert_id, "at": _iso(at)}
+            self._remember_uncertain(alert_id, record["at"])
+            self._backend.log_delivery(record)
+
+    def uncertain_since(self, channel: str, item: Item) -> datetime | None:
+        with self._lock:
+            doc = self._uncertain.get(pending_id(channel, item))
+            return _parse_time(doc["since"]) if doc else None
+
+    def _remember_uncertain(self, alert_id: str, at: str) -> None:
+        if alert_id not in self._uncertain:
+            self._uncertain[alert_id] = {"id": alert_id, "since": at}
+            self._dirty["uncertain"].add(alert_id)
+
     def _remember_delivery(self, channel: str, key: str, link: str, at: str) -> None:
+        if self._uncertain.pop(f"{channel}\x1f{key}", None) is not None:
+            self._dirty["uncertain"].add(f"{channel}\x1f{key}")
         doc = self._channels.setdefault(channel, {"channel": channel, "delivered": {}, "links": {}})
         doc["delivered"][key] = at
         if link:
@@ -243,6 +274,16 @@ class Store:
     def pending(self) -> list[PendingAlert]:
         with self._lock:
             return [self._pending_from_doc(doc) for doc in self._pending.values()]
+
+    def is_pending(self, channel: str, item: Item) -> bool:
+        """Already waiting for this channel, under this item's key or its link (the same article)."""
+        with self._lock:
+            if pending_id(channel, item) in self._pending:
+                return True
+            return bool(item.link) and any(
+                doc["channel"] == channel and doc["item"].get("link") == item.link
+                for doc in self._pending.values()
+            )
 
     def update_pending(self, alert: PendingAlert) -> None:
         with self._lock:
@@ -272,7 +313,6 @@ class Store:
             "last_error": alert.last_error,
             "failed_at": _iso(alert.failed_at) if alert.failed_at else None,
             "blocked_everywhere": alert.blocked_everywhere,
-            "maybe_posted_since": _iso(alert.maybe_posted_since) if alert.maybe_posted_since else None,
         }
 
     @staticmethod
@@ -290,7 +330,6 @@ class Store:
             last_error=doc.get("last_error", ""),
             failed_at=_parse_time(doc.get("failed_at")),
             blocked_everywhere=doc.get("blocked_everywhere", False),
-            maybe_posted_since=_parse_time(doc.get("maybe_posted_since")),
         )
 
     # -- writing -----------------------------------------------------------------------------------
@@ -320,8 +359,9 @@ class Store:
                 del seen[key]
             self._dirty["feeds"].add(change.feed_id)
             for alert in change.new_pending:
-                self._pending[alert.id] = self._doc_from_pending(alert)
-                self._dirty["pending"].add(alert.id)
+                if alert.id not in self._pending:  # an older record keeps its history (attempts, backoff)
+                    self._pending[alert.id] = self._doc_from_pending(alert)
+                    self._dirty["pending"].add(alert.id)
             self._prune_deliveries(now)
             self._flush()
 
@@ -333,6 +373,9 @@ class Store:
 
     def _prune_deliveries(self, now: datetime) -> None:
         horizon = _iso(now - DELIVERED_RETENTION)
+        for alert_id in [i for i, doc in self._uncertain.items() if doc["since"] < horizon]:
+            del self._uncertain[alert_id]  # its alert was dropped long ago (its channel left the rules)
+            self._dirty["uncertain"].add(alert_id)
         for channel, doc in self._channels.items():
             for index in ("delivered", "links"):
                 stale = [k for k, at in doc[index].items() if at < horizon]
@@ -347,6 +390,7 @@ class Store:
             "channels": self._channels,
             "pending": self._pending,
             "meta": self._meta,
+            "uncertain": self._uncertain,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():

@@ -27,6 +27,7 @@ class FeedHost:
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self.requests: list[dict[str, Any]] = []
         self.honour_conditional = True
+        self.send_etags = True  # False: only Last-Modified, as some servers do
         self._lock = threading.Lock()
         self._version = 0
         handler = type("Handler", (_Handler,), {"host": self})
@@ -74,13 +75,14 @@ class FeedHost:
             resource = self._resources.get(path)
         if resource is None:
             return 404, {}, b"not found"
-        out_headers = {
-            "ETag": resource.etag,
-            "Last-Modified": resource.last_modified,
-            "Content-Type": resource.content_type,
-        }
-        if self.honour_conditional and headers.get("if-none-match") == resource.etag:
-            return 304, {"ETag": resource.etag}, b""
+        out_headers = {"Last-Modified": resource.last_modified, "Content-Type": resource.content_type}
+        if self.send_etags:
+            out_headers["ETag"] = resource.etag
+        if self.honour_conditional and (
+            (self.send_etags and headers.get("if-none-match") == resource.etag)
+            or (not self.send_etags and headers.get("if-modified-since") == resource.last_modified)
+        ):
+            return 304, {k: v for k, v in out_headers.items() if k != "Content-Type"}, b""
         body = resource.body
         if "gzip" in headers.get("accept-encoding", ""):
             body = gzip.compress(body)

@@ -501,3 +501,69 @@ def test_two_feeds_polled_at_once_post_a_shared_article_once(world, tmp_path) ->
         thread.join(timeout=30)
     app.close()
     assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]
+
+
+def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(world, tmp_path) -> None:
+    story_a = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=a")
+    story_b = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=b")
+    url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
+    url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
+    (tmp_path / "rules.yaml").write_text(
+        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
+        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
+    )
+    world.run_once()
+    before = len(world.slack.posts)
+    world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story_a,)))
+    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    world.run_once()  # feed a: Slack posts it but answers 500
+    world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3, extra_items=(story_b,)))
+    world.clock.advance(minutes=1)
+    world.run_once()  # feed b brings the same article; the pending retry finds the first post
+    world.clock.advance(minutes=5)
+    world.run_once()
+    assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]
+
+
+def test_a_crash_after_an_unanswered_post_still_checks_before_posting_again(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    app = world.start()
+
+    def die(_change) -> None:
+        raise SystemExit("killed before the cycle was written")
+
+    app.store.commit_cycle = die
+    with pytest.raises(SystemExit):
+        app.poll_all_once()  # the first post is unanswered, the cycle's write never happens
+    world.clock.advance(minutes=1)
+    world.run_once()  # the cycle is redone from the feed; the unanswered one is looked up, not reposted
+    assert len(world.slack.posts) == before + 2
+    assert len({p["metadata"]["event_payload"]["item_key"] for p in world.slack.posts[before:]}) == 2
+
+
+def test_a_renamed_channel_keeps_getting_its_alerts(world, caplog) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.slack.state.channels[HUAWEI].name = "huawei-news"  # renamed in Slack; rules still say #huawei-watch
+    world.publish(scmp_feed())
+    world.run_once()
+    assert len(world.slack.posts_to(HUAWEI)) == 2 and len(world.slack.posts) == before + 2
+    assert any("using the ID it had before: " + HUAWEI in r.message for r in caplog.records)
+
+
+def test_on_shutdown_alerts_not_yet_started_wait_as_pending(world) -> None:
+    world.run_once()
+    world.publish(scmp_feed())
+    app = world.start()
+    before = len(world.slack.calls("chat.postMessage"))
+    app.pipeline.stop_delivering()
+    [report] = app.poll_all_once()
+    app.close()
+    assert (report.posted, report.pending) == (0, 2)
+    assert len(world.slack.calls("chat.postMessage")) == before
+    world.clock.advance(minutes=1)
+    world.run_once()
+    assert len(world.slack.posts) == 5

@@ -40,6 +40,16 @@ def test_conditional_get_returns_not_modified(feed_host: FeedHost, fetcher: Http
     assert feed_host.requests_for("/feed")[1]["headers"]["if-none-match"] == first.etag
 
 
+def test_last_modified_alone_is_used_for_conditional_get(feed_host: FeedHost, fetcher: HttpFetcher) -> None:
+    feed_host.send_etags = False
+    url = feed_host.serve("/feed", scmp_bytes())
+    first = fetcher.fetch(url)
+    assert first.etag is None and first.last_modified
+    second = fetcher.fetch(url, etag=first.etag, last_modified=first.last_modified)
+    assert second.not_modified
+    assert feed_host.requests_for("/feed")[1]["headers"]["if-modified-since"] == first.last_modified
+
+
 @pytest.mark.parametrize("status", [404, 410, 500, 503])
 def test_http_errors_name_the_status(feed_host: FeedHost, fetcher: HttpFetcher, status: int) -> None:
     url = feed_host.serve("/feed", scmp_bytes())

@@ -15,6 +15,8 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+
 from bot.app import build_app, run_scheduler
 from bot.config import environment_from
 from tests.conftest import REPO, Clock, scmp_feed
@@ -81,7 +83,8 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
     raise AssertionError(f"no {marker!r} within {timeout}s; stderr so far:\n{''.join(seen)}")
 
 
-def test_sigterm_finishes_and_saves_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> None:
     db = tmp_path / "state.json"
     environ = {"PATH": os.environ.get("PATH", "/usr/bin"), "BOT_RULES": str(DEMO_RULES), "BOT_DB": str(db)}
     process = subprocess.Popen(
@@ -94,7 +97,7 @@ def test_sigterm_finishes_and_saves_state(tmp_path: Path) -> None:
     )
     try:
         read_until(process, "poll feed=scmp-semiconductors status=ok", timeout=30)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:

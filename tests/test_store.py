@@ -122,3 +122,23 @@ def test_non_url_guids_of_two_feeds_are_two_items_but_url_guids_are_one(reopen) 
 def test_an_unreadable_state_path_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(StateError, match="cannot read state file"):
         open_store(tmp_path).pending()  # a folder where the file should be
+
+
+def test_deliveries_are_forgotten_after_90_days(reopen) -> None:
+    store = reopen()
+    store.record_delivery("C1", item("a"), T0)
+    store.commit_cycle(CycleChange("f", T0 + timedelta(days=89)))
+    assert reopen().is_delivered("C1", item("a"))
+    store.commit_cycle(CycleChange("f", T0 + timedelta(days=91)))
+    assert not reopen().is_delivered("C1", item("a"))
+
+
+def test_an_uncertain_post_is_durable_at_once_and_cleared_by_its_delivery(reopen) -> None:
+    store = reopen()
+    store.record_uncertain("C1", item("a"), T0)
+    store.record_uncertain("C1", item("a"), T0 + timedelta(minutes=5))  # the first time is kept
+    after_crash = reopen()
+    assert after_crash.uncertain_since("C1", item("a")) == T0
+    after_crash.record_delivery("C1", item("a"), T0 + timedelta(minutes=6))
+    after_crash.commit()
+    assert reopen().uncertain_since("C1", item("a")) is None
