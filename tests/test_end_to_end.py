@@ -43,6 +43,14 @@ channels:
     return rules
 
 
+def write_two_feed_rules(folder: Path, url_a: str, url_b: str) -> None:
+    """Feeds a and b, and one channel watching both for Nexperia."""
+    (folder / "rules.yaml").write_text(
+        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
+        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
+    )
+
+
 @pytest.fixture
 def world(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock):
     slack.add_channel(NEXPERIA, "nexperia")
@@ -226,10 +234,7 @@ def test_an_article_in_two_feeds_is_posted_to_a_channel_once(world, tmp_path) ->
     )
     url_a = world.feed_host.serve("/a.xml", scmp_feed(extra_items=(story,)))
     url_b = world.feed_host.serve("/b.xml", scmp_feed(extra_items=(same_story,)))
-    (tmp_path / "rules.yaml").write_text(
-        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
-        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
-    )
+    write_two_feed_rules(tmp_path, url_a, url_b)
     world.run_once()
     assert titles(world.slack.posts_to(NEXPERIA)) == ["Nexperia wins ruling"]
 
@@ -484,10 +489,7 @@ def test_two_feeds_polled_at_once_post_a_shared_article_once(world, tmp_path) ->
     story = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=a")
     url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
     url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
-    (tmp_path / "rules.yaml").write_text(
-        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
-        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
-    )
+    write_two_feed_rules(tmp_path, url_a, url_b)
     world.run_once()
     before = len(world.slack.posts)
     world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story,)))
@@ -508,10 +510,7 @@ def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(
     story_b = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=b")
     url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
     url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
-    (tmp_path / "rules.yaml").write_text(
-        f"feeds:\n  - id: a\n    url: {url_a}\n  - id: b\n    url: {url_b}\n"
-        f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
-    )
+    write_two_feed_rules(tmp_path, url_a, url_b)
     world.run_once()
     before = len(world.slack.posts)
     world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story_a,)))
