@@ -113,3 +113,26 @@ def test_run_once_exits_3_when_a_feed_fails(tmp_path: Path) -> None:
     code, out = run_cli(["run", "--once"], {"BOT_RULES": str(rules), "BOT_DB": str(tmp_path / "s.json")})
     assert code == 3
     assert "Nexperia" in out  # the healthy feed was still polled and its alert shown
+
+
+def test_run_once_posts_to_the_slack_api_url_it_is_given(tmp_path: Path, slack) -> None:
+    """The real entry point in Slack mode: SLACK_BOT_TOKEN and SLACK_API_URL point it at the stand-in."""
+    slack.add_channel("C0CHIPS01", "chip-supply-chain")
+    slack.add_channel("C0CHINA01", "china-tech")
+    slack.add_channel("C0AIHW001", "ai-hardware")
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "BOT_RULES": str(DEMO_RULES),
+        "BOT_DB": str(tmp_path / "state.json"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--once"], env=environ, cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # nothing printed: everything went to Slack
+    assert {p["channel"] for p in slack.posts} == {"C0CHIPS01", "C0CHINA01", "C0AIHW001"}
+    assert len(slack.posts) == 9  # backfill: 3 newest matches for each of the three channels
+    assert "slack connected team=Test Team" in done.stderr
+    assert slack.state.token not in done.stderr
