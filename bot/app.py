@@ -23,7 +23,7 @@ from bot.errors import BotError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.model import FeedConfig, RuleSet
 from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
-from bot.slack import ConsoleSink, SlackClient, SlackSink, check_auth, resolve_channel_names
+from bot.slack import ConsoleSink, SlackChannel, SlackClient, SlackSink, check_auth, list_channels
 from bot.storage import open_store
 from bot.store import Store
 
@@ -41,47 +41,61 @@ class FeedHealth:
 
 
 def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
-    """Replaces '#name' channels with IDs (conversations.list, once at start). A name Slack does not know
-    is reported with its place in the rules file and its entry is left out; the other entries run. When
-    Slack cannot be reached, the IDs remembered from the last start are used."""
+    """Replaces '#name' channels with IDs (conversations.list, once at start). A renamed channel is found by
+    the ID it had; a channel that is archived, deleted or hidden from the bot is reported with its place in
+    the rules file and its entry left out, so its alerts do not pile up; the other entries run. When Slack
+    cannot be reached, the IDs remembered from the last start are used."""
     names = {rule.channel.lower() for rule in rules.channels if rule.channel.startswith("#")}
     if not names:
         return rules
+    remembered = store.channel_ids()
     try:
-        ids = resolve_channel_names(client, names)
-        store.remember_channel_ids(ids)
+        listed = list_channels(client, names)
     except DeliveryError as e:
-        ids = store.channel_ids()
-        if not names <= set(ids):
+        if not names <= set(remembered):
             raise BotError(
                 f"cannot resolve channel names through Slack ({e.error}); try again shortly"
             ) from e
         log.warning(
             "slack unreachable error=%s; using the channel IDs remembered from the last start", e.error
         )
-    remembered = store.channel_ids()
+        listed = [SlackChannel(remembered[name], name.lstrip("#")) for name in names]
+    by_name = {"#" + channel.name: channel for channel in listed}
+    by_id = {channel.id: channel for channel in listed}
+    store.remember_channel_ids(
+        {name: channel.id for name, channel in by_name.items() if name in names and not channel.archived}
+    )
     kept = []
     for rule in rules.channels:
         name = rule.channel.lower()
         if not rule.channel.startswith("#"):
             kept.append(rule)
-        elif name in ids:
-            kept.append(replace(rule, channel=ids[name]))
-        elif name in remembered:
-            # Renamed, or hidden from the bot: the ID it had still reaches it (and its pending alerts).
-            log.warning(
-                "channel name not found channel=%s at=%s; using the ID it had before: %s",
-                rule.channel,
-                rule.location,
-                remembered[name],
-            )
-            kept.append(replace(rule, channel=remembered[name]))
-        else:
+            continue
+        channel = by_name.get(name) or by_id.get(remembered.get(name, ""))
+        if channel is None:
             log.error(
-                "channel not found channel=%s at=%s (no such channel, or the bot cannot see it: invite it)",
+                "channel not found channel=%s at=%s (no such channel, or a private one the bot is not in: "
+                "invite it); its alerts are not posted",
                 rule.channel,
                 rule.location,
             )
+        elif channel.archived:
+            log.error(
+                "channel archived channel=%s at=%s (unarchive it, or remove its entry); its alerts are not "
+                "posted",
+                rule.channel,
+                rule.location,
+            )
+        else:
+            if "#" + channel.name != name:
+                log.warning(
+                    "channel renamed channel=%s at=%s now=#%s id=%s; alerts go there (update the rules)",
+                    rule.channel,
+                    rule.location,
+                    channel.name,
+                    channel.id,
+                )
+            kept.append(replace(rule, channel=channel.id))
     return replace(rules, channels=tuple(kept))
 
 
@@ -217,8 +231,9 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
 
     def request_stop(signum: int, _frame: object) -> None:
         if stop.is_set():
-            # Asked twice: stop now. Each poll's state is written atomically, so at most the poll in flight
-            # is lost, and it is redone at the next start (alerts it posted are in the outbox).
+            # Asked twice: stop now. Each poll's state is written atomically, so the poll in flight is
+            # redone at the next start: alerts it posted are in the outbox, and a post cut off mid-request
+            # was marked there beforehand, so the next start looks for it in the channel first.
             log.warning(
                 "second signal=%s: exiting without waiting for running polls", signal.Signals(signum).name
             )

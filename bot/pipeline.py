@@ -285,29 +285,31 @@ class Pipeline:
         return posted, failed
 
     def _attempt(self, alert: PendingAlert) -> DeliveryError | None:
+        channel, item = alert.match.channel, alert.match.item
+        since = self.store.uncertain_since(channel, item)
         try:
-            since = self.store.uncertain_since(alert.match.channel, alert.match.item)
+            # Before the post, so that a kill while it is in flight leaves a trace: the next attempt, in
+            # this process or the next, looks in the channel first instead of posting blind.
+            self.store.record_uncertain(channel, item, self.now())
+        except StateError as e:
+            log.error("cannot record a delivery attempt: %s; delivery paused until state can be written", e)
+            return DeliveryError("*", "state not writable", transient=True, affects_all=True)
+        try:
             self.sink.deliver(alert.match, alert.source, since=since)
         except DeliveryError as e:
+            if not e.uncertain and since is None:
+                self.store.clear_uncertain(channel, item)  # refused, so surely not posted
             return e
-        except (
-            Exception
-        ) as e:  # a bug or a broken terminal must neither stop the other alerts nor lose this one
-            log.exception("delivery crashed channel=%s key=%s", alert.match.channel, alert.match.item.key)
+        except Exception as e:  # a bug or a broken terminal must neither stop the other alerts nor lose this
+            log.exception("delivery crashed channel=%s key=%s", channel, item.key)
             return DeliveryError(
-                alert.match.channel,
-                f"{type(e).__name__}: {e}",
-                transient=True,
-                affects_all=False,
-                uncertain=True,
+                channel, f"{type(e).__name__}: {e}", transient=True, affects_all=False, uncertain=True
             )
         return None
 
     def _after_failure(self, alert: PendingAlert, error: DeliveryError, *, attempted: bool) -> PendingAlert:
         now = self.now()
         attempts = alert.attempts + (1 if attempted else 0)
-        if attempted and error.uncertain:
-            self.store.record_uncertain(alert.match.channel, alert.match.item, now)
         return replace(
             alert,
             attempts=attempts,

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
@@ -265,25 +266,31 @@ class SlackSink:
         )
 
 
-def resolve_channel_names(client: SlackClient, names: Iterable[str]) -> dict[str, str]:
-    """'#name' -> channel ID through conversations.list; names not found are left out of the result."""
+@dataclass(frozen=True)
+class SlackChannel:
+    id: str
+    name: str
+    archived: bool = False
+
+
+def list_channels(client: SlackClient, names: Iterable[str]) -> list[SlackChannel]:
+    """The workspace's channels the bot can see (conversations.list), archived ones included so that they
+    can be named as such. Stops early once every wanted '#name' has been seen open."""
     wanted = {name.lstrip("#").lower() for name in names}
-    if not wanted:
-        return {}
-    found: dict[str, str] = {}
+    listed: list[SlackChannel] = []
+    found: set[str] = set()
     for channel in client.paginate(
-        "conversations.list",
-        "channels",
-        types="public_channel,private_channel",
-        exclude_archived=True,
-        limit=1000,
+        "conversations.list", "channels", types="public_channel,private_channel", limit=1000
     ):
-        name = str(channel.get("name", "")).lower()
-        if name in wanted:
-            found["#" + name] = channel["id"]
-            if len(found) == len(wanted):
+        entry = SlackChannel(
+            str(channel["id"]), str(channel.get("name", "")).lower(), bool(channel.get("is_archived"))
+        )
+        listed.append(entry)
+        if entry.name in wanted and not entry.archived:
+            found.add(entry.name)
+            if found == wanted:
                 break
-    return found
+    return listed
 
 
 def check_auth(client: SlackClient) -> dict[str, Any]:

@@ -159,7 +159,9 @@ class Store:
         # Deliveries from a run that stopped before its cycle was written: fold them in now.
         for record in backend.read_deliveries():
             if record.get("kind") == "uncertain":
-                self._remember_uncertain(record["id"], record["at"])
+                self._remember_uncertain(
+                    record["id"], record.get("channel", ""), record.get("link", ""), record["at"]
+                )
             else:
                 self._remember_delivery(
                     record["channel"], record["key"], record.get("link", ""), record["at"]
@@ -226,29 +228,56 @@ class Store:
             self._backend.log_delivery(record)
 
     def record_uncertain(self, channel: str, item: Item, at: datetime) -> None:
-        """A post whose answer was lost: durable at once, so even after a crash the next attempt looks in
-        the channel first instead of posting again."""
+        """Marks a post whose outcome is not known: written before each post and kept when Slack's answer is
+        lost. Durable at once, so even after a kill mid-request the next attempt looks in the channel
+        first instead of posting again. A recorded delivery clears it."""
         with self._lock:
             alert_id = pending_id(channel, item)
             if alert_id in self._uncertain:
                 return  # keep the earliest time: the search must reach back to the first attempt
-            record = {"kind": "uncertain", "id": alert_id, "at": _iso(at)}
-            self._remember_uncertain(alert_id, record["at"])
+            record = {
+                "kind": "uncertain",
+                "id": alert_id,
+                "channel": channel,
+                "link": item.link,
+                "at": _iso(at),
+            }
+            self._remember_uncertain(alert_id, channel, item.link, record["at"])
             self._backend.log_delivery(record)
 
-    def uncertain_since(self, channel: str, item: Item) -> datetime | None:
+    def clear_uncertain(self, channel: str, item: Item) -> None:
+        """Slack surely did not post it (it refused the request): the next attempt need not look first. Not
+        written at once; a marker that outlives a crash only costs one history lookup."""
         with self._lock:
-            doc = self._uncertain.get(pending_id(channel, item))
-            return _parse_time(doc["since"]) if doc else None
+            alert_id = pending_id(channel, item)
+            if self._uncertain.pop(alert_id, None) is not None:
+                self._dirty["uncertain"].add(alert_id)
 
-    def _remember_uncertain(self, alert_id: str, at: str) -> None:
+    def uncertain_since(self, channel: str, item: Item) -> datetime | None:
+        """Since when a post of this article to this channel may have landed: under this item's key, or
+        under another key with the same link (the same article from another feed)."""
+        with self._lock:
+            times = [
+                doc["since"]
+                for alert_id, doc in self._uncertain.items()
+                if alert_id == pending_id(channel, item)
+                or (item.link and doc.get("channel") == channel and doc.get("link") == item.link)
+            ]
+            return _parse_time(min(times)) if times else None
+
+    def _remember_uncertain(self, alert_id: str, channel: str, link: str, at: str) -> None:
         if alert_id not in self._uncertain:
-            self._uncertain[alert_id] = {"id": alert_id, "since": at}
+            self._uncertain[alert_id] = {"id": alert_id, "channel": channel, "link": link, "since": at}
             self._dirty["uncertain"].add(alert_id)
 
     def _remember_delivery(self, channel: str, key: str, link: str, at: str) -> None:
-        if self._uncertain.pop(f"{channel}\x1f{key}", None) is not None:
-            self._dirty["uncertain"].add(f"{channel}\x1f{key}")
+        # Delivered: no attempt of this article, under any key, needs to look in the channel any more.
+        for alert_id, doc in list(self._uncertain.items()):
+            if alert_id == f"{channel}\x1f{key}" or (
+                link and doc.get("channel") == channel and doc.get("link") == link
+            ):
+                del self._uncertain[alert_id]
+                self._dirty["uncertain"].add(alert_id)
         doc = self._channels.setdefault(channel, {"channel": channel, "delivered": {}, "links": {}})
         doc["delivered"][key] = at
         if link:

@@ -36,11 +36,19 @@ def scmp_feed(*, drop_newest: int = 0, extra_items: tuple[bytes, ...] = ()) -> b
 
 
 def rss_item(
-    title: str, guid: str, *, description: str = "", published: str = "Mon, 01 Jun 2026 08:00:00 +0000"
+    title: str,
+    guid: str,
+    *,
+    link: str | None = None,
+    description: str = "",
+    published: str = "Mon, 01 Jun 2026 08:00:00 +0000",
 ) -> bytes:
+    """An RSS item; its guid is its link unless `link` says otherwise (then the guid is no permalink)."""
+    permalink = "false" if link else "true"
     return (
-        f"\n    <item>\n      <title>{title}</title>\n      <link>{guid}</link>\n"
-        f'      <guid isPermaLink="true">{guid}</guid>\n      <description>{description}</description>\n'
+        f"\n    <item>\n      <title>{title}</title>\n      <link>{link or guid}</link>\n"
+        f'      <guid isPermaLink="{permalink}">{guid}</guid>\n'
+        f"      <description>{description}</description>\n"
         f"      <pubDate>{published}</pubDate>\n    </item>"
     ).encode()
 

@@ -24,6 +24,7 @@ class Failure:
     retry_after: int | None = None
     body: str | None = None
     after_posting: bool = False  # carry the request out, then answer with the failure anyway
+    hang: bool = False  # carry the request out, then hold the answer until `release()` (to kill the caller)
 
 
 @dataclass
@@ -50,9 +51,13 @@ class SlackStandIn:
         self.clock = clock  # message timestamps (ts) come from it, as Slack's come from its clock
         self.state = SlackState()
         self._lock = threading.Lock()
+        self.hanging = threading.Event()  # set while a `hang` failure holds its answer
+        self._released = threading.Event()
         handler = type("Handler", (_Handler,), {"standin": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -64,6 +69,7 @@ class SlackStandIn:
         return self
 
     def stop(self) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
 
@@ -80,6 +86,9 @@ class SlackStandIn:
     def fail_next(self, method: str, times: int = 1, **failure: Any) -> None:
         with self._lock:
             self.state.failures.setdefault(method, []).extend(Failure(**failure) for _ in range(times))
+
+    def release(self) -> None:
+        self._released.set()
 
     def set_down(self, down: bool) -> None:
         with self._lock:
@@ -102,6 +111,16 @@ class SlackStandIn:
     def handle(
         self, method: str, token: str | None, params: dict[str, Any]
     ) -> tuple[int, dict[str, str], str]:
+        answer = self._answer(method, token, params)
+        if answer is None:  # a hung request: it was carried out, and its caller never hears back
+            self.hanging.set()
+            self._released.wait(timeout=60)
+            return 200, {}, json.dumps({"ok": False, "error": "request_timeout"})
+        return answer
+
+    def _answer(
+        self, method: str, token: str | None, params: dict[str, Any]
+    ) -> tuple[int, dict[str, str], str] | None:
         with self._lock:
             self.state.calls.append((method, params))
             if self.state.down:
@@ -109,8 +128,10 @@ class SlackStandIn:
             queued = self.state.failures.get(method)
             if queued:
                 failure = queued.pop(0)
-                if failure.after_posting:
+                if failure.after_posting or failure.hang:
                     self._api_chat_postMessage(params)
+                if failure.hang:
+                    return None
                 headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
                 if failure.body is not None:
                     return failure.status, headers, failure.body
@@ -130,10 +151,17 @@ class SlackStandIn:
         return {"ok": True, "team": "Test Team", "user": "feedwatch", "user_id": "UBOT", "bot_id": "BBOT"}
 
     def _api_conversations_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        exclude_archived = str(params.get("exclude_archived")).lower() in ("true", "1")
         channels = [
-            {"id": c.id, "name": c.name, "is_private": c.private, "is_member": c.member}
+            {
+                "id": c.id,
+                "name": c.name,
+                "is_private": c.private,
+                "is_member": c.member,
+                "is_archived": c.archived,
+            }
             for c in self.state.channels.values()
-            if not c.archived
+            if not (c.archived and exclude_archived)
         ]
         # Two pages, so pagination is exercised.
         start = int(params.get("cursor") or 0)

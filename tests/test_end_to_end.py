@@ -302,6 +302,15 @@ def test_a_post_slack_took_but_answered_500_is_not_posted_twice(world) -> None:
     assert world.slack.calls("conversations.history")
 
 
+def test_a_post_slack_refused_is_retried_without_searching_the_channel(world) -> None:
+    world.slack.fail_next("chat.postMessage", status=429, retry_after=120, error="ratelimited")
+    world.run_once()
+    world.clock.advance(minutes=3)
+    world.run_once()
+    assert len(world.slack.posts) == 3
+    assert not world.slack.calls("conversations.history")  # a refusal is certain: nothing to look for
+
+
 def test_refused_connections_are_retried_with_backoff_and_a_first_start_says_why_it_cannot_go_on(
     world,
 ) -> None:
@@ -506,8 +515,9 @@ def test_two_feeds_polled_at_once_post_a_shared_article_once(world, tmp_path) ->
 
 
 def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(world, tmp_path) -> None:
-    story_a = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=a")
-    story_b = rss_item("Nexperia wins ruling", "https://example.com/ruling?utm_source=b")
+    # Two guids that are no URLs, so the two items share only their link.
+    story_a = rss_item("Nexperia wins ruling", "a-1001", link="https://example.com/ruling")
+    story_b = rss_item("Nexperia wins ruling", "b-77", link="https://example.com/ruling")
     url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
     url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
     write_two_feed_rules(tmp_path, url_a, url_b)
@@ -521,6 +531,31 @@ def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(
     world.run_once()  # feed b brings the same article; the pending retry finds the first post
     world.clock.advance(minutes=5)
     world.run_once()
+    assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]
+
+
+def test_after_a_crash_a_second_feeds_copy_of_an_unanswered_post_is_looked_up_first(world, tmp_path) -> None:
+    story_a = rss_item("Nexperia wins ruling", "a-1001", link="https://example.com/ruling")
+    story_b = rss_item("Nexperia wins ruling", "b-77", link="https://example.com/ruling")
+    url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
+    url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
+    write_two_feed_rules(tmp_path, url_a, url_b)
+    world.run_once()
+    before = len(world.slack.posts)
+    world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story_a,)))
+    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    app = world.start()
+
+    def die(_change) -> None:
+        raise SystemExit("killed before the cycle was written")
+
+    app.store.commit_cycle = die
+    with pytest.raises(SystemExit):
+        app.poll(app.rules.feeds[0])  # posted, unanswered, and the pending alert never written
+    world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))  # feed a has dropped it again
+    world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3, extra_items=(story_b,)))
+    world.clock.advance(minutes=1)
+    world.run_once()  # feed b's copy, under another key: the channel is searched, not posted to blind
     assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]
 
 
@@ -550,7 +585,29 @@ def test_a_renamed_channel_keeps_getting_its_alerts(world, caplog) -> None:
     world.publish(scmp_feed())
     world.run_once()
     assert len(world.slack.posts_to(HUAWEI)) == 2 and len(world.slack.posts) == before + 2
-    assert any("using the ID it had before: " + HUAWEI in r.message for r in caplog.records)
+    assert any(
+        "channel renamed channel=#huawei-watch" in r.message and f"now=#huawei-news id={HUAWEI}" in r.message
+        for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize("fate", ["archived", "deleted"])
+def test_an_archived_or_deleted_channel_is_reported_and_its_alerts_do_not_pile_up(
+    world, caplog, fate: str
+) -> None:
+    world.run_once()
+    if fate == "archived":
+        world.slack.archive(HUAWEI)
+    else:
+        del world.slack.state.channels[HUAWEI]
+    world.publish(scmp_feed())
+    app = world.run_once()
+    assert not any(p.match.channel == HUAWEI for p in app.store.pending())
+    assert not [c for c in world.slack.calls("chat.postMessage") if c["channel"] == HUAWEI][1:]
+    wanted = "channel archived" if fate == "archived" else "channel not found"
+    [line] = [r.message for r in caplog.records if r.message.startswith(wanted)]
+    assert "channel=#huawei-watch" in line and "rules.yaml:" in line
+    assert len(world.slack.posts_to(NEXPERIA)) == 2  # the other channels carry on
 
 
 def test_on_shutdown_alerts_not_yet_started_wait_as_pending(world) -> None:

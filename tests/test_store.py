@@ -142,3 +142,24 @@ def test_an_uncertain_post_is_durable_at_once_and_cleared_by_its_delivery(reopen
     after_crash.record_delivery("C1", item("a"), T0 + timedelta(minutes=6))
     after_crash.commit()
     assert reopen().uncertain_since("C1", item("a")) is None
+
+
+def test_an_uncertain_post_is_found_by_its_link_from_another_feed(reopen) -> None:
+    store = reopen()
+    store.record_uncertain("C1", item("a-1", link="https://example.com/story"), T0)
+    other_feed_copy = Item(feed_id="g", key="b-9", link="https://example.com/story", title="Same story")
+    after_crash = reopen()
+    assert after_crash.uncertain_since("C1", other_feed_copy) == T0
+    assert after_crash.uncertain_since("C2", other_feed_copy) is None  # another channel never had it
+    after_crash.record_delivery("C1", other_feed_copy, T0 + timedelta(minutes=1))
+    after_crash.commit()
+    assert reopen().uncertain_since("C1", item("a-1", link="https://example.com/story")) is None
+
+
+def test_a_refused_post_clears_its_marker(reopen) -> None:
+    store = reopen()
+    store.record_uncertain("C1", item("a"), T0)
+    store.clear_uncertain("C1", item("a"))
+    assert store.uncertain_since("C1", item("a")) is None
+    store.commit()
+    assert reopen().uncertain_since("C1", item("a")) is None
