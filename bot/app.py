@@ -12,17 +12,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import IO
+from pathlib import Path
+from typing import IO, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.config import Environment, load_rules
-from bot.errors import BotError, DeliveryError
+from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
+from bot.home import FeedStatus
 from bot.model import FeedConfig, RuleSet
 from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
+from bot.service import merge_rules
 from bot.slack import ConsoleSink, SlackChannel, SlackClient, SlackSink, check_auth, list_channels
 from bot.storage import open_store
 from bot.store import Store
@@ -30,6 +33,8 @@ from bot.store import Store
 log = logging.getLogger(__name__)
 
 PENDING_RETRY_SECONDS = 30
+RULES_CHECK_SECONDS = 5.0  # how soon an edit of rules.yaml takes effect
+ARCHIVE_PRUNE_SECONDS = 3600
 MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to this
 
 
@@ -99,13 +104,116 @@ def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
     return replace(rules, channels=tuple(kept))
 
 
+def rules_stamp(path: Path) -> tuple[int, int] | None:
+    """What tells a changed rules file: its modification time and size."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
 @dataclass
 class App:
-    rules: RuleSet
+    file_rules: RuleSet  # rules.yaml as loaded, '#names' resolved; Slack-added terms are merged on top
     store: Store
     pipeline: Pipeline
     console: bool
     health: dict[str, FeedHealth] = field(default_factory=dict)
+    client: SlackClient | None = None
+    rules_path: Path | None = None
+    loaded_stamp: tuple[int, int] | None = None
+    started: datetime | None = None
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rules in force: the file's entries and the subscriptions added from Slack."""
+        return self.pipeline.rules
+
+    def refresh_rules(self) -> None:
+        """Applies the current file rules and Slack subscriptions to the next poll."""
+        self.pipeline.set_rules(merge_rules(self.file_rules, self.store.subscriptions()))
+
+    def reload_rules_if_changed(self) -> bool:
+        """Re-reads the rules file when it changed. An invalid edit keeps the last good rules, logged with
+        every problem; returns whether new rules took effect."""
+        if self.rules_path is None:
+            return False
+        stamp = rules_stamp(self.rules_path)
+        if stamp is None or stamp == self.loaded_stamp:
+            return False
+        self.loaded_stamp = stamp
+        try:
+            rules = load_rules(self.rules_path)
+            if self.client is not None:
+                rules = resolve_rules(rules, self.client, self.store)
+        except ConfigError as e:
+            log.error(
+                "rules reload failed file=%s; keeping the last good rules: %s",
+                self.rules_path,
+                " | ".join(e.problems),
+            )
+            return False
+        except BotError as e:
+            log.error("rules reload failed file=%s; keeping the last good rules: %s", self.rules_path, e)
+            self.loaded_stamp = None  # try again next time
+            return False
+        self.file_rules = rules
+        self.refresh_rules()
+        log.info(
+            "rules reloaded file=%s feeds=%d channel_entries=%d",
+            self.rules_path,
+            len(rules.feeds),
+            len(rules.channels),
+        )
+        return True
+
+    def prune_archive(self) -> int:
+        retention = timedelta(seconds=self.rules.settings.retention_seconds)
+        pruned = self.store.prune_archive(self.pipeline.now(), retention)
+        if pruned:
+            log.info("archive pruned items=%d", pruned)
+        return pruned
+
+    def feed_statuses(self) -> list[FeedStatus]:
+        statuses = []
+        for feed in self.rules.feeds:
+            health = self.health.get(feed.id, FeedHealth())
+            state = self.store.feed_state(feed.id)
+            report = health.last_report
+            statuses.append(
+                FeedStatus(
+                    id=feed.id,
+                    url=feed.url,
+                    last_poll=state.last_polled if state else None,
+                    last_status=report.status if report else None,
+                    last_error=report.error if report else None,
+                    consecutive_failures=health.consecutive_failures,
+                    items_seen=self.store.seen_count(feed.id),
+                )
+            )
+        return statuses
+
+    def status(self) -> dict[str, object]:
+        """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when every
+        feed is."""
+        feeds = self.feed_statuses()
+        failing = [feed for feed in feeds if feed.consecutive_failures]
+        return {
+            "status": "failing" if feeds and len(failing) == len(feeds) else "ok",
+            "mode": "console" if self.console else "slack",
+            "feeds": {
+                feed.id: {
+                    "last_poll": feed.last_poll.isoformat() if feed.last_poll else None,
+                    "last_status": feed.last_status,
+                    "last_error": feed.last_error,
+                    "consecutive_failures": feed.consecutive_failures,
+                    "items_seen": feed.items_seen,
+                }
+                for feed in feeds
+            },
+            "pending_alerts": len(self.store.pending()),
+        }
 
     def poll_all_once(self) -> list[PollReport]:
         return [self.poll(feed) for feed in self.rules.feeds]
@@ -136,6 +244,11 @@ class App:
         if posted or still:
             log.info("pending retry posted=%d still_pending=%d", posted, still)
         return posted, still
+
+    def poll_feed_when_due(self, feed_id: str) -> PollReport | None:
+        """The scheduler's job, by feed id: the feed's settings are looked up in the rules in force."""
+        feed = self.rules.feed(feed_id)
+        return None if feed is None else self.poll_when_due(feed)
 
     def poll_when_due(self, feed: FeedConfig) -> PollReport | None:
         """The scheduler's job: polls unless the feed is backing off after failures (then None). Backoff is
@@ -174,9 +287,11 @@ def build_app(
     now: Callable[[], datetime] = utc_now,
 ) -> App:
     """Raises ConfigError or BotError with a one-line reason when it cannot start."""
+    stamp = rules_stamp(env.rules_path)
     rules = load_rules(env.rules_path)
     store = open_store(env.db_path)
     sink: AlertSink
+    client: SlackClient | None = None
     if env.slack_token:
         client = SlackClient(env.slack_token, env.slack_api_url, sleep=sleep)
         try:
@@ -191,19 +306,70 @@ def build_app(
                 "slack unreachable at start error=%s (alerts wait as pending until it answers)", e.error
             )
         rules = resolve_rules(rules, client, store)
-        sink = SlackSink(client)
+        sink = SlackSink(client, interactive=env.interactive)
         console = False
     else:
         sink = ConsoleSink(stdout)
         console = True
         log.info("console mode: SLACK_BOT_TOKEN is not set, alerts are printed instead of posted")
-    pipeline = Pipeline(rules, store=store, fetcher=fetcher or HttpFetcher(), sink=sink, now=now)
-    return App(rules=rules, store=store, pipeline=pipeline, console=console)
+    pipeline = Pipeline(
+        merge_rules(rules, store.subscriptions()),
+        store=store,
+        fetcher=fetcher or HttpFetcher(),
+        sink=sink,
+        now=now,
+    )
+    return App(
+        file_rules=rules,
+        store=store,
+        pipeline=pipeline,
+        console=console,
+        client=client,
+        rules_path=env.rules_path,
+        loaded_stamp=stamp,
+        started=now(),
+    )
 
 
-def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def sync_feed_jobs(scheduler: BackgroundScheduler, app: App, start: datetime) -> None:
+    """One job per feed of the current rules: new feeds polled at once, removed ones dropped, changed
+    intervals rescheduled. Called from the main thread only (changing jobs from inside a job deadlocks
+    the scheduler's shutdown)."""
+    wanted = {f"feed:{feed.id}": feed for feed in app.rules.feeds}
+    for job in scheduler.get_jobs():
+        if job.id.startswith("feed:") and job.id not in wanted:
+            scheduler.remove_job(job.id)
+    for job_id, feed in wanted.items():
+        trigger = IntervalTrigger(seconds=feed.interval_seconds, timezone="UTC")
+        job = scheduler.get_job(job_id)
+        if job is None:
+            scheduler.add_job(
+                app.poll_feed_when_due,
+                trigger,
+                args=[feed.id],
+                id=job_id,
+                next_run_time=start,
+                misfire_grace_time=max(feed.interval_seconds, 30),
+            )
+        elif job.trigger.interval != trigger.interval:
+            scheduler.reschedule_job(job_id, trigger=trigger)
+
+
+def run_scheduler(
+    app: App,
+    stop: threading.Event | None = None,
+    *,
+    serve: Callable[[Callable[[], None]], Stoppable] | None = None,
+    rules_check_seconds: float = RULES_CHECK_SECONDS,
+) -> None:
     """Polls every feed at its interval until SIGTERM/SIGINT (or `stop`), then lets running polls finish
-    and flushes state. One job per feed: no overlapping runs, missed runs coalesced into one."""
+    and flushes state. One job per feed: no overlapping runs, missed runs coalesced into one. `serve`
+    starts what listens beside it (health, the Slack app), given a function that delivers held alerts
+    now; the rules file is checked for changes every few seconds."""
     stop = stop or threading.Event()
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=4)},
@@ -212,15 +378,7 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
     )
 
     start = utc_now()
-    for feed in app.rules.feeds:
-        scheduler.add_job(
-            app.poll_when_due,
-            IntervalTrigger(seconds=feed.interval_seconds, timezone="UTC"),
-            args=[feed],
-            id=f"feed:{feed.id}",
-            next_run_time=start,
-            misfire_grace_time=max(feed.interval_seconds, 30),
-        )
+    sync_feed_jobs(scheduler, app, start)
     scheduler.add_job(
         app.retry_pending,
         IntervalTrigger(seconds=PENDING_RETRY_SECONDS, timezone="UTC"),
@@ -228,6 +386,16 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
         next_run_time=start + timedelta(seconds=5),
         misfire_grace_time=PENDING_RETRY_SECONDS,
     )
+    scheduler.add_job(
+        app.prune_archive,
+        IntervalTrigger(seconds=ARCHIVE_PRUNE_SECONDS, timezone="UTC"),
+        id="prune",
+        next_run_time=start + timedelta(seconds=60),
+    )
+
+    def deliver_held_now() -> None:
+        # A one-off run of the pending job, so a resumed channel gets its alerts at once.
+        scheduler.add_job(app.retry_pending, id="pending-now", replace_existing=True)
 
     def request_stop(signum: int, _frame: object) -> None:
         if stop.is_set():
@@ -250,10 +418,16 @@ def run_scheduler(app: App, stop: threading.Event | None = None) -> None:
     log.info(
         "running feeds=%d channels=%d", len(app.rules.feeds), len({r.channel for r in app.rules.channels})
     )
+    serving: Stoppable | None = None
     try:
-        stop.wait()
+        serving = serve(deliver_held_now) if serve is not None else None
+        while not stop.wait(timeout=rules_check_seconds):
+            if app.reload_rules_if_changed():
+                sync_feed_jobs(scheduler, app, utc_now())
     finally:
         app.pipeline.stop_delivering()
+        if serving is not None:
+            serving.stop()
         scheduler.shutdown(wait=True)
         app.close()
         log.info("stopped; state saved")

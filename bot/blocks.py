@@ -6,6 +6,7 @@ trimmed to Block Kit's limits before it reaches a payload.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from urllib.parse import quote
@@ -104,9 +105,52 @@ def alert_metadata(item: Item) -> dict[str, object]:
     }
 
 
-def render_alert(match: ChannelMatch, *, source: str) -> Message:
+MUTE_ACTION_ID = "mute_topic"
+BUTTON_VALUE_LIMIT = 2000
+
+
+def mute_button(match: ChannelMatch) -> dict[str, object] | None:
+    """ "Mute this topic here", when a term added from Slack matched: it removes those terms, after a
+    confirmation. Terms from rules.yaml are the operator's, so they get no button of their own."""
+    terms = [
+        term
+        for rule in match.rules
+        if rule.subscription is not None
+        for term in rule.keywords
+        if term in match.keywords
+    ]
+    if not terms:
+        return None
+    value = json.dumps(
+        {"terms": terms, "key": match.item.key, "feed": match.item.feed_id}, ensure_ascii=False
+    )
+    while len(value) > BUTTON_VALUE_LIMIT and len(terms) > 1:
+        terms.pop()
+        value = json.dumps({"terms": terms, "key": "", "feed": match.item.feed_id}, ensure_ascii=False)
+    shown = ", ".join(terms)
+    return {
+        "type": "actions",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": MUTE_ACTION_ID,
+                "text": {"type": "plain_text", "text": "Mute this topic here"},
+                "value": value[:BUTTON_VALUE_LIMIT],
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Mute this topic?"},
+                    "text": {"type": "plain_text", "text": trim(f"Stop alerts here for: {shown}", 300)},
+                    "confirm": {"type": "plain_text", "text": "Mute"},
+                    "deny": {"type": "plain_text", "text": "Keep"},
+                },
+            }
+        ],
+    }
+
+
+def render_alert(match: ChannelMatch, *, source: str, interactive: bool = False) -> Message:
     """One Slack message for one (channel, item): linked title, summary with the matched words in bold,
-    the thumbnail as an image accessory, and a context line with source, author, time and keywords."""
+    the thumbnail as an image accessory, and a context line with source, author, time and keywords.
+    `interactive` (the app hears button presses) adds the mute button where it applies."""
     item = match.item
     title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
     summary = trim(clean_text(item.summary), SUMMARY_LIMIT)
@@ -137,12 +181,11 @@ def render_alert(match: ChannelMatch, *, source: str) -> Message:
     link = escape_mrkdwn(item.link)
     if is_web_url(item.link) and len(fallback) + 1 + len(link) <= FALLBACK_TEXT_LIMIT:
         fallback += " " + link
-    return Message(
-        channel=match.channel,
-        text=fallback,
-        blocks=(section, context),
-        metadata=alert_metadata(item),
-    )
+    blocks: tuple[dict[str, object], ...] = (section, dict(context))
+    button = mute_button(match) if interactive else None
+    if button is not None:
+        blocks = (*blocks, button)
+    return Message(channel=match.channel, text=fallback, blocks=blocks, metadata=alert_metadata(item))
 
 
 def without_image(message: Message) -> Message:

@@ -96,7 +96,9 @@ def _preview(env: Environment, feed_url: str | None, out: IO[str]) -> int:
 def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
     app = build_app(env, stdout=out)
     if not once:
-        run_scheduler(app)
+        from bot.slackapp import serve  # slack-bolt and cheroot load only for the long-running bot
+
+        run_scheduler(app, serve=lambda deliver_held_now: serve(app, env, on_resume=deliver_held_now))
         return 0
     try:
         reports = app.poll_all_once()

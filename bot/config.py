@@ -74,7 +74,8 @@ _SCALAR_KINDS = {
 }
 
 _TOP_KEYS = ("settings", "feeds", "channels")
-_SETTINGS_KEYS = ("interval", "backfill")
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins")
 _FEED_KEYS = ("id", "url", "interval")
 _CHANNEL_KEYS = ("channel", "feeds", "keywords", "exclude")
 
@@ -338,18 +339,48 @@ class _RulesReader:
     def settings(self, node: Node | None) -> Settings:
         if node is None or _is_null(node):
             return Settings()
-        fields = self.fields(node, "settings", _SETTINGS_KEYS, "a mapping with interval and/or backfill")
+        fields = self.fields(
+            node, "settings", _SETTINGS_KEYS, "a mapping with interval, backfill, retention and/or admins"
+        )
         if fields is None:
             return Settings()
         defaults = Settings()
         interval = defaults.interval_seconds
         backfill = defaults.backfill
+        retention = defaults.retention_seconds
+        admins: tuple[str, ...] = ()
         if "interval" in fields:
             interval = self.duration(fields["interval"], "settings.interval") or interval
         if "backfill" in fields:
             parsed_backfill = self.count(fields["backfill"], "settings.backfill")
             backfill = backfill if parsed_backfill is None else parsed_backfill
-        return Settings(interval_seconds=interval, backfill=backfill)
+        if "retention" in fields:
+            retention = self.duration(fields["retention"], "settings.retention") or retention
+        if "admins" in fields:
+            admins = self.user_ids(fields["admins"], "settings.admins")
+        return Settings(
+            interval_seconds=interval, backfill=backfill, retention_seconds=retention, admins=admins
+        )
+
+    def user_ids(self, node: Node, path: str) -> tuple[str, ...]:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.wrong_type(node, path, "a list of Slack user IDs like U0123ABCD")
+            return ()
+        ids: list[str] = []
+        for index, item in enumerate(node.value):
+            text = self.string(item, f"{path}[{index}]", "a Slack user ID like U0123ABCD")
+            if text is None:
+                continue
+            user = text.strip()
+            if not _USER_ID.fullmatch(user):
+                self.problem(
+                    item,
+                    f"{path}[{index}]",
+                    f"'{user}' is not a user ID (like U0123ABCD; in Slack: profile → ⋮ → Copy member ID)",
+                )
+            elif user not in ids:
+                ids.append(user)
+        return tuple(ids)
 
     def feeds(self, top: Mapping[str, Node], root: Node, settings: Settings) -> list[FeedConfig] | None:
         entries = self.entries(top, root, "feeds")
@@ -555,6 +586,8 @@ class _RulesReader:
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_RULES_PATH = "rules.yaml"
 DEFAULT_DB_PATH = "data/state.json"
+DEFAULT_PORT = 3000
+DEFAULT_COMMAND = "/feeds"
 
 
 @dataclass(frozen=True)
@@ -566,15 +599,24 @@ class Environment:
     rules_path: Path = Path(DEFAULT_RULES_PATH)
     db_path: Path = Path(DEFAULT_DB_PATH)
     log_level: str = "INFO"
+    signing_secret: str | None = field(default=None, repr=False)  # HTTP mode: verifies Slack's requests
+    app_token: str | None = field(default=None, repr=False)  # Socket Mode (xapp-...)
+    port: int = DEFAULT_PORT
+    command: str = DEFAULT_COMMAND
+
+    @property
+    def interactive(self) -> bool:
+        """Serves slash commands, buttons and App Home (needs a bot token and a way to hear Slack)."""
+        return bool(self.slack_token and (self.signing_secret or self.app_token))
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
-    """Build an Environment from SLACK_BOT_TOKEN, SLACK_API_URL, BOT_RULES, BOT_DB and BOT_LOG_LEVEL;
-    relative paths
-    resolve against `cwd`. Empty or blank values count as unset."""
+    """Build an Environment from SLACK_BOT_TOKEN, SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN,
+    PORT, BOT_COMMAND, BOT_RULES, BOT_DB and BOT_LOG_LEVEL; relative paths resolve against `cwd`. Empty or
+    blank values count as unset."""
 
     def setting(name: str) -> str | None:
         value = environ.get(name, "").strip()
@@ -596,8 +638,19 @@ def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
     if log_level not in LOG_LEVELS:
         raise ConfigError([f"BOT_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"])
 
+    port_text = setting("PORT") or str(DEFAULT_PORT)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError([f"PORT: expected a port number (0-65535), got {port_text!r}"])
+    command = setting("BOT_COMMAND") or DEFAULT_COMMAND
+    if not re.fullmatch(r"/[a-z0-9_-]{1,31}", command):
+        raise ConfigError([f"BOT_COMMAND: expected a slash command like /feeds, got {command!r}"])
+
     return Environment(
         slack_token=setting("SLACK_BOT_TOKEN"),
+        signing_secret=setting("SLACK_SIGNING_SECRET"),
+        app_token=setting("SLACK_APP_TOKEN"),
+        port=int(port_text),
+        command=command,
         slack_api_url=api_url,
         rules_path=cwd / (setting("BOT_RULES") or DEFAULT_RULES_PATH),
         db_path=cwd / (setting("BOT_DB") or DEFAULT_DB_PATH),

@@ -25,6 +25,8 @@ class Location:
 class Settings:
     interval_seconds: int = 300
     backfill: int = 1
+    retention_seconds: int = 30 * 86400  # how long every polled item stays searchable
+    admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,21 @@ class FeedConfig:
 
 
 @dataclass(frozen=True)
+class Subscription:
+    """One term a person added to a channel from Slack (`/feeds subscribe`)."""
+
+    channel: str
+    term: str
+    feed: str | None  # None: every feed
+    added_by: str  # user ID
+    added_at: datetime
+
+    @property
+    def id(self) -> str:
+        return f"{self.channel}\x1f{self.feed or '*'}\x1f{self.term.casefold()}"
+
+
+@dataclass(frozen=True)
 class ChannelRule:
     """One entry under `channels:`. Entries are independent: `exclude` applies within its own entry."""
 
@@ -43,7 +60,8 @@ class ChannelRule:
     keywords: tuple[str, ...]
     exclude: tuple[str, ...] = ()
     feeds: tuple[str, ...] | None = None  # None: every feed
-    location: Location | None = None
+    location: Location | None = None  # set for an entry of the rules file
+    subscription: Subscription | None = None  # set for a term added from Slack
 
     def applies_to(self, feed_id: str) -> bool:
         return self.feeds is None or feed_id in self.feeds

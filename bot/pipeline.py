@@ -174,6 +174,13 @@ class Pipeline:
         self._last_success: datetime | None = None
         self._stopping = threading.Event()
 
+    def set_rules(self, rules: RuleSet) -> None:
+        """New rules (the file changed, or a subscription from Slack) for the next poll. A poll already
+        running keeps the rules it started with."""
+        matcher = RuleMatcher(rules.channels)
+        with self._delivery_lock:
+            self.rules, self.matcher = rules, matcher
+
     def stop_delivering(self) -> None:
         """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
         self._stopping.set()
@@ -232,6 +239,7 @@ class Pipeline:
                     last_modified=fetched.last_modified,
                     body_hash=body_hash,
                     new_pending=pending,
+                    items=parsed.items,
                 )
             )
         return PollReport(
@@ -261,6 +269,13 @@ class Pipeline:
                 continue
             if blocked_everywhere is None and self._stopping.is_set():
                 blocked_everywhere = DeliveryError("*", "shutting down", transient=True)
+            pause = self.store.pause_of(match.channel, self.now())
+            if pause is not None:
+                # Held, not failed: no attempt counted, and due the moment the pause ends (or on resume).
+                failed.append(
+                    replace(alert, next_attempt=pause.until, held=True, last_error="paused", failed_at=None)
+                )
+                continue
             error = blocked_everywhere or blocked_channels.get(match.channel)
             attempted = error is None
             if error is None:
@@ -317,6 +332,7 @@ class Pipeline:
             last_error=error.error,
             failed_at=now,
             blocked_everywhere=error.affects_all,
+            held=False,
         )
 
     def _is_due(self, alert: PendingAlert, now: datetime) -> bool:

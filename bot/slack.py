@@ -182,8 +182,9 @@ class SlackSink:
     """Posts alerts with chat.postMessage, joining public channels first (the bot must be a member to read
     its own history later). Each failure is logged once per channel and error, not once per alert."""
 
-    def __init__(self, client: SlackClient) -> None:
+    def __init__(self, client: SlackClient, *, interactive: bool = False) -> None:
         self._client = client
+        self._interactive = interactive
         self._joined: set[str] = set()
         self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -191,7 +192,7 @@ class SlackSink:
     def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
         """`since` is given when an earlier attempt may have landed: the channel's messages from then on are
         searched for this alert (by its metadata) before it is posted again."""
-        message = render_alert(match, source=source)
+        message = render_alert(match, source=source, interactive=self._interactive)
         self._ensure_member(match.channel)
         if since is not None and self._already_posted(match, since):
             log.info(
@@ -238,7 +239,7 @@ class SlackSink:
 
     def _ensure_member(self, channel: str) -> None:
         with self._lock:
-            if channel in self._joined:
+            if channel in self._joined or channel.startswith("D"):  # a DM has nothing to join
                 return
         try:
             self._client.call("conversations.join", channel=channel)

@@ -66,6 +66,10 @@ def outbox_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.stem + ".outbox" + db_path.suffix)
 
 
+def archive_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.stem + ".archive" + db_path.suffix)
+
+
 class TinyDBBackend:
     """The main TinyDB file (written once per cycle through a write cache) and a small outbox TinyDB file
     beside it that records each delivery the moment Slack accepts it."""
@@ -77,6 +81,11 @@ class TinyDBBackend:
         self._db = TinyDB(str(path), storage=caching)
         self._caching = caching
         self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
+        archive_caching = CachingMiddleware(AtomicJSONStorage)  # type: ignore[no-untyped-call]
+        archive_caching.WRITE_CACHE_SIZE = 10**9
+        self._archive = TinyDB(str(archive_path(path)), storage=archive_caching)
+        self._archive_caching = archive_caching
+        self._archive_ids: dict[str, int] = {}
 
     def load(self) -> dict[str, dict[str, dict[str, Any]]]:
         return {name: {str(doc.doc_id): dict(doc) for doc in self._db.table(name).all()} for name in TABLES}
@@ -117,8 +126,37 @@ class TinyDBBackend:
         except OSError as e:
             raise StateError(f"cannot write outbox {outbox_path(self.path)}: {e.strerror or e}") from e
 
+    def load_archive(self) -> dict[str, dict[str, Any]]:
+        docs = {}
+        for doc in self._archive.table("items").all():
+            self._archive_ids[doc["key"]] = doc.doc_id
+            docs[doc["key"]] = dict(doc)
+        return docs
+
+    def write_archive(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        table = self._archive.table("items")
+        try:
+            removed = [
+                self._archive_ids.pop(key)
+                for key, doc in changes.items()
+                if doc is None and key in self._archive_ids
+            ]
+            if removed:
+                table.remove(doc_ids=removed)
+            for key, doc in changes.items():
+                if doc is None:
+                    continue
+                if key in self._archive_ids:
+                    table.upsert(Document(doc, doc_id=self._archive_ids[key]))
+                else:
+                    self._archive_ids[key] = table.insert(doc)
+            self._archive_caching.flush()  # type: ignore[no-untyped-call]
+        except OSError as e:
+            raise StateError(f"cannot write archive {archive_path(self.path)}: {e.strerror or e}") from e
+
     def close(self) -> None:
         self._caching.flush()  # type: ignore[no-untyped-call]
+        self._archive_caching.flush()  # type: ignore[no-untyped-call]
 
 
 def open_store(path: Path) -> Store:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.model import ChannelMatch, Item
+from bot.model import ChannelMatch, Item, Subscription
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
 DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
-TABLES = ("feeds", "channels", "pending", "meta", "uncertain")
+TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses")
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
 
@@ -36,6 +36,8 @@ class Backend(Protocol):
     def log_delivery(self, record: dict[str, Any]) -> None: ...
     def read_deliveries(self) -> list[dict[str, Any]]: ...
     def clear_deliveries(self) -> None: ...
+    def load_archive(self) -> dict[str, dict[str, Any]]: ...
+    def write_archive(self, changes: dict[str, dict[str, Any] | None]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -45,6 +47,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.tables: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in TABLES}
         self.deliveries: list[dict[str, Any]] = []
+        self.archive: dict[str, dict[str, Any]] = {}
         self.writes = 0
 
     def load(self) -> dict[str, dict[str, dict[str, Any]]]:
@@ -68,8 +71,36 @@ class MemoryBackend:
     def clear_deliveries(self) -> None:
         self.deliveries.clear()
 
+    def load_archive(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self.archive)
+
+    def write_archive(self, changes: dict[str, dict[str, Any] | None]) -> None:
+        for key, doc in changes.items():
+            if doc is None:
+                self.archive.pop(key, None)
+            else:
+                self.archive[key] = json.loads(json.dumps(doc))
+
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True)
+class ArchivedItem:
+    item: Item
+    archived_at: datetime
+
+    @property
+    def when(self) -> datetime:
+        """Its publication time, else when the bot first saw it."""
+        return self.item.published or self.archived_at
+
+
+@dataclass(frozen=True)
+class Pause:
+    channel: str
+    until: datetime
+    by: str
 
 
 @dataclass(frozen=True)
@@ -94,6 +125,7 @@ class PendingAlert:
     last_error: str = ""
     failed_at: datetime | None = None
     blocked_everywhere: bool = False  # failed with Slack as a whole (outage, token): due when Slack is back
+    held: bool = False  # not failed but held by a pause of its channel: due when the pause ends
 
 
 @dataclass
@@ -107,6 +139,7 @@ class CycleChange:
     last_modified: str | None = None
     body_hash: str | None = None
     new_pending: list[PendingAlert] = field(default_factory=list)
+    items: Iterable[Item] = ()  # every item of the poll, for the archive (search, latest)
 
 
 def delivery_key(item: Item) -> str:
@@ -144,12 +177,20 @@ class Store:
         self._meta: dict[str, dict[str, Any]] = {}
         # Posts whose outcome is unknown (Slack may have them): pending id -> since when.
         self._uncertain: dict[str, dict[str, Any]] = {}
+        self._subscriptions: dict[str, dict[str, Any]] = {}
+        self._pauses: dict[str, dict[str, Any]] = {}
+        # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
+        # feed publishes, so the main file's per-cycle write stays small.
+        self._archive: dict[str, dict[str, Any]] = backend.load_archive()
+        self._archive_dirty: set[str] = set()
         for name, target, key_field in (
             ("feeds", self._feeds, "feed_id"),
             ("channels", self._channels, "channel"),
             ("pending", self._pending, "id"),
             ("meta", self._meta, "key"),
             ("uncertain", self._uncertain, "id"),
+            ("subscriptions", self._subscriptions, "id"),
+            ("pauses", self._pauses, "channel"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -342,6 +383,7 @@ class Store:
             "last_error": alert.last_error,
             "failed_at": _iso(alert.failed_at) if alert.failed_at else None,
             "blocked_everywhere": alert.blocked_everywhere,
+            "held": alert.held,
         }
 
     @staticmethod
@@ -359,6 +401,7 @@ class Store:
             last_error=doc.get("last_error", ""),
             failed_at=_parse_time(doc.get("failed_at")),
             blocked_everywhere=doc.get("blocked_everywhere", False),
+            held=doc.get("held", False),
         )
 
     # -- writing -----------------------------------------------------------------------------------
@@ -391,14 +434,136 @@ class Store:
                 if alert.id not in self._pending:  # an older record keeps its history (attempts, backoff)
                     self._pending[alert.id] = self._doc_from_pending(alert)
                     self._dirty["pending"].add(alert.id)
+            for item in change.items:
+                key = delivery_key(item)
+                if key not in self._archive:
+                    self._archive[key] = {"key": key, "item": item.to_dict(), "archived_at": stamp}
+                    self._archive_dirty.add(key)
             self._prune_deliveries(now)
             self._flush()
 
     def commit(self) -> None:
         """Writes whatever changed outside a poll (pending retries)."""
         with self._lock:
-            if any(self._dirty.values()):
+            if any(self._dirty.values()) or self._archive_dirty:
                 self._flush()
+
+    # -- archive -----------------------------------------------------------------------------------
+
+    def archived(self, since: datetime | None = None) -> list[ArchivedItem]:
+        """Every archived item (published, or first seen, at or after `since`), newest first."""
+        with self._lock:
+            entries = [
+                ArchivedItem(Item.from_dict(doc["item"]), datetime.fromisoformat(doc["archived_at"]))
+                for doc in self._archive.values()
+            ]
+        if since is not None:
+            entries = [entry for entry in entries if entry.when >= since]
+        return sorted(entries, key=lambda entry: entry.when, reverse=True)
+
+    def archived_item(self, key: str) -> Item | None:
+        """By delivery key (see delivery_key)."""
+        with self._lock:
+            doc = self._archive.get(key)
+            return Item.from_dict(doc["item"]) if doc else None
+
+    def prune_archive(self, now: datetime, retention: timedelta) -> int:
+        """Forgets items first seen more than `retention` ago; returns how many."""
+        with self._lock:
+            horizon = _iso(now - retention)
+            stale = [key for key, doc in self._archive.items() if doc["archived_at"] < horizon]
+            for key in stale:
+                del self._archive[key]
+                self._archive_dirty.add(key)
+            if stale:
+                self._flush()
+            return len(stale)
+
+    def recent_deliveries(self, limit: int) -> list[tuple[str, str, datetime]]:
+        """The newest (channel, delivery key, when) deliveries, newest first."""
+        with self._lock:
+            entries = [
+                (channel, key, at)
+                for channel, doc in self._channels.items()
+                for key, at in doc["delivered"].items()
+            ]
+        entries.sort(key=lambda entry: entry[2], reverse=True)
+        return [(channel, key, datetime.fromisoformat(at)) for channel, key, at in entries[:limit]]
+
+    # -- subscriptions and pauses (from Slack; written at once) ------------------------------------
+
+    def subscriptions(self, channel: str | None = None) -> list[Subscription]:
+        with self._lock:
+            docs = [
+                doc for doc in self._subscriptions.values() if channel is None or doc["channel"] == channel
+            ]
+        return [
+            Subscription(
+                channel=doc["channel"],
+                term=doc["term"],
+                feed=doc.get("feed"),
+                added_by=doc.get("added_by", ""),
+                added_at=datetime.fromisoformat(doc["added_at"]),
+            )
+            for doc in sorted(docs, key=lambda doc: doc["added_at"])
+        ]
+
+    def add_subscriptions(self, subscriptions: Iterable[Subscription]) -> list[Subscription]:
+        """Adds those not there yet (same channel, feed and term, ignoring case); returns the added ones."""
+        with self._lock:
+            added = []
+            for subscription in subscriptions:
+                if subscription.id in self._subscriptions:
+                    continue
+                self._subscriptions[subscription.id] = {
+                    "id": subscription.id,
+                    "channel": subscription.channel,
+                    "term": subscription.term,
+                    "feed": subscription.feed,
+                    "added_by": subscription.added_by,
+                    "added_at": _iso(subscription.added_at),
+                }
+                self._dirty["subscriptions"].add(subscription.id)
+                added.append(subscription)
+            if added:
+                self._flush()
+            return added
+
+    def remove_subscriptions(self, subscriptions: Iterable[Subscription]) -> None:
+        with self._lock:
+            for subscription in subscriptions:
+                if self._subscriptions.pop(subscription.id, None) is not None:
+                    self._dirty["subscriptions"].add(subscription.id)
+            if self._dirty["subscriptions"]:
+                self._flush()
+
+    def pause(self, channel: str, until: datetime, by: str) -> None:
+        with self._lock:
+            self._pauses[channel] = {"channel": channel, "until": _iso(until), "by": by}
+            self._dirty["pauses"].add(channel)
+            self._flush()
+
+    def pause_of(self, channel: str, now: datetime) -> Pause | None:
+        """The channel's pause, if it is still running at `now`."""
+        with self._lock:
+            doc = self._pauses.get(channel)
+        if doc is None or datetime.fromisoformat(doc["until"]) <= now:
+            return None
+        return Pause(channel, datetime.fromisoformat(doc["until"]), doc.get("by", ""))
+
+    def resume(self, channel: str) -> int:
+        """Ends the channel's pause; its held alerts are due at once. Returns how many were held."""
+        with self._lock:
+            if self._pauses.pop(channel, None) is not None:
+                self._dirty["pauses"].add(channel)
+            held = 0
+            for alert_id, doc in self._pending.items():
+                if doc["channel"] == channel and doc.get("held"):
+                    doc.update(next_attempt=None, held=False)
+                    self._dirty["pending"].add(alert_id)
+                    held += 1
+            self._flush()
+            return held
 
     def _prune_deliveries(self, now: datetime) -> None:
         horizon = _iso(now - DELIVERED_RETENTION)
@@ -414,12 +579,18 @@ class Store:
                     self._dirty["channels"].add(channel)
 
     def _flush(self) -> None:
+        if self._archive_dirty:
+            # Before the main file: an item the main file calls seen is always searchable.
+            self._backend.write_archive({key: self._archive.get(key) for key in self._archive_dirty})
+            self._archive_dirty.clear()
         sources = {
             "feeds": self._feeds,
             "channels": self._channels,
             "pending": self._pending,
             "meta": self._meta,
             "uncertain": self._uncertain,
+            "subscriptions": self._subscriptions,
+            "pauses": self._pauses,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():
@@ -445,6 +616,6 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            if any(self._dirty.values()):
+            if any(self._dirty.values()) or self._archive_dirty:
                 self._flush()
             self._backend.close()

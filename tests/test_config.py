@@ -102,6 +102,12 @@ def test_parse_duration_rejects_a_bare_int_passed_at_runtime() -> None:
 # A valid file
 
 
+def test_retention_and_admins_are_read() -> None:
+    rules = load("settings:\n  retention: 7d\n  admins: [U0ADMIN1, W0ADMIN2, U0ADMIN1]\n" + FEEDS + CHANNELS)
+    assert rules.settings.retention_seconds == 7 * 86400
+    assert rules.settings.admins == ("U0ADMIN1", "W0ADMIN2")
+
+
 def test_minimal_file_gets_defaults() -> None:
     rules = load(FEEDS + CHANNELS)
 
@@ -256,7 +262,7 @@ SINGLE_MISTAKES = [
     # unknown keys, at every level
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
-        "rules.yaml:3: settings.intervall: unknown key (expected one of: interval, backfill)",
+        "rules.yaml:3: settings.intervall: unknown key (expected one of: interval, backfill, retention, admins)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -294,7 +300,7 @@ SINGLE_MISTAKES = [
     # settings
     (
         "settings: 5m\n" + FEEDS + CHANNELS,
-        "rules.yaml:1: settings: expected a mapping with interval and/or backfill, got a string",
+        "rules.yaml:1: settings: expected a mapping with interval, backfill, retention and/or admins, got a string",
     ),
     (
         "settings:\n  interval: 300\n" + FEEDS + CHANNELS,
@@ -311,6 +317,19 @@ SINGLE_MISTAKES = [
     (
         "settings:\n  interval:\n" + FEEDS + CHANNELS,
         "rules.yaml:2: settings.interval: expected a duration like 30s, 5m, 2h or 1d, got nothing",
+    ),
+    (
+        "settings:\n  retention: forever\n" + FEEDS + CHANNELS,
+        "rules.yaml:2: settings.retention: 'forever' is not a duration like 30s, 5m, 2h or 1d",
+    ),
+    (
+        "settings:\n  admins: U0ADMIN1\n" + FEEDS + CHANNELS,
+        "rules.yaml:2: settings.admins: expected a list of Slack user IDs like U0123ABCD, got a string",
+    ),
+    (
+        "settings:\n  admins: [U0ADMIN1, alice]\n" + FEEDS + CHANNELS,
+        "rules.yaml:2: settings.admins[1]: 'alice' is not a user ID (like U0123ABCD; in Slack: profile → ⋮ → "
+        "Copy member ID)",
     ),
     (
         "settings:\n  backfill: -1\n" + FEEDS + CHANNELS,
@@ -706,10 +725,16 @@ def test_environment_reads_every_variable_and_resolves_paths_against_cwd(in_tmp_
             "SLACK_API_URL": "http://localhost:8080/api",
             "BOT_RULES": "conf/rules.yaml",
             "BOT_DB": "/var/lib/feedwatch/state.json",
+            "SLACK_SIGNING_SECRET": "signing-secret",
+            "SLACK_APP_TOKEN": "xapp-secret",
+            "PORT": "8081",
+            "BOT_COMMAND": "/news",
             "UNRELATED": "ignored",
         },
         in_tmp_path,
     )
+    assert (environment.signing_secret, environment.app_token) == ("signing-secret", "xapp-secret")
+    assert (environment.port, environment.command, environment.interactive) == (8081, "/news", True)
 
     assert environment.slack_token == "xoxb-secret"
     assert environment.slack_api_url == "http://localhost:8080/api/"
@@ -725,10 +750,39 @@ def test_blank_variables_count_as_absent(in_tmp_path: Path, value: str) -> None:
     assert environment == environment_from({}, in_tmp_path)
 
 
-def test_token_never_appears_in_repr(in_tmp_path: Path) -> None:
-    environment = environment_from({"SLACK_BOT_TOKEN": "xoxb-secret"}, in_tmp_path)
-    assert "xoxb-secret" not in repr(environment)
-    assert "xoxb-secret" not in str(environment)
+def test_secrets_never_appear_in_repr(in_tmp_path: Path) -> None:
+    environment = environment_from(
+        {
+            "SLACK_BOT_TOKEN": "xoxb-secret",
+            "SLACK_SIGNING_SECRET": "sign-s3cret",
+            "SLACK_APP_TOKEN": "xapp-s3",
+        },
+        in_tmp_path,
+    )
+    for secret in ("xoxb-secret", "sign-s3cret", "xapp-s3"):
+        assert secret not in repr(environment) and secret not in str(environment)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("PORT", "http", "PORT: expected a port number (0-65535), got 'http'"),
+        ("PORT", "70000", "PORT: expected a port number (0-65535), got '70000'"),
+        ("BOT_COMMAND", "feeds", "BOT_COMMAND: expected a slash command like /feeds, got 'feeds'"),
+    ],
+)
+def test_bad_port_or_command_is_one_line(in_tmp_path: Path, name: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        environment_from({name: value}, in_tmp_path)
+    assert raised.value.problems == (problem,)
+
+
+def test_interactive_needs_a_bot_token_and_a_way_to_hear_slack(in_tmp_path: Path) -> None:
+    assert not environment_from({"SLACK_SIGNING_SECRET": "s"}, in_tmp_path).interactive
+    assert not environment_from({"SLACK_BOT_TOKEN": "xoxb-1"}, in_tmp_path).interactive
+    assert environment_from(
+        {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"}, in_tmp_path
+    ).interactive
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,12 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> None:
     db = tmp_path / "state.json"
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin"), "BOT_RULES": str(DEMO_RULES), "BOT_DB": str(db)}
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "BOT_RULES": str(DEMO_RULES),
+        "BOT_DB": str(db),
+        "PORT": "0",  # /healthz on a free port: tests run side by side
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
         cwd=REPO,

@@ -1,0 +1,310 @@
+"""The slash command, pure: text -> Command, and the answers that need only data (search, latest, test,
+list, export, help). Applying a command to state is bot.service's job; talking to Slack is bot.slackapp's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import yaml
+
+from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date
+from bot.config import parse_duration
+from bot.model import ChannelRule, Item, Subscription
+from bot.rules import RuleMatcher, compile_keyword, match_keywords
+from bot.store import ArchivedItem
+
+VERBS = ("subscribe", "unsubscribe", "list", "search", "latest", "test", "pause", "resume", "export", "help")
+ALIASES = {"sub": "subscribe", "unsub": "unsubscribe", "ls": "list", "find": "search"}
+SEARCH_LIMIT = 10
+LATEST_DEFAULT, LATEST_MAX = 5, 20
+SUBSCRIBE_PREVIEW = 3
+MAX_PAUSE = timedelta(days=30)
+MAX_DAYS = 3650
+
+# Slack clients turn typed quotes into curly ones; a phrase is a phrase either way.
+_QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
+_TOKEN = re.compile(r'"([^"]*)"?|(\S+)')
+_OPTION = re.compile(r"(?i)^(feed|days):(.*)$")
+
+
+class CommandError(ValueError):
+    """A command that cannot be run as typed; the message is the reply."""
+
+
+@dataclass(frozen=True)
+class Command:
+    verb: str
+    terms: tuple[str, ...] = ()  # keyword terms, as the user wrote them (phrases keep their quotes)
+    text: str = ""  # everything after the verb, as typed (for test and pause)
+    feed: str | None = None
+    days: int | None = None
+    unknown: str | None = None  # the verb the user typed when it is not one we know
+
+
+def tokens(text: str) -> list[str]:
+    """Words and "quoted phrases" (kept with their quotes, as in rules.yaml)."""
+    out = []
+    for match in _TOKEN.finditer(text.translate(_QUOTES)):
+        phrase, word = match.groups()
+        if word is not None:
+            out.append(word)
+        elif phrase is not None and phrase.strip():
+            out.append(f'"{" ".join(phrase.split())}"')
+    return out
+
+
+def parse_command(text: str) -> Command:
+    """Raises CommandError with a reply-ready message for a malformed option or term."""
+    stripped = text.strip()
+    if not stripped:
+        return Command("help")
+    verb_text, _, rest = stripped.partition(" ")
+    verb = ALIASES.get(verb_text.lower(), verb_text.lower())
+    if verb not in VERBS:
+        return Command("help", unknown=verb_text)
+    rest = rest.strip()
+    if verb in ("test", "pause"):
+        return Command(verb, text=rest)
+    terms: list[str] = []
+    feed: str | None = None
+    days: int | None = None
+    for token in tokens(rest):
+        option = _OPTION.match(token)
+        if option is None:
+            terms.append(token)
+            continue
+        name, value = option.group(1).lower(), option.group(2)
+        if name == "feed":
+            if not value:
+                raise CommandError("`feed:` needs a feed id, like `feed:scmp-semiconductors`.")
+            feed = value
+        else:
+            if not value.isdigit() or not 1 <= int(value) <= MAX_DAYS:
+                raise CommandError(f"`days:` needs a number of days, like `days:30` (got `{value or ' '}`).")
+            days = int(value)
+    for term in terms:
+        if verb in ("subscribe", "search", "unsubscribe"):
+            try:
+                compile_keyword(term)
+            except ValueError as e:
+                raise CommandError(f"Cannot use {term}: {e}") from e
+    return Command(verb, terms=tuple(terms), text=rest, feed=feed, days=days)
+
+
+def parse_pause(text: str, now: datetime) -> datetime:
+    """`2h`, `30m`, `1d` -> when the pause ends."""
+    try:
+        seconds = parse_duration(text.strip() or "?")
+    except ValueError as e:
+        raise CommandError(f"Pause for how long? Like `pause 2h` or `pause 30m` ({e}).") from e
+    if timedelta(seconds=seconds) > MAX_PAUSE:
+        raise CommandError("A pause lasts at most 30 days; unsubscribe to stop alerts for longer.")
+    return now + timedelta(seconds=seconds)
+
+
+def parse_count(text: str) -> int:
+    word = text.strip()
+    if not word:
+        return LATEST_DEFAULT
+    if not word.isdigit() or int(word) < 1:
+        raise CommandError(f"`latest` takes a number of items, like `latest 5` (got `{word}`).")
+    return min(int(word), LATEST_MAX)
+
+
+# -- answers over data ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An ephemeral answer: fallback text and blocks (`in_channel` for an answer everyone sees)."""
+
+    text: str
+    blocks: tuple[dict[str, object], ...] = ()
+    in_channel: bool = False
+
+    def payload(self) -> dict[str, object]:
+        body: dict[str, object] = {
+            "response_type": "in_channel" if self.in_channel else "ephemeral",
+            "text": self.text,
+        }
+        if self.blocks:
+            body["blocks"] = list(self.blocks)
+        return body
+
+
+def section(text: str) -> dict[str, object]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def context(text: str) -> dict[str, object]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def text_reply(text: str) -> Reply:
+    return Reply(text=text, blocks=(section(text),))
+
+
+def newest_unique(entries: Iterable[ArchivedItem]) -> list[ArchivedItem]:
+    """Newest first, one per link (the same article in two feeds is listed once)."""
+    seen: set[str] = set()
+    out = []
+    for entry in sorted(entries, key=lambda e: e.when, reverse=True):
+        identity = entry.item.link or f"{entry.item.feed_id}\x1f{entry.item.key}"
+        if identity not in seen:
+            seen.add(identity)
+            out.append(entry)
+    return out
+
+
+def search_archive(
+    entries: Iterable[ArchivedItem], terms: Sequence[str], *, feed: str | None = None
+) -> list[ArchivedItem]:
+    """Archived items in which any term occurs (title or summary), newest first, one per link."""
+    found = [
+        entry
+        for entry in entries
+        if (feed is None or entry.item.feed_id == feed)
+        and (match_keywords(entry.item.title, terms) or match_keywords(entry.item.summary, terms))
+    ]
+    return newest_unique(found)
+
+
+def latest_matches(entries: Iterable[ArchivedItem], rules: Sequence[ChannelRule]) -> list[ArchivedItem]:
+    """Archived items the channel's rules match (each with its own feed filter), newest first."""
+    matcher = RuleMatcher(rules)
+    return newest_unique(entry for entry in entries if matcher.match_item(entry.item))
+
+
+def item_line(item: Item, when: datetime, feed_title: str) -> str:
+    title = item.title or item.link or "(untitled)"
+    return f"• {mrkdwn_link(item.link, title)}\n   {escape_mrkdwn(feed_title)} · {slack_date(when)}"
+
+
+def items_reply(
+    heading: str, entries: Sequence[ArchivedItem], feed_titles: dict[str, str], *, empty: str
+) -> Reply:
+    if not entries:
+        return text_reply(empty)
+    lines = [item_line(e.item, e.when, feed_titles.get(e.item.feed_id, e.item.feed_id)) for e in entries]
+    blocks: list[dict[str, object]] = [section(heading)]
+    blocks.extend(section(line) for line in lines)
+    return Reply(text=f"{heading} ({len(entries)})", blocks=tuple(blocks))
+
+
+def explain_text(text: str, rules: Sequence[ChannelRule]) -> Reply:
+    """Which of the channel's terms match `text`, which exclude it, and the text with the hits in bold."""
+    if not text.strip():
+        return text_reply("Give me some text to try, like `/feeds test Nexperia wins export licence`.")
+    if not rules:
+        return text_reply("This channel has no subscriptions yet, so nothing would match.")
+    item = Item(feed_id="", key="test", link="", title=" ".join(text.split()))
+    verdicts = RuleMatcher(rules).explain_item(item, ignore_feed_filter=True)
+    lines = []
+    matched_terms: list[str] = []
+    for verdict in verdicts:
+        origin = rule_origin(verdict.rule)
+        for term in verdict.keywords:
+            lines.append(f"✅ `{escape_mrkdwn(term)}` matches ({kind_of(term)}; {origin})")
+            matched_terms.append(term)
+        for term in verdict.excluded_by:
+            lines.append(f"🚫 `{escape_mrkdwn(term)}` excludes it ({origin})")
+    if not any(v.matched for v in verdicts):
+        lines.insert(
+            0, "*No alert:* " + ("an exclude term wins." if verdicts else "no term of this channel matches.")
+        )
+    else:
+        lines.insert(0, "*This would alert here.*")
+    lines.append("> " + highlight(item.title, tuple(matched_terms)))
+    return text_reply("\n".join(lines))
+
+
+def kind_of(term: str) -> str:
+    keyword = compile_keyword(term)
+    if keyword.text.endswith("*"):
+        return "words starting with " + escape_mrkdwn(keyword.text[:-1])
+    if len(keyword.text.split()) > 1:
+        return "the whole phrase"
+    return "the whole word, any case"
+
+
+def rule_origin(rule: ChannelRule) -> str:
+    if rule.subscription is not None:
+        sub = rule.subscription
+        return f"added by <@{sub.added_by}> {slack_date(sub.added_at)}"
+    return f"rules.yaml line {rule.location.line}" if rule.location else "rules.yaml"
+
+
+def feeds_label(feeds: Sequence[str] | None) -> str:
+    return "every feed" if not feeds else "feed " + ", ".join(f"`{f}`" for f in feeds)
+
+
+def list_reply(channel_label: str, rules: Sequence[ChannelRule], pause_until: datetime | None) -> Reply:
+    if not rules:
+        return text_reply(
+            f"{channel_label} has no subscriptions. "
+            'Add one with `/feeds subscribe Nexperia "export controls"`.'
+        )
+    lines = [f"*Subscriptions of {channel_label}*"]
+    for rule in rules:
+        terms = ", ".join(f"`{escape_mrkdwn(t)}`" for t in rule.keywords)
+        line = f"• {terms} · {feeds_label(rule.feeds)} · {rule_origin(rule)}"
+        if rule.exclude:
+            line += " · except " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in rule.exclude)
+        if rule.subscription is None:
+            line += " _(managed in rules.yaml)_"
+        lines.append(line)
+    if pause_until is not None:
+        lines.append(f"⏸ Paused until {slack_date(pause_until)}; `/feeds resume` delivers what was held.")
+    return text_reply("\n".join(lines))
+
+
+def export_snippet(channel: str, channel_label: str, subscriptions: Sequence[Subscription]) -> str:
+    """The channel's Slack-added subscriptions as `channels:` entries of rules.yaml, one per feed filter."""
+    by_feed: dict[str | None, list[str]] = {}
+    for sub in subscriptions:
+        by_feed.setdefault(sub.feed, []).append(sub.term)
+    entries = []
+    for feed, terms in by_feed.items():
+        entry: dict[str, object] = {"channel": channel}
+        if feed:
+            entry["feeds"] = [feed]
+        entry["keywords"] = [t[1:-1] if t.startswith('"') and t.endswith('"') else t for t in terms]
+        entries.append(entry)
+    body = yaml.safe_dump({"channels": entries}, sort_keys=False, allow_unicode=True, width=100)
+    return f"# {channel_label}, exported from Slack\n{body}"
+
+
+def export_reply(channel: str, channel_label: str, subscriptions: Sequence[Subscription]) -> Reply:
+    if not subscriptions:
+        return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
+    snippet = export_snippet(channel, channel_label, subscriptions)
+    text = (
+        "Add this under `channels:` in rules.yaml (then `/feeds unsubscribe all` here):\n```"
+        + snippet
+        + "```"
+    )
+    return text_reply(text)
+
+
+def help_reply(command: str, unknown: str | None = None) -> Reply:
+    c = command
+    lines = []
+    if unknown:
+        lines.append(f"I don't know `{escape_mrkdwn(unknown)}`. Here is what I can do:")
+    lines += [
+        f'`{c} subscribe Huawei "scaling law" [feed:ID]`: alert this channel about these terms (any one).',
+        f"`{c} unsubscribe Huawei` or `{c} unsubscribe all`: stop terms added here.",
+        f"`{c} list`: this channel's subscriptions and where they come from.",
+        f"`{c} search nexperia [days:30]`: the newest matching items the bot has seen.",
+        f"`{c} latest [5]`: the newest items matching this channel's subscriptions.",
+        f"`{c} test <text>`: which of this channel's terms would match that text, and why.",
+        f"`{c} pause 2h` / `{c} resume`: hold alerts here; held ones come on resume.",
+        f"`{c} export`: this channel's subscriptions as a rules.yaml snippet.",
+        'Terms: a word (`Nexperia`), a "quoted phrase", or a prefix (`sanction*`). '
+        "In a direct message with the app, the same commands manage your personal watch.",
+    ]
+    return text_reply("\n".join(lines))

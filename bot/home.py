@@ -1,0 +1,101 @@
+"""The App Home tab, pure: the bot's status, the user's channels with subscriptions, and the latest alerts,
+as a Block Kit `home` view."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, slack_date, trim
+from bot.model import ChannelRule, Item
+
+MAX_BLOCKS = 100  # Slack's limit for a view
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    id: str
+    url: str
+    last_poll: datetime | None
+    last_status: str | None
+    last_error: str | None
+    consecutive_failures: int
+    items_seen: int
+
+
+@dataclass(frozen=True)
+class RecentAlert:
+    channel: str
+    item: Item
+    at: datetime
+
+
+def _section(text: str) -> dict[str, object]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": trim(text, 3000)}}
+
+
+def _context(text: str) -> dict[str, object]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": trim(text, 3000)}]}
+
+
+def _header(text: str) -> dict[str, object]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text}}
+
+
+def feed_line(feed: FeedStatus) -> str:
+    if feed.last_poll is None:
+        state = "⏳ not polled yet"
+    elif feed.consecutive_failures:
+        reason = escape_mrkdwn(trim(feed.last_error or "", 200))
+        state = f"🔴 failing ({feed.consecutive_failures} in a row): {reason}"
+    else:
+        state = "🟢 ok"
+    polled = slack_date(feed.last_poll) if feed.last_poll else "never"
+    return f"*{escape_mrkdwn(feed.id)}* · {state}\nlast poll {polled} · {feed.items_seen} items seen"
+
+
+def home_view(
+    *,
+    command: str,
+    feeds: Sequence[FeedStatus],
+    channel_rules: Mapping[str, Sequence[ChannelRule]],
+    recent: Sequence[RecentAlert],
+    paused: Mapping[str, datetime],
+) -> dict[str, object]:
+    """`channel_rules`: the user's channels (and personal watch, keyed by DM channel) with their rules."""
+    blocks: list[dict[str, object]] = [
+        _header("feedwatch"),
+        _context(f"Manage alerts with `{command} help`."),
+    ]
+
+    blocks.append(_header("Feeds"))
+    for feed in feeds:
+        blocks.append(_section(feed_line(feed)))
+    if not feeds:
+        blocks.append(_section("No feeds configured (see rules.yaml)."))
+
+    blocks.append(_header("Your channels"))
+    for channel, rules in channel_rules.items():
+        terms = ", ".join(f"`{escape_mrkdwn(term)}`" for rule in rules for term in rule.keywords)
+        label = "Your personal watch" if channel.startswith("D") else f"<#{channel}>"
+        line = f"{label}: {trim(terms, 2500)}"
+        if channel in paused:
+            line += f"\n⏸ paused until {slack_date(paused[channel])}"
+        blocks.append(_section(line))
+    if not channel_rules:
+        blocks.append(
+            _section(
+                f"None of your channels has subscriptions. In a channel: `{command} subscribe Nexperia`."
+            )
+        )
+
+    blocks.append(_header("Latest alerts"))
+    for alert in recent:
+        title = trim(clean_text(alert.item.title) or alert.item.link or "(untitled)", 150)
+        blocks.append(
+            _section(f"{mrkdwn_link(alert.item.link, title)}\n<#{alert.channel}> · {slack_date(alert.at)}")
+        )
+    if not recent:
+        blocks.append(_section("No alerts yet."))
+    return {"type": "home", "blocks": blocks[:MAX_BLOCKS]}

@@ -1,0 +1,331 @@
+"""Runs slash commands against the bot's state: subscriptions and pauses in the store, the archive, the
+rules. No Slack client here: what needs Slack (opening a DM, joining a channel) comes in as callables, so
+the whole command set is tested without sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from bot.blocks import escape_mrkdwn, slack_date
+from bot.commands import (
+    SEARCH_LIMIT,
+    SUBSCRIBE_PREVIEW,
+    Command,
+    CommandError,
+    Reply,
+    explain_text,
+    export_reply,
+    help_reply,
+    items_reply,
+    latest_matches,
+    list_reply,
+    parse_command,
+    parse_count,
+    parse_pause,
+    search_archive,
+    text_reply,
+)
+from bot.model import ChannelRule, RuleSet, Subscription
+from bot.rules import compile_keyword
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> RuleSet:
+    """The rules the pipeline runs: the file's entries, then one entry per term added from Slack. A term
+    for a feed the file no longer has is left out (and logged), not an error."""
+    known = {feed.id for feed in file_rules.feeds}
+    added = []
+    for sub in subscriptions:
+        if sub.feed is not None and sub.feed not in known:
+            log.warning(
+                "subscription skipped channel=%s term=%s feed=%s (no such feed in the rules)",
+                sub.channel,
+                sub.term,
+                sub.feed,
+            )
+            continue
+        added.append(
+            ChannelRule(
+                channel=sub.channel,
+                keywords=(sub.term,),
+                feeds=(sub.feed,) if sub.feed else None,
+                subscription=sub,
+            )
+        )
+    return replace(file_rules, channels=file_rules.channels + tuple(added))
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who ran the command, where, with what."""
+
+    text: str
+    channel: str
+    user: str
+    command: str = "/feeds"
+    channel_name: str = ""
+
+    @property
+    def in_dm(self) -> bool:
+        return self.channel.startswith("D") or self.channel_name == "directmessage"
+
+
+class CommandService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        rules: Callable[[], RuleSet],  # the effective rules (file + Slack), current at call time
+        on_rules_changed: Callable[[], None],
+        on_resume: Callable[[], None] = lambda: None,
+        open_dm: Callable[[str], str] = lambda user: user,
+        check_membership: Callable[[str], str | None] = lambda channel: None,
+        now: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.on_rules_changed = on_rules_changed
+        self.on_resume = on_resume
+        self.open_dm = open_dm
+        self.check_membership = check_membership
+        self.now = now
+
+    def handle(self, call: Invocation) -> Reply:
+        try:
+            command = parse_command(call.text)
+            return self._run(command, call)
+        except CommandError as e:
+            return text_reply(str(e))
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def target(self, call: Invocation) -> str:
+        """The channel a command manages: this channel, or in a DM the user's own DM with the app."""
+        return self.open_dm(call.user) if call.in_dm else call.channel
+
+    def label(self, call: Invocation) -> str:
+        return "Your personal watch" if call.in_dm else f"<#{call.channel}>"
+
+    def channel_rules(self, channel: str) -> list[ChannelRule]:
+        return [rule for rule in self.rules().channels if rule.channel == channel]
+
+    def refusal(self, call: Invocation) -> Reply | None:
+        admins = self.rules().settings.admins
+        if not admins or call.in_dm or call.user in admins:
+            return None
+        names = ", ".join(f"<@{admin}>" for admin in admins)
+        return text_reply(
+            f"Only admins can change this channel's alerts: {names}. Ask one of them, or keep a personal "
+            "watch in a direct message with the app."
+        )
+
+    def feed_titles(self) -> dict[str, str]:
+        return {feed.id: feed.id for feed in self.rules().feeds}
+
+    def check_feed(self, feed: str | None) -> None:
+        if feed is not None and feed not in self.feed_titles():
+            known = ", ".join(f"`{f}`" for f in self.feed_titles()) or "none"
+            raise CommandError(f"There is no feed `{escape_mrkdwn(feed)}`. Feeds: {known}.")
+
+    # -- verbs -------------------------------------------------------------------------------------
+
+    def _run(self, command: Command, call: Invocation) -> Reply:
+        verb = command.verb
+        if verb == "help":
+            return help_reply(call.command, command.unknown)
+        if verb in ("subscribe", "unsubscribe", "pause", "resume"):
+            refused = self.refusal(call)
+            if refused:
+                return refused
+        handler: Callable[[Command, Invocation], Reply] = getattr(self, "_" + verb)
+        return handler(command, call)
+
+    def _subscribe(self, command: Command, call: Invocation) -> Reply:
+        if not command.terms:
+            return text_reply(f'Subscribe to what? Like `{call.command} subscribe Huawei "scaling law"`.')
+        self.check_feed(command.feed)
+        channel = self.target(call)
+        now = self.now()
+        wanted = [Subscription(channel, term, command.feed, call.user, now) for term in command.terms]
+        added = self.store.add_subscriptions(wanted)
+        if added:
+            self.on_rules_changed()
+        already = [s.term for s in wanted if s.id not in {a.id for a in added}]
+        lines = []
+        if added:
+            terms = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in added)
+            where = "every feed" if command.feed is None else f"feed `{command.feed}`"
+            lines.append(
+                f"{self.label(call)} now gets alerts for {terms} ({where}), from the next new item on."
+            )
+        if already:
+            lines.append("Already subscribed: " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in already) + ".")
+        warning = None if call.in_dm else self.check_membership(channel)
+        if warning:
+            lines.append("⚠️ " + warning)
+        retention = timedelta(seconds=self.rules().settings.retention_seconds)
+        recent = search_archive(self.store.archived(self.now() - retention), command.terms, feed=command.feed)
+        blocks: list[dict[str, object]] = [
+            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
+        ]
+        if recent:
+            preview = items_reply(
+                "Recent items like these (not posted; for a taste of what to expect):",
+                recent[:SUBSCRIBE_PREVIEW],
+                self.feed_titles(),
+                empty="",
+            )
+            blocks.extend(preview.blocks)
+        else:
+            blocks.append(
+                {
+                    "type": "context",
+                    "elements": [{"type": "mrkdwn", "text": "Nothing like this in the archive yet."}],
+                }
+            )
+        return Reply(text="\n".join(lines), blocks=tuple(blocks))
+
+    def _unsubscribe(self, command: Command, call: Invocation) -> Reply:
+        channel = self.target(call)
+        if not command.terms:
+            return text_reply(f"Unsubscribe from what? Like `{call.command} unsubscribe Huawei` or `… all`.")
+        ours = self.store.subscriptions(channel)
+        every = len(command.terms) == 1 and command.terms[0].lower() == "all"
+        if every:
+            removed = ours
+        else:
+            keys = {compile_keyword(t).text.casefold() for t in command.terms}
+            removed = [
+                s
+                for s in ours
+                if compile_keyword(s.term).text.casefold() in keys
+                and (command.feed is None or s.feed == command.feed)
+            ]
+        self.store.remove_subscriptions(removed)
+        if removed:
+            self.on_rules_changed()
+        lines = []
+        if removed:
+            lines.append("Removed: " + ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in removed) + ".")
+        managed = [
+            (term, rule)
+            for rule in self.channel_rules(channel)
+            if rule.subscription is None
+            for term in rule.keywords
+            if every
+            or compile_keyword(term).text.casefold()
+            in {compile_keyword(t).text.casefold() for t in command.terms}
+        ]
+        if managed:
+            terms = ", ".join(
+                f"`{escape_mrkdwn(t)}` (line {r.location.line})" if r.location else f"`{escape_mrkdwn(t)}`"
+                for t, r in managed
+            )
+            lines.append(f"Managed in rules.yaml, so not removable from Slack: {terms}.")
+        if not lines:
+            lines.append(
+                "Nothing to remove: no such subscription here. `" + call.command + " list` shows them."
+            )
+        return text_reply("\n".join(lines))
+
+    def _list(self, command: Command, call: Invocation) -> Reply:
+        channel = self.target(call)
+        pause = self.store.pause_of(channel, self.now())
+        return list_reply(self.label(call), self.channel_rules(channel), pause.until if pause else None)
+
+    def _search(self, command: Command, call: Invocation) -> Reply:
+        if not command.terms:
+            return text_reply(f"Search for what? Like `{call.command} search nexperia days:30`.")
+        self.check_feed(command.feed)
+        retention_days = max(1, self.rules().settings.retention_seconds // 86400)
+        days = command.days or retention_days
+        found = search_archive(
+            self.store.archived(self.now() - timedelta(days=days)), command.terms, feed=command.feed
+        )
+        terms = " ".join(command.terms)
+        return items_reply(
+            f"Newest items matching {escape_mrkdwn(terms)} (last {days} days):",
+            found[:SEARCH_LIMIT],
+            self.feed_titles(),
+            empty=f"Nothing found for {escape_mrkdwn(terms)} in the last {days} days.",
+        )
+
+    def _latest(self, command: Command, call: Invocation) -> Reply:
+        count = parse_count(command.text)
+        rules = self.channel_rules(self.target(call))
+        if not rules:
+            return text_reply(
+                f"{self.label(call)} has no subscriptions yet: try `{call.command} subscribe …`."
+            )
+        found = latest_matches(self.store.archived(), rules)
+        return items_reply(
+            f"Newest items for {self.label(call)}:",
+            found[:count],
+            self.feed_titles(),
+            empty="No archived item matches this channel's subscriptions yet.",
+        )
+
+    def _test(self, command: Command, call: Invocation) -> Reply:
+        return explain_text(command.text, self.channel_rules(self.target(call)))
+
+    def _pause(self, command: Command, call: Invocation) -> Reply:
+        until = parse_pause(command.text, self.now())
+        self.store.pause(self.target(call), until, call.user)
+        return text_reply(
+            f"⏸ Alerts for {self.label(call)} are held until {slack_date(until)}. They are delivered then, "
+            f"or at once with `{call.command} resume`."
+        )
+
+    def _resume(self, command: Command, call: Invocation) -> Reply:
+        channel = self.target(call)
+        was_paused = self.store.pause_of(channel, self.now()) is not None
+        held = self.store.resume(channel)
+        if held:
+            self.on_resume()
+        if not was_paused and not held:
+            return text_reply(f"{self.label(call)} was not paused.")
+        return text_reply(f"▶️ Resumed. {held} held alert{'s' if held != 1 else ''} on the way.")
+
+    def mute(self, channel: str, user: str, terms: Sequence[str]) -> Reply:
+        """The alert's "Mute this topic here" button: removes the Slack-added terms that matched it."""
+        call = Invocation(text="", channel=channel, user=user)
+        refused = self.refusal(call)
+        if refused:
+            return refused
+        if not terms:
+            return text_reply("This alert names no topic to mute.")
+        wanted = {compile_keyword(t).text.casefold() for t in terms}
+        removed = [
+            s for s in self.store.subscriptions(channel) if compile_keyword(s.term).text.casefold() in wanted
+        ]
+        self.store.remove_subscriptions(removed)
+        if removed:
+            self.on_rules_changed()
+            names = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in removed)
+            return text_reply(f"🔕 Muted {names} here (<@{user}>). `/feeds subscribe` brings it back.")
+        managed = [
+            f"`{escape_mrkdwn(term)}` (rules.yaml line {rule.location.line})"
+            if rule.location
+            else f"`{term}`"
+            for rule in self.channel_rules(channel)
+            if rule.subscription is None
+            for term in rule.keywords
+            if compile_keyword(term).text.casefold() in wanted
+        ]
+        if managed:
+            return text_reply(
+                "Nothing muted: "
+                + ", ".join(managed)
+                + " comes from rules.yaml; ask its owner to change it there."
+            )
+        return text_reply("Nothing to mute: that topic is no longer subscribed here.")
+
+    def _export(self, command: Command, call: Invocation) -> Reply:
+        channel = self.target(call)
+        return export_reply(channel, self.label(call), self.store.subscriptions(channel))

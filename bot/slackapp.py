@@ -1,0 +1,310 @@
+"""The interactive Slack app: slash commands, the mute button and App Home through slack-bolt, served over
+HTTP (cheroot, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+
+Bolt verifies each request's signature and timestamp (older than five minutes: 401) and routes it; the
+answers come from bot.service and bot.home, which need no Slack client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from cheroot import wsgi
+from slack_bolt import App as BoltApp
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+from bot.app import App
+from bot.blocks import MUTE_ACTION_ID
+from bot.commands import CommandError, Reply, text_reply
+from bot.config import Environment
+from bot.errors import DeliveryError
+from bot.home import RecentAlert, home_view
+from bot.service import CommandService, Invocation
+from bot.slack import SlackClient
+
+log = logging.getLogger(__name__)
+
+ACK_BUDGET_SECONDS = 2.0  # Slack wants an answer within 3 s; slower work answers through response_url
+RECENT_ALERTS_ON_HOME = 10
+
+
+class SlackInterface:
+    def __init__(
+        self,
+        app: App,
+        env: Environment,
+        *,
+        on_resume: Callable[[], None] | None = None,
+        budget: float = ACK_BUDGET_SECONDS,
+    ) -> None:
+        if app.client is None or env.slack_token is None:
+            raise ValueError("the Slack app needs SLACK_BOT_TOKEN")
+        self.app = app
+        self.client: SlackClient = app.client
+        self.env = env
+        self.budget = budget
+        self._dm_channels: dict[str, str] = {}
+        self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slash")
+        self.service = CommandService(
+            store=app.store,
+            rules=lambda: app.rules,
+            on_rules_changed=app.refresh_rules,
+            on_resume=on_resume or (lambda: None),
+            open_dm=self.open_dm,
+            check_membership=self.check_membership,
+            now=app.pipeline.now,
+        )
+        web = WebClient(token=env.slack_token, base_url=env.slack_api_url)
+        self.bolt = BoltApp(
+            client=web,
+            signing_secret=env.signing_secret,
+            token_verification_enabled=False,  # build_app has called auth.test, with its own error handling
+            request_verification_enabled=bool(env.signing_secret),
+            logger=logging.getLogger("bot.bolt"),
+        )
+        self.bolt.command(env.command)(self.on_command)
+        self.bolt.action(MUTE_ACTION_ID)(self.on_mute)
+        self.bolt.event("app_home_opened")(self.on_home_opened)
+        self.bolt.event("message")(lambda: None)  # DMs to the app: nothing to do, but no 404 either
+
+    # -- Slack lookups the service needs ------------------------------------------------------------
+
+    def open_dm(self, user: str) -> str:
+        """The user's DM with the app (conversations.open), where a personal watch is delivered."""
+        if user not in self._dm_channels:
+            try:
+                answer = self.client.call("conversations.open", users=user)
+            except DeliveryError as e:
+                raise CommandError(f"I cannot open a direct message with you ({e.error}).") from e
+            self._dm_channels[user] = str(answer["channel"]["id"])
+        return self._dm_channels[user]
+
+    def check_membership(self, channel: str) -> str | None:
+        """Joins a public channel now; for a private one the bot is not in, says how to invite it."""
+        try:
+            info = self.client.call("conversations.info", channel=channel).get("channel", {})
+            if info.get("is_member"):
+                return None
+            if not info.get("is_private"):
+                self.client.call("conversations.join", channel=channel)
+                return None
+        except DeliveryError as e:
+            return f"I could not check this channel ({e.error}); alerts may not reach it."
+        return (
+            "I am not in this private channel yet: `/invite @feedwatch` here, or the alerts cannot reach it."
+        )
+
+    # -- listeners ---------------------------------------------------------------------------------
+
+    def _answer(self, call: Invocation) -> Reply:
+        try:
+            return self.service.handle(call)
+        except Exception:
+            log.exception("command crashed text=%r channel=%s", call.text, call.channel)
+            return text_reply("Something went wrong on my side; the details are in the bot's log.")
+
+    def on_command(
+        self, ack: Callable[..., None], body: dict[str, Any], respond: Callable[..., None]
+    ) -> None:
+        call = Invocation(
+            text=str(body.get("text", "")),
+            channel=str(body.get("channel_id", "")),
+            user=str(body.get("user_id", "")),
+            command=str(body.get("command") or self.env.command),
+            channel_name=str(body.get("channel_name", "")),
+        )
+        log.info("command user=%s channel=%s text=%r", call.user, call.channel, call.text[:200])
+        work = self._workers.submit(self._answer, call)
+        try:
+            reply = work.result(timeout=self.budget)
+        except FutureTimeout:
+            # Acknowledge in time; the answer follows through response_url when it is ready.
+            ack(text="Working on it…", response_type="ephemeral")
+            reply = work.result()
+            respond(**_reply_args(reply))
+            return
+        ack(**_reply_args(reply))
+
+    def on_mute(self, ack: Callable[..., None], body: dict[str, Any], respond: Callable[..., None]) -> None:
+        ack()
+        action = (body.get("actions") or [{}])[0]
+        try:
+            terms = [str(term) for term in json.loads(action.get("value") or "{}").get("terms", [])]
+        except (ValueError, AttributeError):
+            terms = []
+        channel = str(
+            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
+        )
+        user = str((body.get("user") or {}).get("id", ""))
+        reply = self.service.mute(channel, user, terms)
+        respond(**_reply_args(reply), replace_original=False)
+
+    def on_home_opened(self, event: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user = str(event.get("user", ""))
+        try:
+            self.publish_home(user)
+        except DeliveryError as e:
+            log.error("app home not published user=%s error=%s", user, e.error)
+
+    def publish_home(self, user: str) -> None:
+        self.client.call("views.publish", user_id=user, view=self.home_for(user))
+
+    def home_for(self, user: str) -> dict[str, object]:
+        feeds = self.app.feed_statuses()
+        by_channel: dict[str, list[Any]] = {}
+        for rule in self.app.rules.channels:
+            by_channel.setdefault(rule.channel, []).append(rule)
+        mine = self._channels_of(user, by_channel)
+        if user in self._dm_channels and self._dm_channels[user] in by_channel:
+            mine.add(self._dm_channels[user])
+        now = self.app.pipeline.now()
+        paused = {}
+        for channel in mine:
+            pause = self.app.store.pause_of(channel, now)
+            if pause is not None:
+                paused[channel] = pause.until
+        recent = []
+        for channel, key, at in self.app.store.recent_deliveries(RECENT_ALERTS_ON_HOME * 3):
+            item = self.app.store.archived_item(key)
+            if item is not None:
+                recent.append(RecentAlert(channel, item, at))
+            if len(recent) == RECENT_ALERTS_ON_HOME:
+                break
+        return home_view(
+            command=self.env.command,
+            feeds=feeds,
+            channel_rules={channel: by_channel[channel] for channel in by_channel if channel in mine},
+            recent=recent,
+            paused=paused,
+        )
+
+    def _channels_of(self, user: str, candidates: Iterable[str]) -> set[str]:
+        wanted = set(candidates)
+        if not wanted:
+            return set()
+        try:
+            channels = self.client.paginate(
+                "users.conversations",
+                "channels",
+                user=user,
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                max_pages=20,
+            )
+            return {str(c["id"]) for c in channels} & wanted
+        except DeliveryError as e:
+            log.warning("cannot list the user's channels user=%s error=%s", user, e.error)
+            return set()
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+
+def _reply_args(reply: Reply) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "text": reply.text,
+        "response_type": "in_channel" if reply.in_channel else "ephemeral",
+    }
+    if reply.blocks:
+        args["blocks"] = list(reply.blocks)
+    return args
+
+
+# -- serving ---------------------------------------------------------------------------------------------
+
+
+class HttpServer:
+    """One cheroot WSGI server on PORT: POST /slack/events (when Slack is served over HTTP) and GET /healthz.
+    One process, threads for requests: the scheduler lives in the same process, once."""
+
+    def __init__(
+        self,
+        status: Callable[[], dict[str, object]],
+        *,
+        port: int,
+        host: str = "0.0.0.0",
+        slack: SlackRequestHandler | None = None,
+    ) -> None:
+        self._status = status
+        self._slack = slack
+        self._server = wsgi.Server((host, port), self.wsgi, numthreads=10, server_name="feedwatch")
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.bind_addr[1])
+
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            status = self._status()
+            body = json.dumps(status, default=str).encode()
+            code = "200 OK" if status.get("status") == "ok" else "503 Service Unavailable"
+            start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        if path == "/slack/events" and self._slack is not None:
+            return self._slack(environ, start_response)
+        body = b'{"error": "not found"}'
+        start_response(
+            "404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+    def start(self) -> HttpServer:
+        self._server.prepare()
+        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
+        self._thread.start()
+        log.info(
+            "listening port=%d paths=%s", self.port, "/healthz" + (", /slack/events" if self._slack else "")
+        )
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class Serving:
+    """What `run` serves beside the scheduler, stopped together."""
+
+    def __init__(self, http: HttpServer, interface: SlackInterface | None, socket: SocketModeHandler | None):
+        self.http, self.interface, self.socket = http, interface, socket
+
+    def stop(self) -> None:
+        if self.socket is not None:
+            self.socket.close()  # type: ignore[no-untyped-call]
+        self.http.stop()
+        if self.interface is not None:
+            self.interface.close()
+
+
+def serve(
+    app: App, env: Environment, *, on_resume: Callable[[], None] | None = None, host: str = "0.0.0.0"
+) -> Serving:
+    """Starts /healthz, and the Slack app when the environment asks for it: Socket Mode with
+    SLACK_APP_TOKEN, else HTTP with SLACK_SIGNING_SECRET."""
+    interface = SlackInterface(app, env, on_resume=on_resume) if env.interactive and not app.console else None
+    socket = None
+    slack_http = None
+    if interface is not None and env.app_token:
+        socket = SocketModeHandler(
+            interface.bolt, env.app_token, web_client=WebClient(base_url=env.slack_api_url)
+        )
+        socket.connect()  # type: ignore[no-untyped-call]
+        log.info("slack socket mode connected")
+    elif interface is not None:
+        slack_http = SlackRequestHandler(interface.bolt)
+    http = HttpServer(app.status, port=env.port, host=host, slack=slack_http).start()
+    return Serving(http, interface, socket)
