@@ -38,22 +38,22 @@ class CommandError(ValueError):
 @dataclass(frozen=True)
 class Command:
     verb: str
-    terms: tuple[str, ...] = ()  # keyword terms, as the user wrote them (phrases keep their quotes)
+    terms: tuple[str, ...] = ()  # keyword terms as in rules.yaml: a phrase is one term, without its quotes
     text: str = ""  # everything after the verb, as typed (for test and pause)
     feed: str | None = None
     days: int | None = None
     unknown: str | None = None  # the verb the user typed when it is not one we know
 
 
-def tokens(text: str) -> list[str]:
-    """Words and "quoted phrases" (kept with their quotes, as in rules.yaml)."""
+def tokens(text: str) -> list[tuple[str, bool]]:
+    """Words and "quoted phrases", as (text without quotes, whether it was quoted)."""
     out = []
     for match in _TOKEN.finditer(text.translate(_QUOTES)):
         phrase, word = match.groups()
         if word is not None:
-            out.append(word)
+            out.append((word, False))
         elif phrase is not None and phrase.strip():
-            out.append(f'"{" ".join(phrase.split())}"')
+            out.append((" ".join(phrase.split()), True))
     return out
 
 
@@ -72,8 +72,8 @@ def parse_command(text: str) -> Command:
     terms: list[str] = []
     feed: str | None = None
     days: int | None = None
-    for token in tokens(rest):
-        option = _OPTION.match(token)
+    for token, quoted in tokens(rest):
+        option = None if quoted else _OPTION.match(token)
         if option is None:
             terms.append(token)
             continue
@@ -272,7 +272,7 @@ def export_snippet(channel: str, channel_label: str, subscriptions: Sequence[Sub
         entry: dict[str, object] = {"channel": channel}
         if feed:
             entry["feeds"] = [feed]
-        entry["keywords"] = [t[1:-1] if t.startswith('"') and t.endswith('"') else t for t in terms]
+        entry["keywords"] = terms
         entries.append(entry)
     body = yaml.safe_dump({"channels": entries}, sort_keys=False, allow_unicode=True, width=100)
     return f"# {channel_label}, exported from Slack\n{body}"

@@ -248,12 +248,13 @@ class CommandService:
         found = search_archive(
             self.store.archived(self.now() - timedelta(days=days)), command.terms, feed=command.feed
         )
-        terms = " ".join(command.terms)
+        terms = " ".join(f'"{t}"' if " " in t else t for t in command.terms)
+        period = "day" if days == 1 else f"{days} days"
         return items_reply(
-            f"Newest items matching {escape_mrkdwn(terms)} (last {days} days):",
+            f"Newest items matching {escape_mrkdwn(terms)} (last {period}):",
             found[:SEARCH_LIMIT],
             self.feed_titles(),
-            empty=f"Nothing found for {escape_mrkdwn(terms)} in the last {days} days.",
+            empty=f"Nothing found for {escape_mrkdwn(terms)} in the last {period}.",
         )
 
     def _latest(self, command: Command, call: Invocation) -> Reply:

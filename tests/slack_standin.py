@@ -39,6 +39,12 @@ class Channel:
 @dataclass
 class SlackState:
     token: str = "xoxb-test-token"
+    app_token: str = "xapp-test-token"  # Socket Mode: only apps.connections.open takes it
+    socket_url: str | None = None  # what apps.connections.open answers (a ws:// stand-in)
+    members: dict[str, set[str]] = field(default_factory=dict)  # user -> channel IDs (users.conversations)
+    dms: dict[str, str] = field(default_factory=dict)  # user -> DM channel ID (conversations.open)
+    views: list[dict[str, Any]] = field(default_factory=list)  # views.publish calls
+    responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
     channels: dict[str, Channel] = field(default_factory=dict)
     posts: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -140,7 +146,11 @@ class SlackStandIn:
                     headers,
                     json.dumps({"ok": False, "error": failure.error or "fatal_error"}),
                 )
-            if token != self.state.token:
+            if method.startswith("response/"):  # a slash command's response_url: no token, as in Slack
+                self.state.responses.append(params)
+                return 200, {}, json.dumps({"ok": True})
+            expected = self.state.app_token if method == "apps.connections.open" else self.state.token
+            if token != expected:
                 return 200, {}, json.dumps({"ok": False, "error": "invalid_auth" if token else "not_authed"})
             answer = getattr(self, "_api_" + method.replace(".", "_"), None)
             if answer is None:
@@ -168,6 +178,54 @@ class SlackStandIn:
         page = channels[start : start + 2]
         next_cursor = str(start + 2) if start + 2 < len(channels) else ""
         return {"ok": True, "channels": page, "response_metadata": {"next_cursor": next_cursor}}
+
+    def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not self.state.socket_url:
+            return {"ok": False, "error": "socket_mode_not_enabled"}
+        return {"ok": True, "url": self.state.socket_url}
+
+    def _api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("users", ""))
+        if user not in self.state.dms:
+            dm = "D" + user.removeprefix("U")[:10]
+            self.state.dms[user] = dm
+            self.state.channels[dm] = Channel(dm, "", private=True, member=True)
+        return {"ok": True, "channel": {"id": self.state.dms[user]}}
+
+    def _api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self.state.channels.get(str(params.get("channel")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        return {
+            "ok": True,
+            "channel": {
+                "id": channel.id,
+                "name": channel.name,
+                "is_private": channel.private,
+                "is_member": channel.member,
+                "is_archived": channel.archived,
+            },
+        }
+
+    def _api_users_conversations(self, params: dict[str, Any]) -> dict[str, Any]:
+        ids = self.state.members.get(str(params.get("user")), set())
+        channels = [{"id": c} for c in sorted(ids) if c in self.state.channels]
+        return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
+
+    def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = params.get("view")
+        if isinstance(view, str):
+            view = json.loads(view)
+        self.state.views.append({"user_id": params.get("user_id"), "view": view})
+        return {"ok": True, "view": {"id": "V1"}}
+
+    def response_url(self, name: str = "r1") -> str:
+        return self.url.replace("/api/", f"/api/response/{name}")
+
+    @property
+    def responses(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.state.responses)
 
     def _api_conversations_join(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self.state.channels.get(str(params.get("channel")))
@@ -233,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             params.update(json.loads(raw))
         elif raw:
             params.update(parse_qsl(raw.decode()))
-        for key in ("blocks", "metadata"):  # form-encoded calls carry these as JSON strings
+        for key in ("blocks", "metadata", "view"):  # form-encoded calls carry these as JSON strings
             if isinstance(params.get(key), str):
                 params[key] = json.loads(params[key])
         auth = self.headers.get("Authorization", "")

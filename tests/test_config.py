@@ -262,7 +262,8 @@ SINGLE_MISTAKES = [
     # unknown keys, at every level
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
-        "rules.yaml:3: settings.intervall: unknown key (expected one of: interval, backfill, retention, admins)",
+        "rules.yaml:3: settings.intervall: unknown key "
+        "(expected one of: interval, backfill, retention, admins)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -300,7 +301,8 @@ SINGLE_MISTAKES = [
     # settings
     (
         "settings: 5m\n" + FEEDS + CHANNELS,
-        "rules.yaml:1: settings: expected a mapping with interval, backfill, retention and/or admins, got a string",
+        "rules.yaml:1: settings: "
+        "expected a mapping with interval, backfill, retention and/or admins, got a string",
     ),
     (
         "settings:\n  interval: 300\n" + FEEDS + CHANNELS,

@@ -1,0 +1,488 @@
+"""The Slack app through its real HTTP endpoint: signed slash commands, button presses and events, as Slack
+sends them, to POST /slack/events on a loopback port; Slack's Web API is the stand-in. Feeds change between
+polls on a loopback feed host, and time is a test clock."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+import yaml
+
+from bot.app import App, build_app
+from bot.config import environment_from, load_rules
+from bot.slackapp import Serving, serve
+from tests.conftest import Clock, rss_item, scmp_feed
+from tests.feed_host import FeedHost
+from tests.slack_standin import SlackStandIn
+
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+CHIPS, CHINA, OTHER = "C0CHIPS01", "C0CHINA01", "C0OTHER01"
+ALICE, BOB, ADMIN = "U0ALICE01", "U0BOB0001", "U0ADMIN01"
+
+
+def sign(body: bytes, *, timestamp: int | None = None, secret: str = SECRET) -> dict[str, str]:
+    timestamp = int(time.time()) if timestamp is None else timestamp
+    base = f"v0:{timestamp}:".encode() + body
+    signature = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": signature}
+
+
+class Bot:
+    def __init__(self, app: App, serving: Serving, slack: SlackStandIn, feed_host: FeedHost, clock: Clock):
+        self.app, self.serving, self.slack, self.feed_host, self.clock = app, serving, slack, feed_host, clock
+        self.url = f"http://127.0.0.1:{serving.http.port}"
+        self.http = httpx.Client(timeout=10)
+
+    def post(self, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        headers = sign(body) if headers is None else headers
+        return self.http.post(
+            self.url + "/slack/events", content=body, headers={"Content-Type": content_type, **headers}
+        )
+
+    def command(self, text: str, *, channel: str = CHIPS, user: str = ALICE, headers=None) -> httpx.Response:
+        form = {
+            "command": "/feeds",
+            "text": text,
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else "chips",
+            "user_id": user,
+            "team_id": "T0TEAM001",
+            "response_url": self.slack.response_url(),
+            "trigger_id": "1.2.3",
+        }
+        body = urlencode(form).encode()
+        return self.post(body, "application/x-www-form-urlencoded", headers)
+
+    def say(self, text: str, **where) -> str:
+        """The reply's text, blocks included (what the user reads)."""
+        response = self.command(text, **where)
+        assert response.status_code == 200, response.text
+        return reply_text(response.json())
+
+    def press(self, message: dict, *, user: str = ALICE) -> httpx.Response:
+        [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
+        button = actions["elements"][0]
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user},
+            "team": {"id": "T0TEAM001"},
+            "channel": {"id": message["channel"]},
+            "container": {"type": "message", "channel_id": message["channel"], "message_ts": message["ts"]},
+            "message": {"ts": message["ts"], "blocks": message["blocks"]},
+            "response_url": self.slack.response_url("button"),
+            "trigger_id": "1.2.4",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "value": button["value"],
+                    "block_id": "b",
+                }
+            ],
+        }
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        return self.post(body, "application/x-www-form-urlencoded")
+
+    def event(self, event: dict) -> httpx.Response:
+        envelope = {"type": "event_callback", "team_id": "T0TEAM001", "event_id": "Ev1", "event": event}
+        return self.post(json.dumps(envelope).encode(), "application/json")
+
+    def poll(self) -> None:
+        self.app.poll_all_once()
+        self.app.retry_pending()
+
+    def publish(self, *extra: bytes) -> None:
+        self.feed_host.serve("/feed", scmp_feed(drop_newest=3, extra_items=extra))
+
+
+def wait_for(condition, timeout: float = 10) -> None:
+    """Work Slack triggers (events, late answers) runs after the HTTP answer, on the bot's own threads."""
+    done = threading.Event()
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        done.wait(0.01)
+    assert condition(), "timed out"
+
+
+def reply_text(body: dict) -> str:
+    """What the user reads: the blocks' text (the fallback text when there are no blocks)."""
+    if not body.get("blocks"):
+        return body.get("text", "")
+    parts = []
+    for block in body.get("blocks", []):
+        if "text" in block:
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            parts.append(element.get("text", ""))
+    return "\n".join(parts)
+
+
+def write_rules(folder: Path, feed_url: str, settings: str = "") -> Path:
+    path = folder / "rules.yaml"
+    path.write_text(
+        f"settings:\n  backfill: 0\n{settings}"
+        f"feeds:\n  - id: scmp\n    url: {feed_url}\n"
+        f"channels:\n  - channel: {CHIPS}\n    keywords: [Nexperia]\n    exclude: [Opinion]\n"
+    )
+    return path
+
+
+@pytest.fixture
+def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[Bot]:
+    yield from start_bot(tmp_path, feed_host, slack, clock)
+
+
+def start_bot(tmp_path, feed_host, slack, clock, settings: str = "") -> Iterator[Bot]:
+    for channel, name in ((CHIPS, "chips"), (CHINA, "china"), (OTHER, "other")):
+        slack.add_channel(channel, name)
+    feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
+    rules = write_rules(tmp_path, feed_url, settings)
+    environ = {
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "BOT_RULES": str(rules),
+        "BOT_DB": str(tmp_path / "state.json"),
+        "PORT": "0",
+    }
+    env = environment_from(environ, tmp_path)
+    app = build_app(env, sleep=clock.sleep, now=clock)
+    serving = serve(app, env, on_resume=app.retry_pending, host="127.0.0.1")
+    try:
+        bot = Bot(app, serving, slack, feed_host, clock)
+        bot.poll()  # the first poll: the archive fills, nothing is posted (backfill 0)
+        yield bot
+    finally:
+        serving.stop()
+        app.close()
+
+
+HUAWEI_NEWS = rss_item(
+    "Huawei unveils a new AI chip",
+    "https://www.scmp.com/tech/huawei-ai-chip",
+    published="Mon, 01 Jun 2026 08:30:00 +0000",
+)
+HUAWEI_MORE = rss_item(
+    "Huawei ships the chip",
+    "https://www.scmp.com/tech/huawei-ships",
+    published="Mon, 01 Jun 2026 08:40:00 +0000",
+)
+
+
+# -- requests Slack did not sign ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="unsigned"),
+        pytest.param(sign(b"something else"), id="forged"),
+        pytest.param(sign(b"", secret="not-the-secret"), id="wrong-secret"),
+        pytest.param("stale", id="older-than-five-minutes"),
+    ],
+)
+def test_a_request_without_a_valid_signature_is_refused_and_changes_nothing(bot: Bot, headers) -> None:
+    form = urlencode({"command": "/feeds", "text": "subscribe Huawei", "channel_id": CHIPS, "user_id": ALICE})
+    body = form.encode()
+    if headers == "stale":
+        headers = sign(body, timestamp=int(time.time()) - 6 * 60)
+    response = bot.command("subscribe Huawei", headers=headers)
+    assert response.status_code == 401
+    assert bot.app.store.subscriptions() == []
+
+
+def test_healthz_needs_no_signature_and_shows_each_feed(bot: Bot) -> None:
+    response = bot.http.get(bot.url + "/healthz")
+    assert response.status_code == 200
+    status = response.json()
+    assert status["status"] == "ok"
+    assert status["feeds"]["scmp"]["items_seen"] == 47
+    assert status["feeds"]["scmp"]["last_error"] is None
+
+
+# -- subscribe, and the alerts that follow -------------------------------------------------------------
+
+
+def test_subscribe_previews_recent_items_and_the_next_new_item_is_posted(bot: Bot) -> None:
+    reply = bot.say('subscribe Huawei "scaling law"', channel=CHINA)
+    assert "now gets alerts for `Huawei`, `scaling law` (every feed)" in reply
+    assert "Peking University unveils 3D design tool to power Huawei’s chip ambitions" in reply  # the archive
+    assert reply.count("• <https://") == 3  # three recent items, as a taste
+    assert bot.slack.posts_to(CHINA) == []  # old items are never posted
+
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()  # no restart: the subscription is in force at the next poll
+    [post] = bot.slack.posts_to(CHINA)
+    assert post["text"].startswith("Huawei unveils a new AI chip")
+    assert [b["type"] for b in post["blocks"]][-1] == "actions"  # the mute button
+
+    assert "Removed: `Huawei`" in bot.say("unsubscribe huawei", channel=CHINA)
+    bot.publish(HUAWEI_NEWS, HUAWEI_MORE)
+    bot.poll()
+    assert len(bot.slack.posts_to(CHINA)) == 1  # nothing more after unsubscribe
+
+
+def test_subscriptions_survive_a_restart(bot: Bot, tmp_path: Path) -> None:
+    bot.say("subscribe Huawei feed:scmp", channel=CHINA)
+    bot.app.close()
+    env = environment_from(
+        {
+            "SLACK_BOT_TOKEN": bot.slack.state.token,
+            "SLACK_API_URL": bot.slack.url,
+            "BOT_RULES": str(tmp_path / "rules.yaml"),
+            "BOT_DB": str(tmp_path / "state.json"),
+        },
+        tmp_path,
+    )
+    again = build_app(env, sleep=bot.clock.sleep, now=bot.clock)
+    try:
+        assert [(r.channel, r.keywords, r.feeds) for r in again.rules.channels][1:] == [
+            (CHINA, ("Huawei",), ("scmp",))
+        ]
+    finally:
+        again.close()
+
+
+def test_subscribe_rejects_an_unknown_feed_and_a_bad_term(bot: Bot) -> None:
+    assert "There is no feed `nope`. Feeds: `scmp`." in bot.say("subscribe Huawei feed:nope")
+    assert "'*' is only allowed at the end of a word" in bot.say("subscribe ch*ip")
+    assert "Subscribe to what?" in bot.say("subscribe")
+    assert bot.app.store.subscriptions() == []
+
+
+def test_subscribing_in_a_private_channel_the_bot_is_not_in_says_how_to_invite_it(bot: Bot) -> None:
+    bot.slack.add_channel("G0SECRET1", "secret", private=True)
+    reply = bot.say("subscribe Huawei", channel="G0SECRET1")
+    assert "I am not in this private channel yet: `/invite @feedwatch`" in reply
+
+
+# -- reading: list, search, latest, test, export ---------------------------------------------------------
+
+
+def test_list_marks_each_subscription_with_its_origin(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHIPS, user=BOB)
+    reply = bot.say("list", channel=CHIPS)
+    assert "`Nexperia` · every feed · rules.yaml line 7 · except `Opinion` _(managed in rules.yaml)_" in reply
+    assert f"`Huawei` · every feed · added by <@{BOB}> <!date^" in reply
+
+
+def test_search_lists_the_newest_matches_within_the_days_asked(bot: Bot) -> None:
+    reply = bot.say("search nexperia days:30")
+    assert reply.startswith("Newest items matching nexperia (last 30 days):")
+    lines = [line for line in reply.splitlines() if line.startswith("• ")]
+    assert 1 <= len(lines) <= 10
+    assert "Wingtech sues Dutch unit Nexperia" in lines[0]  # most recent first
+    assert "scmp · <!date^" in reply
+
+    assert bot.say("search nexperia days:1") == "Nothing found for nexperia in the last day."
+    assert "`days:` needs a number of days" in bot.say("search nexperia days:soon")
+
+
+def test_search_shows_at_most_ten(bot: Bot) -> None:
+    reply = bot.say("search chip*")
+    assert len([line for line in reply.splitlines() if line.startswith("• ")]) == 10
+
+
+def test_latest_shows_the_newest_items_matching_this_channels_subscriptions(bot: Bot) -> None:
+    reply = bot.say("latest 2")
+    items = [line for line in reply.splitlines() if line.startswith("• ")]
+    assert len(items) == 2 and all("Nexperia" in line or "Wingtech" in line for line in items)
+    assert "no subscriptions yet" in bot.say("latest", channel=OTHER)
+
+
+def test_test_explains_which_terms_match_and_which_exclude(bot: Bot) -> None:
+    bot.say('subscribe "export control*"')
+    reply = bot.say("test Nexperia faces new export controls")
+    assert "*This would alert here.*" in reply
+    assert "✅ `Nexperia` matches (the whole word, any case; rules.yaml line 7)" in reply
+    assert "✅ `export control*` matches" in reply
+    assert "> *Nexperia* faces new *export controls*" in reply
+
+    blocked = bot.say("test Opinion: Nexperia is overrated")
+    assert "*No alert:* an exclude term wins." in blocked and "🚫 `Opinion` excludes it" in blocked
+
+
+def test_export_gives_a_rules_yaml_snippet_that_loads(bot: Bot, tmp_path: Path) -> None:
+    bot.say('subscribe Huawei "scaling law"', channel=CHINA)
+    bot.say("subscribe SMIC feed:scmp", channel=CHINA)
+    reply = bot.say("export", channel=CHINA)
+    snippet = reply.split("```")[1]
+    entries = yaml.safe_load(snippet)["channels"]
+    assert entries == [
+        {"channel": CHINA, "keywords": ["Huawei", "scaling law"]},
+        {"channel": CHINA, "feeds": ["scmp"], "keywords": ["SMIC"]},
+    ]
+    combined = tmp_path / "combined.yaml"
+    combined.write_text("feeds:\n  - id: scmp\n    url: https://example.com/feed\n" + snippet)
+    assert len(load_rules(combined).channels) == 2  # ready to be committed
+
+
+def test_help_and_unknown_subcommands_show_the_usage(bot: Bot) -> None:
+    assert "`/feeds subscribe Huawei" in bot.say("help")
+    unknown = bot.say("subscirbe Huawei")
+    assert unknown.startswith("I don't know `subscirbe`.") and "`/feeds search nexperia" in unknown
+
+
+# -- pause and resume -----------------------------------------------------------------------------------
+
+
+def test_alerts_held_by_a_pause_are_delivered_on_resume(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    assert "held until" in bot.say("pause 2h", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    assert bot.slack.posts_to(CHINA) == []
+    assert "⏸ Paused until" in bot.say("list", channel=CHINA)
+    bot.clock.advance(minutes=30)
+    bot.app.retry_pending()
+    assert bot.slack.posts_to(CHINA) == []  # still paused
+
+    assert "1 held alert on the way" in bot.say("resume", channel=CHINA)
+    assert [p["text"].split(" https")[0] for p in bot.slack.posts_to(CHINA)] == [
+        "Huawei unveils a new AI chip"
+    ]
+
+
+def test_held_alerts_are_delivered_when_the_pause_ends(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.say("pause 1h", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    bot.clock.advance(minutes=61)
+    bot.app.retry_pending()
+    assert len(bot.slack.posts_to(CHINA)) == 1
+    assert "was not paused" in bot.say("resume", channel=CHINA)
+
+
+# -- admins -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bot_with_admins(tmp_path, feed_host, slack, clock) -> Iterator[Bot]:
+    yield from start_bot(tmp_path, feed_host, slack, clock, settings=f"  admins: [{ADMIN}]\n")
+
+
+def test_only_admins_change_a_channels_subscriptions(bot_with_admins: Bot) -> None:
+    bot = bot_with_admins
+    for text in ("subscribe Huawei", "unsubscribe Nexperia", "pause 1h", "resume"):
+        assert f"Only admins can change this channel's alerts: <@{ADMIN}>" in bot.say(text, user=BOB)
+    assert bot.app.store.subscriptions() == []
+    assert "Nexperia" in bot.say("search nexperia", user=BOB)  # reading is for everyone
+    assert "now gets alerts" in bot.say("subscribe Huawei", user=ADMIN)
+
+
+def test_rules_yaml_terms_cannot_be_removed_from_slack(bot: Bot) -> None:
+    reply = bot.say("unsubscribe Nexperia")
+    assert "Managed in rules.yaml, so not removable from Slack: `Nexperia` (line 7)." in reply
+    assert [r.keywords for r in bot.app.rules.channels] == [("Nexperia",)]
+
+
+# -- the mute button ------------------------------------------------------------------------------------
+
+
+def test_the_mute_button_removes_the_slack_added_terms_that_matched(bot: Bot) -> None:
+    bot.say("subscribe Huawei chip*", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    [alert] = bot.slack.posts_to(CHINA)
+    assert bot.press(alert).status_code == 200
+    wait_for(lambda: bot.slack.responses)
+    [answer] = bot.slack.responses
+    assert "Muted `Huawei`, `chip*` here" in reply_text(answer)
+    assert answer["response_type"] == "ephemeral" and answer["replace_original"] in (False, "false")
+    assert bot.app.store.subscriptions(CHINA) == []
+
+    bot.publish(HUAWEI_NEWS, HUAWEI_MORE)
+    bot.poll()
+    assert len(bot.slack.posts_to(CHINA)) == 1
+
+
+def test_an_alert_matched_only_by_rules_yaml_has_no_mute_button(bot: Bot) -> None:
+    bot.publish(rss_item("Nexperia wins", "https://www.scmp.com/n1"))
+    bot.poll()
+    [alert] = bot.slack.posts_to(CHIPS)
+    assert [b["type"] for b in alert["blocks"]] == ["section", "context"]
+
+
+# -- personal watch in a DM -----------------------------------------------------------------------------
+
+
+def test_in_a_direct_message_the_commands_manage_a_personal_watch(bot: Bot) -> None:
+    reply = bot.say("subscribe Huawei", channel="D0SOMEDM1", user=ALICE)
+    assert "Your personal watch now gets alerts for `Huawei`" in reply
+    dm = bot.slack.state.dms[ALICE]
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    assert [p["text"].split(" https")[0] for p in bot.slack.posts_to(dm)] == ["Huawei unveils a new AI chip"]
+    assert "Your personal watch" in bot.say("list", channel="D0SOMEDM1")
+
+
+# -- App Home -------------------------------------------------------------------------------------------
+
+
+def test_app_home_shows_feed_health_my_channels_and_the_latest_alerts(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    bot.slack.state.members[ALICE] = {CHINA, OTHER}
+    response = bot.event({"type": "app_home_opened", "user": ALICE, "channel": "D0SOMEDM1", "tab": "home"})
+    assert response.status_code == 200
+    wait_for(lambda: bot.slack.state.views)
+    [published] = bot.slack.state.views
+    assert published["user_id"] == ALICE
+    text = reply_text(published["view"])
+    assert "*scmp* · 🟢 ok" in text and "48 items seen" in text  # 47, then Huawei news
+    assert f"<#{CHINA}>: `Huawei`" in text
+    assert f"<#{CHIPS}>" not in text.split("Latest alerts")[0]  # Alice is not in #chips
+    assert "Huawei unveils a new AI chip" in text.split("Latest alerts")[1]
+
+
+# -- slow answers and rules reloads -----------------------------------------------------------------------
+
+
+def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(bot: Bot) -> None:
+    interface = bot.serving.interface
+    assert interface is not None
+    gate = threading.Event()
+    answer = interface.service.handle
+    interface.budget = 0.05
+
+    def slow(call):
+        gate.wait(timeout=10)
+        return answer(call)
+
+    interface.service.handle = slow
+    response = bot.command("search nexperia")
+    assert response.json()["text"] == "Working on it…"
+    gate.set()
+    wait_for(lambda: bot.slack.responses)
+    [late] = bot.slack.responses
+    assert "Newest items matching nexperia" in reply_text(late)
+
+
+def test_an_edited_rules_file_takes_effect_and_an_invalid_edit_keeps_the_last_good_rules(
+    bot: Bot, tmp_path: Path, caplog
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules.read_text() + f"  - channel: {OTHER}\n    keywords: [Huawei]\n")
+    assert bot.app.reload_rules_if_changed()
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    assert len(bot.slack.posts_to(OTHER)) == 1
+
+    rules.write_text(rules.read_text() + "  - channel: C0BROKEN1\n    keywords: []\n")
+    assert not bot.app.reload_rules_if_changed()
+    assert any(
+        "rules reload failed" in r.message and "keywords: must not be empty" in r.message
+        for r in caplog.records
+    )
+    assert {r.channel for r in bot.app.rules.channels} == {CHIPS, OTHER}
