@@ -20,12 +20,13 @@ from slack_bolt import App as BoltApp
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.app import App
 from bot.blocks import MUTE_ACTION_ID
 from bot.commands import CommandError, Reply, text_reply
 from bot.config import Environment
-from bot.errors import DeliveryError
+from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
 from bot.service import CommandService, Invocation
 from bot.slack import SlackClient
@@ -73,7 +74,6 @@ class SlackInterface:
         self.bolt.command(env.command)(self.on_command)
         self.bolt.action(MUTE_ACTION_ID)(self.on_mute)
         self.bolt.event("app_home_opened")(self.on_home_opened)
-        self.bolt.event("message")(lambda: None)  # DMs to the app: nothing to do, but no 404 either
 
     # -- Slack lookups the service needs ------------------------------------------------------------
 
@@ -221,6 +221,21 @@ def _reply_args(reply: Reply) -> dict[str, Any]:
     return args
 
 
+def socket_mode_problem(error: Exception) -> str:
+    """One line for a Socket Mode start that failed, naming what to fix (never the token)."""
+    code = ""
+    if isinstance(error, SlackApiError) and isinstance(error.response.data, dict):
+        code = str(error.response.data.get("error", ""))
+    if code in ("invalid_auth", "not_authed", "token_revoked", "token_expired"):
+        return (
+            f"Slack refused SLACK_APP_TOKEN ({code}): "
+            "use the app-level token (xapp-...) with the connections:write scope"
+        )
+    if code == "socket_mode_not_enabled":
+        return "Socket Mode is off for this app: turn it on in the app settings, or unset SLACK_APP_TOKEN"
+    return f"cannot open a Socket Mode connection ({code or type(error).__name__}); try again shortly"
+
+
 # -- serving ---------------------------------------------------------------------------------------------
 
 
@@ -302,8 +317,16 @@ def serve(
         socket = SocketModeHandler(
             interface.bolt, env.app_token, web_client=WebClient(base_url=env.slack_api_url)
         )
-        socket.connect()  # type: ignore[no-untyped-call]
-        log.info("slack socket mode connected")
+        try:
+            socket.connect()  # type: ignore[no-untyped-call]
+        except (SlackApiError, SlackClientError, OSError) as e:
+            socket.close()  # type: ignore[no-untyped-call]
+            interface.close()
+            raise BotError(socket_mode_problem(e)) from e
+        if socket.client.is_connected():
+            log.info("slack socket mode connected")
+        else:  # slack_sdk logs the reason and keeps trying in the background
+            log.warning("slack socket mode not connected yet; retrying in the background")
     elif interface is not None:
         slack_http = SlackRequestHandler(interface.bolt)
     http = HttpServer(app.status, port=env.port, host=host, slack=slack_http).start()

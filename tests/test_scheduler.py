@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.request import urlopen
 
 import pytest
 
@@ -65,8 +67,9 @@ def test_run_polls_every_feed_at_start_and_saves_state_on_stop(
     assert len(slack.posts) == 3
 
 
-def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
-    """Reads the process's stderr until a line contains `marker` (or the deadline passes)."""
+def read_until(process: subprocess.Popen, *markers: str, timeout: float) -> str:
+    """Reads the process's stderr until every marker has appeared on some line (or the deadline passes)."""
+    waiting = set(markers)
     seen = []
     selector = selectors.DefaultSelector()
     selector.register(process.stderr, selectors.EVENT_READ)
@@ -78,9 +81,10 @@ def read_until(process: subprocess.Popen, marker: str, timeout: float) -> str:
         if not line:
             break
         seen.append(line)
-        if marker in line:
+        waiting = {marker for marker in waiting if marker not in line}
+        if not waiting:
             return "".join(seen)
-    raise AssertionError(f"no {marker!r} within {timeout}s; stderr so far:\n{''.join(seen)}")
+    raise AssertionError(f"no {sorted(waiting)} within {timeout}s; stderr so far:\n{''.join(seen)}")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -101,7 +105,14 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
         text=True,
     )
     try:
-        read_until(process, "poll feed=scmp-semiconductors status=ok", timeout=30)
+        started = read_until(
+            process, "poll feed=scmp-semiconductors status=ok", "listening port=", timeout=30
+        )
+        port = re.search(r"listening port=(\d+)", started)
+        assert port, started
+        health = json.loads(urlopen(f"http://127.0.0.1:{port.group(1)}/healthz", timeout=10).read())
+        assert health["status"] == "ok" and health["mode"] == "console"
+        assert health["feeds"]["scmp-semiconductors"]["items_seen"] == 50
         process.send_signal(signum)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from bot.app import build_app
 from bot.config import environment_from
+from bot.errors import BotError
 from bot.slackapp import serve
 from tests.conftest import SAMPLE_FEED, Clock
 from tests.slack_standin import SlackStandIn
@@ -84,3 +85,37 @@ def test_a_slash_command_over_socket_mode_subscribes_and_answers_in_the_ack(
     assert health_status == 200
     assert health["status"] == "ok"
     assert list(health["feeds"]) == ["scmp"]
+
+
+@pytest.mark.parametrize(
+    ("app_token", "socket_url", "problem"),
+    [
+        ("xapp-wrong", "ws://unused", "Slack refused SLACK_APP_TOKEN (invalid_auth)"),
+        ("xapp-test-token", None, "Socket Mode is off for this app"),
+    ],
+)
+def test_a_socket_mode_start_slack_refuses_is_one_clear_error(
+    tmp_path: Path, slack: SlackStandIn, clock: Clock, app_token: str, socket_url: str | None, problem: str
+) -> None:
+    slack.state.socket_url = socket_url
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        f"feeds:\n  - id: scmp\n    url: {SAMPLE_FEED}\nchannels:\n  - channel: {CHIPS}\n    keywords: [x]\n"
+    )
+    environ = {
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "SLACK_APP_TOKEN": app_token,
+        "BOT_RULES": str(rules),
+        "BOT_DB": str(tmp_path / "state.json"),
+        "PORT": "0",
+    }
+    env = environment_from(environ, tmp_path)
+    app = build_app(env, sleep=clock.sleep, now=clock)
+    try:
+        with pytest.raises(BotError) as raised:
+            serve(app, env, host="127.0.0.1")
+    finally:
+        app.close()
+    assert str(raised.value).startswith(problem)
+    assert app_token not in str(raised.value)
