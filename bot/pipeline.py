@@ -162,8 +162,8 @@ class Pipeline:
         sink: AlertSink,
         now: Callable[[], datetime] = utc_now,
     ) -> None:
-        self.rules = rules
-        self.matcher = RuleMatcher(rules.channels)
+        # Rules and their compiled matcher, swapped together in one assignment: a poll reads them once.
+        self._current = (rules, RuleMatcher(rules.channels))
         self.store = store
         self.fetcher = fetcher
         self.sink = sink
@@ -174,12 +174,14 @@ class Pipeline:
         self._last_success: datetime | None = None
         self._stopping = threading.Event()
 
+    @property
+    def rules(self) -> RuleSet:
+        return self._current[0]
+
     def set_rules(self, rules: RuleSet) -> None:
         """New rules (the file changed, or a subscription from Slack) for the next poll. A poll already
-        running keeps the rules it started with."""
-        matcher = RuleMatcher(rules.channels)
-        with self._delivery_lock:
-            self.rules, self.matcher = rules, matcher
+        running keeps the rules it started with; no lock, so a slash command never waits for a poll."""
+        self._current = (rules, RuleMatcher(rules.channels))
 
     def stop_delivering(self) -> None:
         """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
@@ -216,11 +218,12 @@ class Pipeline:
         source = parsed.title.strip() or feed.id
         unseen = self.store.unseen(feed.id, parsed.items)
         with self._delivery_lock:
+            rules, matcher = self._current
             plan = plan_alerts(
                 unseen,
-                self.matcher,
+                matcher,
                 first_poll=first_poll,
-                backfill=self.rules.settings.backfill,
+                backfill=rules.settings.backfill,
                 is_delivered=self.store.is_delivered,
             )
             now = self.now()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import StateError
-from bot.model import ChannelMatch, Item
+from bot.model import ChannelMatch, Item, Subscription
 from bot.storage import TinyDBBackend, open_store, outbox_path
 from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
 
@@ -163,3 +163,40 @@ def test_a_refused_post_clears_its_marker(reopen) -> None:
     assert store.uncertain_since("C1", item("a")) is None
     store.commit()
     assert reopen().uncertain_since("C1", item("a")) is None
+
+
+def test_every_polled_item_is_archived_until_its_retention_ends(reopen) -> None:
+    store = reopen()
+    old = Item(
+        feed_id="f", key="a", link="https://example.com/a", title="A", published=T0 - timedelta(days=3)
+    )
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a", "b"], items=[old, item("b")]))
+    store.commit_cycle(CycleChange("f", T0 + timedelta(days=10), keys_in_feed=["c"], items=[item("c")]))
+    later = reopen()
+    assert [entry.item.key for entry in later.archived()] == ["c", "b", "a"]  # newest first
+    assert [entry.item.key for entry in later.archived(since=T0 - timedelta(days=1))] == ["c", "b"]
+    assert later.prune_archive(T0 + timedelta(days=35), retention=timedelta(days=30)) == 2
+    assert [entry.item.key for entry in reopen().archived()] == ["c"]
+
+
+def test_the_archive_lives_in_its_own_file(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "state.json")
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], items=[item("a")]))
+    store.close()
+    assert "archive" not in json.loads((tmp_path / "state.json").read_text()).get("items", {})
+    archive = json.loads((tmp_path / "state.archive.json").read_text())
+    assert [doc["item"]["title"] for doc in archive["items"].values()] == ["Title a"]
+
+
+def test_subscriptions_and_pauses_are_written_at_once(reopen) -> None:
+    store = reopen()
+    sub = Subscription("C1", "Huawei", None, "U1", T0)
+    assert store.add_subscriptions([sub, Subscription("C1", "huawei", None, "U2", T0)]) == [sub]  # same term
+    store.pause("C1", T0 + timedelta(hours=2), "U1")
+    after = reopen()
+    assert after.subscriptions("C1") == [sub]
+    pause = after.pause_of("C1", T0)
+    assert pause is not None and pause.until == T0 + timedelta(hours=2)
+    assert after.pause_of("C1", T0 + timedelta(hours=3)) is None  # over
+    after.remove_subscriptions([sub])
+    assert reopen().subscriptions() == []
