@@ -262,7 +262,7 @@ def list_reply(channel_label: str, rules: Sequence[ChannelRule], pause_until: da
     return text_reply("\n".join(lines))
 
 
-def export_snippet(channel: str, channel_label: str, subscriptions: Sequence[Subscription]) -> str:
+def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscription]) -> str:
     """The channel's Slack-added subscriptions as `channels:` entries of rules.yaml, one per feed filter."""
     by_feed: dict[str | None, list[str]] = {}
     for sub in subscriptions:
@@ -275,17 +275,18 @@ def export_snippet(channel: str, channel_label: str, subscriptions: Sequence[Sub
         entry["keywords"] = terms
         entries.append(entry)
     body = yaml.safe_dump({"channels": entries}, sort_keys=False, allow_unicode=True, width=100)
-    return f"# {channel_label}, exported from Slack\n{body}"
+    return f"# {comment}, exported from Slack\n{body}"
 
 
-def export_reply(channel: str, channel_label: str, subscriptions: Sequence[Subscription]) -> Reply:
+def export_reply(
+    channel: str, channel_label: str, comment: str, subscriptions: Sequence[Subscription]
+) -> Reply:
     if not subscriptions:
         return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
-    snippet = export_snippet(channel, channel_label, subscriptions)
+    snippet = export_snippet(channel, comment, subscriptions)
     text = (
-        "Add this under `channels:` in rules.yaml (then `/feeds unsubscribe all` here):\n```"
-        + snippet
-        + "```"
+        "Add the entries below to the `channels:` list in rules.yaml, then `/feeds unsubscribe all` here:\n"
+        "```\n" + snippet + "```"
     )
     return text_reply(text)
 

@@ -291,6 +291,8 @@ class CommandService:
             self.on_resume()
         if not was_paused and not held:
             return text_reply(f"{self.label(call)} was not paused.")
+        if not held:
+            return text_reply(f"▶️ Resumed {self.label(call)}; nothing was held.")
         return text_reply(f"▶️ Resumed. {held} held alert{'s' if held != 1 else ''} on the way.")
 
     def mute(self, channel: str, user: str, terms: Sequence[str]) -> Reply:
@@ -329,4 +331,6 @@ class CommandService:
 
     def _export(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)
-        return export_reply(channel, self.label(call), self.store.subscriptions(channel))
+        name = call.channel_name if call.channel_name not in ("", "directmessage", "privategroup") else ""
+        comment = f"#{name}" if name else ("your personal watch" if call.in_dm else channel)
+        return export_reply(channel, self.label(call), comment, self.store.subscriptions(channel))

@@ -486,3 +486,16 @@ def test_an_edited_rules_file_takes_effect_and_an_invalid_edit_keeps_the_last_go
         for r in caplog.records
     )
     assert {r.channel for r in bot.app.rules.channels} == {CHIPS, OTHER}
+
+
+def test_slacks_url_verification_challenge_is_answered(bot: Bot) -> None:
+    body = json.dumps(
+        {
+            "type": "url_verification",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "token": "x",
+        }
+    )
+    response = bot.post(body.encode(), "application/json")
+    assert response.status_code == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in response.text
