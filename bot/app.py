@@ -124,6 +124,9 @@ class App:
     rules_path: Path | None = None
     loaded_stamp: tuple[int, int] | None = None
     started: datetime | None = None
+    # Slash commands and the rules-file watcher both recompute the merged rules: one at a time, so a
+    # stale merge never overwrites a newer one.
+    _rules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def rules(self) -> RuleSet:
@@ -132,7 +135,8 @@ class App:
 
     def refresh_rules(self) -> None:
         """Applies the current file rules and Slack subscriptions to the next poll."""
-        self.pipeline.set_rules(merge_rules(self.file_rules, self.store.subscriptions()))
+        with self._rules_lock:
+            self.pipeline.set_rules(merge_rules(self.file_rules, self.store.subscriptions()))
 
     def reload_rules_if_changed(self) -> bool:
         """Re-reads the rules file when it changed. An invalid edit keeps the last good rules, logged with
@@ -158,7 +162,8 @@ class App:
             log.error("rules reload failed file=%s; keeping the last good rules: %s", self.rules_path, e)
             self.loaded_stamp = None  # try again next time
             return False
-        self.file_rules = rules
+        with self._rules_lock:
+            self.file_rules = rules
         self.refresh_rules()
         log.info(
             "rules reloaded file=%s feeds=%d channel_entries=%d",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
-PURE = ["model", "errors", "parse", "rules", "blocks", "pipeline", "store"]
+PURE = ["model", "errors", "parse", "rules", "blocks", "pipeline", "store", "commands", "service", "home"]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
     "slack_bolt",
@@ -20,7 +20,7 @@ ADAPTER_LIBRARIES = {
     "urllib3",
     "socket",
 }
-ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli"}
+ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli", "bot.slackapp"}
 
 
 def imported_modules(path: Path) -> set[str]:
