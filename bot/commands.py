@@ -27,7 +27,9 @@ MAX_DAYS = 3650
 
 # Slack clients turn typed quotes into curly ones; a phrase is a phrase either way.
 _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": "'"})
-_TOKEN = re.compile(r'"([^"]*)"?|(\S+)')
+# A "double-quoted phrase" (an unclosed one runs to the end), a 'single-quoted phrase' standing on its own
+# (so the apostrophe in Huawei's stays part of its word), or a word.
+_TOKEN = re.compile(r"\"([^\"]*)\"?|(?<!\S)'([^']+)'(?!\S)|(\S+)")
 _OPTION = re.compile(r"(?i)^(feed|days):(.*)$")
 
 
@@ -49,11 +51,13 @@ def tokens(text: str) -> list[tuple[str, bool]]:
     """Words and "quoted phrases", as (text without quotes, whether it was quoted)."""
     out = []
     for match in _TOKEN.finditer(text.translate(_QUOTES)):
-        phrase, word = match.groups()
+        double, single, word = match.groups()
         if word is not None:
             out.append((word, False))
-        elif phrase is not None and phrase.strip():
-            out.append((" ".join(phrase.split()), True))
+        else:
+            phrase = double if double is not None else single
+            if phrase and phrase.strip():
+                out.append((" ".join(phrase.split()), True))
     return out
 
 
@@ -84,14 +88,15 @@ def parse_command(text: str) -> Command:
             feed = value
         else:
             if not value.isdigit() or not 1 <= int(value) <= MAX_DAYS:
-                raise CommandError(f"`days:` needs a number of days, like `days:30` (got `{value or ' '}`).")
+                shown = escape_mrkdwn(value) or " "
+                raise CommandError(f"`days:` needs a number of days, like `days:30` (got `{shown}`).")
             days = int(value)
     for term in terms:
         if verb in ("subscribe", "search", "unsubscribe"):
             try:
                 compile_keyword(term)
             except ValueError as e:
-                raise CommandError(f"Cannot use {term}: {e}") from e
+                raise CommandError(f"Cannot use {escape_mrkdwn(term)}: {escape_mrkdwn(str(e))}") from e
     return Command(verb, terms=tuple(terms), text=rest, feed=feed, days=days)
 
 
@@ -100,7 +105,9 @@ def parse_pause(text: str, now: datetime) -> datetime:
     try:
         seconds = parse_duration(text.strip() or "?")
     except ValueError as e:
-        raise CommandError(f"Pause for how long? Like `pause 2h` or `pause 30m` ({e}).") from e
+        raise CommandError(
+            f"Pause for how long? Like `pause 2h` or `pause 30m` ({escape_mrkdwn(str(e))})."
+        ) from e
     if timedelta(seconds=seconds) > MAX_PAUSE:
         raise CommandError("A pause lasts at most 30 days; unsubscribe to stop alerts for longer.")
     return now + timedelta(seconds=seconds)
@@ -111,7 +118,9 @@ def parse_count(text: str) -> int:
     if not word:
         return LATEST_DEFAULT
     if not word.isdigit() or int(word) < 1:
-        raise CommandError(f"`latest` takes a number of items, like `latest 5` (got `{word}`).")
+        raise CommandError(
+            f"`latest` takes a number of items, like `latest 5` (got `{escape_mrkdwn(word)}`)."
+        )
     return min(int(word), LATEST_MAX)
 
 
@@ -136,8 +145,31 @@ class Reply:
         return body
 
 
+SECTION_LIMIT = 3000  # characters of mrkdwn in one section block
+FALLBACK_LIMIT = 3900  # the reply's plain `text`, which notifications show
+
+
 def section(text: str) -> dict[str, object]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
+
+
+def sections(text: str, *, code: bool = False) -> list[dict[str, object]]:
+    """As many section blocks as the text needs, split between lines, so nothing is cut off. `code`
+    wraps each part in its own code fence."""
+    fence = 8 if code else 0
+    parts: list[str] = []
+    current = ""
+    for line in text.split("\n"):
+        while len(line) > SECTION_LIMIT - fence:  # one enormous line: split it anywhere
+            parts.append(line[: SECTION_LIMIT - fence])
+            line = line[SECTION_LIMIT - fence :]
+        candidate = f"{current}\n{line}" if current else line
+        if len(candidate) > SECTION_LIMIT - fence:
+            parts.append(current)
+            candidate = line
+        current = candidate
+    parts.append(current)
+    return [section(f"```\n{part}\n```" if code else part) for part in parts if part or not code]
 
 
 def context(text: str) -> dict[str, object]:
@@ -145,7 +177,7 @@ def context(text: str) -> dict[str, object]:
 
 
 def text_reply(text: str) -> Reply:
-    return Reply(text=text, blocks=(section(text),))
+    return Reply(text=text[:FALLBACK_LIMIT], blocks=tuple(sections(text)))
 
 
 def newest_unique(entries: Iterable[ArchivedItem]) -> list[ArchivedItem]:
@@ -283,12 +315,11 @@ def export_reply(
 ) -> Reply:
     if not subscriptions:
         return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
-    snippet = export_snippet(channel, comment, subscriptions)
-    text = (
-        "Add the entries below to the `channels:` list in rules.yaml, then `/feeds unsubscribe all` here:\n"
-        "```\n" + snippet + "```"
+    snippet = escape_mrkdwn(export_snippet(channel, comment, subscriptions))
+    heading = (
+        "Add the entries below to the `channels:` list in rules.yaml, then `/feeds unsubscribe all` here:"
     )
-    return text_reply(text)
+    return Reply(text=heading, blocks=(section(heading), *sections(snippet, code=True)))
 
 
 def help_reply(command: str, unknown: str | None = None) -> Reply:

@@ -114,6 +114,12 @@ def plan_alerts(
         alerts: list[ChannelMatch] = []
         alerts_per_item.append(alerts)
         for match in matcher.match_item(item, ignore_feed_filter=ignore_feed_filter):
+            if first_poll and match.rules and all(rule.subscription is not None for rule in match.rules):
+                # A topic added from Slack starts from the next new item, even on a feed's first poll.
+                suppressed.append(
+                    Suppressed(match, "first poll: topics added from Slack start from new items")
+                )
+                continue
             if first_poll:
                 # An already-posted match still uses up the channel's backfill: it is one of the newest.
                 count = per_channel.get(match.channel, 0)
@@ -339,6 +345,10 @@ class Pipeline:
         )
 
     def _is_due(self, alert: PendingAlert, now: datetime) -> bool:
+        if alert.held:
+            # Held by a pause: due as soon as no pause runs, whatever end time was noted when it was held
+            # (the pause may have been shortened, or resumed while a poll was holding this alert).
+            return self.store.pause_of(alert.match.channel, now) is None
         if alert.next_attempt is None or alert.next_attempt <= now:
             return True
         # Held back by an outage that has ended (Slack accepted a post since): skip the rest of the backoff.
@@ -352,19 +362,34 @@ class Pipeline:
         """Delivers pending alerts that are due, oldest first; returns (posted, still pending)."""
         with self._delivery_lock:
             now = self.now()
-            configured = {rule.channel for rule in self.rules.channels}
+            rules, matcher = self._current
+            configured = {rule.channel for rule in rules.channels}
             due = []
             for alert in sorted(self.store.pending(), key=lambda p: p.created):
-                if alert.match.channel not in configured:
-                    # The rule that asked for it is gone: posting it weeks later would surprise everyone.
+                if not self._is_due(alert, now):
+                    continue
+                current = next(
+                    (m for m in matcher.match_item(alert.match.item) if m.channel == alert.match.channel),
+                    None,
+                )
+                if current is None:
+                    # The rule that asked for it is gone (the channel left the rules, the topic was
+                    # unsubscribed or muted): posting it later would surprise everyone.
+                    reason = (
+                        "the channel has no rules or subscriptions any more"
+                        if alert.match.channel not in configured
+                        else ("no rule of the channel matches it any more")
+                    )
                     log.warning(
-                        "pending alert dropped channel=%s key=%s (the channel is no longer in the rules)",
+                        "pending alert dropped channel=%s key=%s (%s)",
                         alert.match.channel,
                         alert.match.item.key,
+                        reason,
                     )
                     self.store.discard_pending(alert.id)
-                elif self._is_due(alert, now):
-                    due.append(alert)
+                    continue
+                # The rules in force now, so the message shows what matches now (and its mute button).
+                due.append(replace(alert, match=current))
             posted, failed = self._attempt_all(due)
             for alert in failed:
                 self.store.update_pending(alert)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from bot.blocks import escape_mrkdwn, slack_date
 from bot.commands import (
+    FALLBACK_LIMIT,
     SEARCH_LIMIT,
     SUBSCRIBE_PREVIEW,
     Command,
@@ -27,6 +28,7 @@ from bot.commands import (
     parse_count,
     parse_pause,
     search_archive,
+    sections,
     text_reply,
 )
 from bot.model import ChannelRule, RuleSet, Subscription
@@ -171,9 +173,7 @@ class CommandService:
             lines.append("⚠️ " + warning)
         retention = timedelta(seconds=self.rules().settings.retention_seconds)
         recent = search_archive(self.store.archived(self.now() - retention), command.terms, feed=command.feed)
-        blocks: list[dict[str, object]] = [
-            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}}
-        ]
+        blocks: list[dict[str, object]] = sections("\n".join(lines))
         if recent:
             preview = items_reply(
                 "Recent items like these (not posted; for a taste of what to expect):",
@@ -189,7 +189,7 @@ class CommandService:
                     "elements": [{"type": "mrkdwn", "text": "Nothing like this in the archive yet."}],
                 }
             )
-        return Reply(text="\n".join(lines), blocks=tuple(blocks))
+        return Reply(text="\n".join(lines)[:FALLBACK_LIMIT], blocks=tuple(blocks))
 
     def _unsubscribe(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)
@@ -295,8 +295,9 @@ class CommandService:
             return text_reply(f"▶️ Resumed {self.label(call)}; nothing was held.")
         return text_reply(f"▶️ Resumed. {held} held alert{'s' if held != 1 else ''} on the way.")
 
-    def mute(self, channel: str, user: str, terms: Sequence[str]) -> Reply:
-        """The alert's "Mute this topic here" button: removes the Slack-added terms that matched it."""
+    def mute(self, channel: str, user: str, terms: Sequence[str], feed: str | None = None) -> Reply:
+        """The alert's "Mute this topic here" button: removes the Slack-added terms that matched it (from
+        the alert's feed: a term kept for another feed only is not the one that matched)."""
         call = Invocation(text="", channel=channel, user=user)
         refused = self.refusal(call)
         if refused:
@@ -305,7 +306,10 @@ class CommandService:
             return text_reply("This alert names no topic to mute.")
         wanted = {compile_keyword(t).text.casefold() for t in terms}
         removed = [
-            s for s in self.store.subscriptions(channel) if compile_keyword(s.term).text.casefold() in wanted
+            s
+            for s in self.store.subscriptions(channel)
+            if compile_keyword(s.term).text.casefold() in wanted
+            and (s.feed is None or feed in (None, s.feed))
         ]
         self.store.remove_subscriptions(removed)
         if removed:

@@ -97,7 +97,9 @@ class SlackInterface:
                 self.client.call("conversations.join", channel=channel)
                 return None
         except DeliveryError as e:
-            return f"I could not check this channel ({e.error}); alerts may not reach it."
+            if e.error != "channel_not_found":
+                return f"I could not check this channel ({e.error}); alerts may not reach it."
+            # What Slack answers about a private channel the bot is not in.
         return (
             "I am not in this private channel yet: `/invite @feedwatch` here, or the alerts cannot reach it."
         )
@@ -137,14 +139,16 @@ class SlackInterface:
         ack()
         action = (body.get("actions") or [{}])[0]
         try:
-            terms = [str(term) for term in json.loads(action.get("value") or "{}").get("terms", [])]
-        except (ValueError, AttributeError):
-            terms = []
+            value = json.loads(action.get("value") or "{}")
+            terms = [str(term) for term in value.get("terms", [])]
+            feed = str(value["feed"]) if value.get("feed") else None
+        except (ValueError, AttributeError, TypeError):
+            terms, feed = [], None
         channel = str(
             (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
         )
         user = str((body.get("user") or {}).get("id", ""))
-        reply = self.service.mute(channel, user, terms)
+        reply = self.service.mute(channel, user, terms, feed)
         respond(**_reply_args(reply), replace_original=False)
 
     def on_home_opened(self, event: dict[str, Any]) -> None:
@@ -165,8 +169,13 @@ class SlackInterface:
         for rule in self.app.rules.channels:
             by_channel.setdefault(rule.channel, []).append(rule)
         mine = self._channels_of(user, by_channel)
-        if user in self._dm_channels and self._dm_channels[user] in by_channel:
-            mine.add(self._dm_channels[user])
+        if any(channel.startswith("D") for channel in by_channel):
+            try:
+                own_dm = self.open_dm(user)  # cached; after a restart it is asked again
+            except CommandError:
+                own_dm = ""
+            if own_dm in by_channel:
+                mine.add(own_dm)
         now = self.app.pipeline.now()
         paused = {}
         for channel in mine:
@@ -174,7 +183,8 @@ class SlackInterface:
             if pause is not None:
                 paused[channel] = pause.until
         recent = []
-        for channel, key, at in self.app.store.recent_deliveries(RECENT_ALERTS_ON_HOME * 3):
+        # Only alerts the user can read anyway: those in their channels and their own personal watch.
+        for channel, key, at in self.app.store.recent_deliveries(RECENT_ALERTS_ON_HOME * 3, channels=mine):
             item = self.app.store.archived_item(key)
             if item is not None:
                 recent.append(RecentAlert(channel, item, at))

@@ -479,13 +479,13 @@ class Store:
                 self._flush()
             return len(stale)
 
-    def recent_deliveries(self, limit: int) -> list[tuple[str, str, datetime]]:
-        """The newest (channel, delivery key, when) deliveries, newest first."""
+    def recent_deliveries(self, limit: int, channels: Iterable[str]) -> list[tuple[str, str, datetime]]:
+        """The newest (channel, delivery key, when) deliveries to these channels, newest first."""
         with self._lock:
             entries = [
                 (channel, key, at)
-                for channel, doc in self._channels.items()
-                for key, at in doc["delivered"].items()
+                for channel in set(channels)
+                for key, at in self._channels.get(channel, {}).get("delivered", {}).items()
             ]
         entries.sort(key=lambda entry: entry[2], reverse=True)
         return [(channel, key, datetime.fromisoformat(at)) for channel, key, at in entries[:limit]]

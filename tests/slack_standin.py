@@ -194,8 +194,8 @@ class SlackStandIn:
 
     def _api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self.state.channels.get(str(params.get("channel")))
-        if channel is None:
-            return {"ok": False, "error": "channel_not_found"}
+        if channel is None or (channel.private and not channel.member):
+            return {"ok": False, "error": "channel_not_found"}  # a private channel is invisible until invited
         return {
             "ok": True,
             "channel": {

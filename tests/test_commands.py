@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import yaml
 
 from bot.commands import (
     Command,
@@ -16,8 +17,8 @@ from bot.commands import (
     search_archive,
 )
 from bot.model import ChannelRule, FeedConfig, Item, RuleSet, Settings, Subscription
-from bot.service import merge_rules
-from bot.store import ArchivedItem
+from bot.service import CommandService, Invocation, merge_rules
+from bot.store import ArchivedItem, Store
 
 NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 
@@ -41,6 +42,10 @@ NOW = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
         ('search "feed:x"', Command("search", ("feed:x",), '"feed:x"')),  # quoted: a term, not an option
         ("unsubscribe all", Command("unsubscribe", ("all",), "all")),
         ("test Nexperia wins “big”", Command("test", text="Nexperia wins “big”")),
+        (
+            "subscribe 'scaling law' Huawei's",  # a single-quoted phrase; an apostrophe stays in its word
+            Command("subscribe", ("scaling law", "Huawei's"), "'scaling law' Huawei's"),
+        ),
         ("pause 2h", Command("pause", text="2h")),
         ("latest 3", Command("latest", ("3",), "3")),
     ],
@@ -118,3 +123,47 @@ def test_export_snippet_keeps_phrases_and_feed_filters() -> None:
         "channels:\n- channel: C2\n  keywords:\n  - scaling law\n"
         "- channel: C2\n  feeds:\n  - a\n  keywords:\n  - SMIC\n"
     )
+
+
+def service(store: Store) -> CommandService:
+    rules = RuleSet(
+        Settings(), (FeedConfig("f", "https://e.com/f", 300), FeedConfig("g", "https://e.com/g", 300)), ()
+    )
+    return CommandService(
+        store=store,
+        rules=lambda: merge_rules(rules, store.subscriptions()),
+        on_rules_changed=lambda: None,
+        now=lambda: NOW,
+    )
+
+
+def test_mute_removes_only_the_terms_that_could_have_matched_the_alerts_feed() -> None:
+    store = Store.in_memory()
+    commands = service(store)
+    for text in ("subscribe Huawei feed:f", "subscribe Huawei feed:g", "subscribe SMIC"):
+        commands.handle(Invocation(text=text, channel="C1", user="U1"))
+    commands.mute("C1", "U1", ["Huawei", "SMIC"], feed="g")
+    assert [(s.term, s.feed) for s in store.subscriptions("C1")] == [("Huawei", "f")]
+
+
+def test_long_answers_are_split_across_blocks_never_cut() -> None:
+    store = Store.in_memory()
+    commands = service(store)
+    terms = [f"semiconductor{n:03}" for n in range(150)]
+    subscribed = commands.handle(Invocation(text="subscribe " + " ".join(terms), channel="C1", user="U1"))
+    exported = commands.handle(Invocation(text="export", channel="C1", user="U1", channel_name="chips"))
+    listed = commands.handle(Invocation(text="list", channel="C1", user="U1"))
+    for reply in (subscribed, exported, listed):
+        texts = [block["text"]["text"] for block in reply.blocks if "text" in block]
+        assert all(len(text) <= 3000 for text in texts)
+        assert all(term in "".join(texts) for term in terms)
+    parts = [block["text"]["text"] for block in exported.blocks[1:]]
+    snippet = "\n".join(part.removeprefix("```\n").removesuffix("\n```") for part in parts)
+    assert len(parts) > 1 and yaml.safe_load(snippet)["channels"][0]["keywords"] == terms
+
+
+def test_text_people_type_is_echoed_escaped() -> None:
+    commands = service(Store.in_memory())
+    for text in ("latest <!channel>", "search x days:<!here>", "pause <!channel>", "subscribe <@U1>*x"):
+        reply = commands.handle(Invocation(text=text, channel="C1", user="U1"))
+        assert "<!" not in reply.text and "<@" not in reply.text, reply.text

@@ -7,7 +7,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import DeliveryError, FetchError
-from bot.model import ChannelMatch, ChannelRule, FeedConfig, FetchResult, Item, RuleSet, Settings
+from bot.model import (
+    ChannelMatch,
+    ChannelRule,
+    FeedConfig,
+    FetchResult,
+    Item,
+    RuleSet,
+    Settings,
+    Subscription,
+)
 from bot.pipeline import Pipeline, feed_backoff, newest_first, next_pending_attempt, plan_alerts
 from bot.rules import RuleMatcher
 from bot.store import MemoryBackend, Store
@@ -47,6 +56,18 @@ def test_first_poll_keeps_each_channels_newest_matches_up_to_backfill() -> None:
         ("C2", "c"),
         ("C2", "e"),
     }
+
+
+def test_a_topic_added_from_slack_gets_no_backfill_even_on_a_feeds_first_poll() -> None:
+    added = Subscription("C3", "Huawei", None, "U1", T0)
+    matcher = RuleMatcher(
+        (ChannelRule("C1", ("Nexperia",)), ChannelRule("C3", ("Huawei",), subscription=added))
+    )
+    plan = plan_alerts(ITEMS, matcher, first_poll=True, backfill=5, is_delivered=never)
+    assert {m.channel for m in plan.alerts} == {"C1"}
+    assert [s.reason for s in plan.suppressed if s.match.channel == "C3"] == [
+        "first poll: topics added from Slack start from new items"
+    ]
 
 
 def test_backfill_zero_marks_everything_seen_and_posts_nothing() -> None:

@@ -347,9 +347,31 @@ def test_alerts_held_by_a_pause_are_delivered_on_resume(bot: Bot) -> None:
     assert bot.slack.posts_to(CHINA) == []  # still paused
 
     assert "1 held alert on the way" in bot.say("resume", channel=CHINA)
-    assert [p["text"].split(" https")[0] for p in bot.slack.posts_to(CHINA)] == [
-        "Huawei unveils a new AI chip"
-    ]
+    [post] = bot.slack.posts_to(CHINA)
+    assert post["text"].startswith("Huawei unveils a new AI chip")
+    assert post["blocks"][-1]["type"] == "actions"  # held, and still with its mute button
+
+
+def test_shortening_a_pause_releases_the_held_alerts_at_the_new_end(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.say("pause 10d", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    bot.say("pause 1h", channel=CHINA)
+    bot.clock.advance(hours=2)
+    bot.app.retry_pending()
+    assert len(bot.slack.posts_to(CHINA)) == 1
+
+
+def test_a_held_alert_whose_topic_was_unsubscribed_is_dropped_not_posted(bot: Bot, caplog) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.say("pause 1h", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    bot.say("unsubscribe Huawei", channel=CHINA)
+    bot.say("resume", channel=CHINA)
+    assert bot.slack.posts_to(CHINA) == [] and bot.app.store.pending() == []
+    assert any("pending alert dropped channel=C0CHINA01" in r.message for r in caplog.records)
 
 
 def test_held_alerts_are_delivered_when_the_pause_ends(bot: Bot) -> None:
@@ -431,9 +453,10 @@ def test_in_a_direct_message_the_commands_manage_a_personal_watch(bot: Bot) -> N
 
 def test_app_home_shows_feed_health_my_channels_and_the_latest_alerts(bot: Bot) -> None:
     bot.say("subscribe Huawei", channel=CHINA)
+    bot.say("subscribe Huawei", channel=OTHER, user=BOB)  # Bob's channel: Alice is not in it
     bot.publish(HUAWEI_NEWS)
     bot.poll()
-    bot.slack.state.members[ALICE] = {CHINA, OTHER}
+    bot.slack.state.members[ALICE] = {CHINA}
     response = bot.event({"type": "app_home_opened", "user": ALICE, "channel": "D0SOMEDM1", "tab": "home"})
     assert response.status_code == 200
     wait_for(lambda: bot.slack.state.views)
@@ -443,7 +466,9 @@ def test_app_home_shows_feed_health_my_channels_and_the_latest_alerts(bot: Bot) 
     assert "*scmp* · 🟢 ok" in text and "48 items seen" in text  # 47, then Huawei news
     assert f"<#{CHINA}>: `Huawei`" in text
     assert f"<#{CHIPS}>" not in text.split("Latest alerts")[0]  # Alice is not in #chips
-    assert "Huawei unveils a new AI chip" in text.split("Latest alerts")[1]
+    latest = text.split("Latest alerts")[1]
+    assert "Huawei unveils a new AI chip" in latest and f"<#{CHINA}>" in latest
+    assert f"<#{OTHER}>" not in text  # never another channel's alerts
 
 
 # -- slow answers and rules reloads -----------------------------------------------------------------------
