@@ -243,18 +243,19 @@ class CommandService:
         if not command.terms:
             return text_reply(f"Search for what? Like `{call.command} search nexperia days:30`.")
         self.check_feed(command.feed)
-        retention_days = max(1, self.rules().settings.retention_seconds // 86400)
-        days = command.days or retention_days
-        found = search_archive(
-            self.store.archived(self.now() - timedelta(days=days)), command.terms, feed=command.feed
-        )
+        # Without days: the whole archive, i.e. every item polled within the retention, however old its
+        # publication date; with days:N, items published (else first seen) in the last N days.
+        days = command.days or max(1, self.rules().settings.retention_seconds // 86400)
+        since = self.now() - timedelta(days=command.days) if command.days else None
+        found = search_archive(self.store.archived(since), command.terms, feed=command.feed)
         terms = " ".join(f'"{t}"' if " " in t else t for t in command.terms)
         period = "day" if days == 1 else f"{days} days"
+        scope = f"in the last {period}" if command.days else f"among the items seen in the last {period}"
         return items_reply(
-            f"Newest items matching {escape_mrkdwn(terms)} (last {period}):",
+            f"Newest items matching {escape_mrkdwn(terms)} ({scope}):",
             found[:SEARCH_LIMIT],
             self.feed_titles(),
-            empty=f"Nothing found for {escape_mrkdwn(terms)} in the last {period}.",
+            empty=f"Nothing found for {escape_mrkdwn(terms)} {scope}.",
         )
 
     def _latest(self, command: Command, call: Invocation) -> Reply:

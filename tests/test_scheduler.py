@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.request import urlopen
+from urllib.request import Request, urlopen
 
 import pytest
 
@@ -65,6 +65,43 @@ def test_run_polls_every_feed_at_start_and_saves_state_on_stop(
     saved = json.loads((tmp_path / "data" / "state.json").read_text())
     assert len(next(iter(saved["feeds"].values()))["seen"]) == 50
     assert len(slack.posts) == 3
+
+
+def test_a_feed_added_to_the_rules_file_is_polled_without_a_restart(
+    tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn
+) -> None:
+    slack.add_channel(NEXPERIA, "nexperia")
+    rules = tmp_path / "rules.yaml"
+    first = feed_host.serve("/a", scmp_feed())
+    rules.write_text(
+        f"feeds:\n  - id: a\n    url: {first}\nchannels:\n  - channel: {NEXPERIA}\n    keywords: [x]\n"
+    )
+    env = environment_from(
+        {"SLACK_BOT_TOKEN": slack.state.token, "SLACK_API_URL": slack.url, "BOT_RULES": str(rules)}, tmp_path
+    )
+    app = build_app(env)
+    polled = {feed_id: threading.Event() for feed_id in ("a", "b")}
+    poll = app.poll
+
+    def noting_poll(feed):
+        report = poll(feed)
+        polled[feed.id].set()
+        return report
+
+    app.poll = noting_poll
+    stop = threading.Event()
+    runner = threading.Thread(target=run_scheduler, args=(app, stop), kwargs={"rules_check_seconds": 0.05})
+    runner.start()
+    try:
+        assert polled["a"].wait(timeout=30)
+        second = feed_host.serve("/b", scmp_feed())
+        rules.write_text(rules.read_text().replace("channels:", f"  - id: b\n    url: {second}\nchannels:"))
+        assert polled["b"].wait(timeout=30), "the new feed was not polled"
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert [feed.id for feed in app.rules.feeds] == ["a", "b"]
 
 
 def read_until(process: subprocess.Popen, *markers: str, timeout: float) -> str:
@@ -127,6 +164,46 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
         [sys.executable, "-m", "bot", "run", "--once"], cwd=REPO, env=environ, capture_output=True, text=True
     )
     assert again.returncode == 0 and "▶" not in again.stdout
+
+
+def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, slack: SlackStandIn) -> None:
+    """The real entry point in HTTP mode: SLACK_SIGNING_SECRET set, /feeds answered on PORT."""
+    from tests.test_slack_app import SECRET, sign
+
+    slack.add_channel("C0CHIPS01", "chip-supply-chain")
+    environ = {
+        "PATH": os.environ.get("PATH", "/usr/bin"),
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "BOT_RULES": str(DEMO_RULES),
+        "BOT_DB": str(tmp_path / "state.json"),
+        "PORT": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "run"], cwd=REPO, env=environ, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        started = read_until(
+            process, "listening port=", "poll feed=scmp-semiconductors status=ok", timeout=30
+        )
+        port = re.search(r"listening port=(\d+) paths=/healthz, /slack/events", started)
+        assert port, started
+        body = b"command=%2Ffeeds&text=search+nexperia&channel_id=C0CHIPS01&user_id=U0ALICE01"
+        request = Request(
+            f"http://127.0.0.1:{port.group(1)}/slack/events",
+            data=body,
+            headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
+        )
+        answer = json.loads(urlopen(request, timeout=10).read())
+        assert answer["response_type"] == "ephemeral" and "Newest items matching nexperia" in answer["text"]
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0 and "stopped; state saved" in stderr
+    assert SECRET not in stderr and slack.state.token not in stderr
 
 
 class _HeldThenFailing(BaseHTTPRequestHandler):

@@ -277,7 +277,7 @@ def test_list_marks_each_subscription_with_its_origin(bot: Bot) -> None:
 
 def test_search_lists_the_newest_matches_within_the_days_asked(bot: Bot) -> None:
     reply = bot.say("search nexperia days:30")
-    assert reply.startswith("Newest items matching nexperia (last 30 days):")
+    assert reply.startswith("Newest items matching nexperia (in the last 30 days):")
     lines = [line for line in reply.splitlines() if line.startswith("• ")]
     assert 1 <= len(lines) <= 10
     assert "Wingtech sues Dutch unit Nexperia" in lines[0]  # most recent first
@@ -524,3 +524,11 @@ def test_slacks_url_verification_challenge_is_answered(bot: Bot) -> None:
     response = bot.post(body.encode(), "application/json")
     assert response.status_code == 200
     assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in response.text
+
+
+def test_search_without_days_covers_every_item_seen_however_old_its_date(bot: Bot) -> None:
+    old_story = "China warns of fresh chip crisis as Nexperia dispute flares up"  # published in March
+    assert old_story not in bot.say("search nexperia days:30")
+    reply = bot.say("search nexperia")
+    assert reply.startswith("Newest items matching nexperia (among the items seen in the last 30 days):")
+    assert old_story in reply
