@@ -227,10 +227,10 @@ def items_reply(
     return Reply(text=f"{heading} ({len(entries)})", blocks=tuple(blocks))
 
 
-def explain_text(text: str, rules: Sequence[ChannelRule]) -> Reply:
+def explain_text(text: str, rules: Sequence[ChannelRule], command: str = "/feeds") -> Reply:
     """Which of the channel's terms match `text`, which exclude it, and the text with the hits in bold."""
     if not text.strip():
-        return text_reply("Give me some text to try, like `/feeds test Nexperia wins export licence`.")
+        return text_reply(f"Give me some text to try, like `{command} test Nexperia wins export licence`.")
     if not rules:
         return text_reply("This channel has no subscriptions yet, so nothing would match.")
     item = Item(feed_id="", key="test", link="", title=" ".join(text.split()))
@@ -274,11 +274,13 @@ def feeds_label(feeds: Sequence[str] | None) -> str:
     return "every feed" if not feeds else "feed " + ", ".join(f"`{f}`" for f in feeds)
 
 
-def list_reply(channel_label: str, rules: Sequence[ChannelRule], pause_until: datetime | None) -> Reply:
+def list_reply(
+    channel_label: str, rules: Sequence[ChannelRule], pause_until: datetime | None, command: str = "/feeds"
+) -> Reply:
     if not rules:
         return text_reply(
             f"{channel_label} has no subscriptions. "
-            'Add one with `/feeds subscribe Nexperia "export controls"`.'
+            f'Add one with `{command} subscribe Nexperia "export controls"`.'
         )
     lines = [f"*Subscriptions of {channel_label}*"]
     for rule in rules:
@@ -290,7 +292,7 @@ def list_reply(channel_label: str, rules: Sequence[ChannelRule], pause_until: da
             line += " _(managed in rules.yaml)_"
         lines.append(line)
     if pause_until is not None:
-        lines.append(f"⏸ Paused until {slack_date(pause_until)}; `/feeds resume` delivers what was held.")
+        lines.append(f"⏸ Paused until {slack_date(pause_until)}; `{command} resume` delivers what was held.")
     return text_reply("\n".join(lines))
 
 
@@ -311,13 +313,17 @@ def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscript
 
 
 def export_reply(
-    channel: str, channel_label: str, comment: str, subscriptions: Sequence[Subscription]
+    channel: str,
+    channel_label: str,
+    comment: str,
+    subscriptions: Sequence[Subscription],
+    command: str = "/feeds",
 ) -> Reply:
     if not subscriptions:
         return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
     snippet = escape_mrkdwn(export_snippet(channel, comment, subscriptions))
     heading = (
-        "Add the entries below to the `channels:` list in rules.yaml, then `/feeds unsubscribe all` here:"
+        f"Add the entries below to the `channels:` list in rules.yaml, then `{command} unsubscribe all` here:"
     )
     return Reply(text=heading, blocks=(section(heading), *sections(snippet, code=True)))
 

@@ -89,7 +89,9 @@ class CommandService:
         open_dm: Callable[[str], str] = lambda user: user,
         check_membership: Callable[[str], str | None] = lambda channel: None,
         now: Callable[[], datetime],
+        command: str = "/feeds",
     ) -> None:
+        self.command = command
         self.store = store
         self.rules = rules
         self.on_rules_changed = on_rules_changed
@@ -237,7 +239,9 @@ class CommandService:
     def _list(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)
         pause = self.store.pause_of(channel, self.now())
-        return list_reply(self.label(call), self.channel_rules(channel), pause.until if pause else None)
+        return list_reply(
+            self.label(call), self.channel_rules(channel), pause.until if pause else None, call.command
+        )
 
     def _search(self, command: Command, call: Invocation) -> Reply:
         if not command.terms:
@@ -274,7 +278,7 @@ class CommandService:
         )
 
     def _test(self, command: Command, call: Invocation) -> Reply:
-        return explain_text(command.text, self.channel_rules(self.target(call)))
+        return explain_text(command.text, self.channel_rules(self.target(call)), call.command)
 
     def _pause(self, command: Command, call: Invocation) -> Reply:
         until = parse_pause(command.text, self.now())
@@ -316,7 +320,9 @@ class CommandService:
         if removed:
             self.on_rules_changed()
             names = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in removed)
-            return text_reply(f"🔕 Muted {names} here (<@{user}>). `/feeds subscribe` brings it back.")
+            return text_reply(
+                f"🔕 Muted {names} here (<@{user}>). `{self.command} subscribe` brings it back."
+            )
         managed = [
             f"`{escape_mrkdwn(term)}` (rules.yaml line {rule.location.line})"
             if rule.location
@@ -338,4 +344,6 @@ class CommandService:
         channel = self.target(call)
         name = call.channel_name if call.channel_name not in ("", "directmessage", "privategroup") else ""
         comment = f"#{name}" if name else ("your personal watch" if call.in_dm else channel)
-        return export_reply(channel, self.label(call), comment, self.store.subscriptions(channel))
+        return export_reply(
+            channel, self.label(call), comment, self.store.subscriptions(channel), call.command
+        )

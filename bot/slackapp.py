@@ -62,6 +62,7 @@ class SlackInterface:
             open_dm=self.open_dm,
             check_membership=self.check_membership,
             now=app.pipeline.now,
+            command=env.command,
         )
         web = WebClient(token=env.slack_token, base_url=env.slack_api_url)
         self.bolt = BoltApp(

@@ -48,9 +48,11 @@ class Bot:
             self.url + "/slack/events", content=body, headers={"Content-Type": content_type, **headers}
         )
 
-    def command(self, text: str, *, channel: str = CHIPS, user: str = ALICE, headers=None) -> httpx.Response:
+    def command(
+        self, text: str, *, channel: str = CHIPS, user: str = ALICE, headers=None, name: str = "/feeds"
+    ) -> httpx.Response:
         form = {
-            "command": "/feeds",
+            "command": name,
             "text": text,
             "channel_id": channel,
             "channel_name": "directmessage" if channel.startswith("D") else "chips",
@@ -141,7 +143,7 @@ def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) 
     yield from start_bot(tmp_path, feed_host, slack, clock)
 
 
-def start_bot(tmp_path, feed_host, slack, clock, settings: str = "") -> Iterator[Bot]:
+def start_bot(tmp_path, feed_host, slack, clock, settings: str = "", **environ_extra: str) -> Iterator[Bot]:
     for channel, name in ((CHIPS, "chips"), (CHINA, "china"), (OTHER, "other")):
         slack.add_channel(channel, name)
     feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
@@ -153,6 +155,7 @@ def start_bot(tmp_path, feed_host, slack, clock, settings: str = "") -> Iterator
         "BOT_RULES": str(rules),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
+        **environ_extra,
     }
     env = environment_from(environ, tmp_path)
     app = build_app(env, sleep=clock.sleep, now=clock)
@@ -532,3 +535,12 @@ def test_search_without_days_covers_every_item_seen_however_old_its_date(bot: Bo
     reply = bot.say("search nexperia")
     assert reply.startswith("Newest items matching nexperia (among the items seen in the last 30 days):")
     assert old_story in reply
+
+
+def test_the_command_can_have_another_name(tmp_path, feed_host, slack, clock) -> None:
+    for bot in start_bot(tmp_path, feed_host, slack, clock, BOT_COMMAND="/news"):
+        answer = bot.command("list", name="/news")
+        assert answer.status_code == 200
+        assert "Subscriptions of" in reply_text(answer.json())
+        assert "`/news subscribe Huawei" in reply_text(bot.command("help", name="/news").json())
+        assert bot.command("help", name="/feeds").status_code == 404  # not ours any more
