@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_app
-from bot.config import environment_from
+from bot.app import App, build_app
+from bot.config import Environment, environment_from
 from bot.errors import BotError
 from bot.slackapp import serve
 from tests.conftest import SAMPLE_FEED, Clock
@@ -29,11 +29,10 @@ def socket_mode() -> Iterator[SocketModeStandIn]:
         yield standin
 
 
-def test_a_slash_command_over_socket_mode_subscribes_and_answers_in_the_ack(
-    tmp_path: Path, slack: SlackStandIn, clock: Clock, socket_mode: SocketModeStandIn
-) -> None:
-    slack.add_channel(CHIPS, "chips")
-    slack.state.socket_url = socket_mode.url
+def socket_mode_app(
+    tmp_path: Path, slack: SlackStandIn, clock: Clock, app_token: str
+) -> tuple[App, Environment]:
+    """The bot in Socket Mode, on the bundled feed, with #chips watching Nexperia."""
     rules = tmp_path / "rules.yaml"
     rules.write_text(
         f"feeds:\n  - id: scmp\n    url: {SAMPLE_FEED}\n"
@@ -42,13 +41,21 @@ def test_a_slash_command_over_socket_mode_subscribes_and_answers_in_the_ack(
     environ = {
         "SLACK_BOT_TOKEN": slack.state.token,
         "SLACK_API_URL": slack.url,
-        "SLACK_APP_TOKEN": slack.state.app_token,
+        "SLACK_APP_TOKEN": app_token,
         "BOT_RULES": str(rules),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
     }
     env = environment_from(environ, tmp_path)
-    app = build_app(env, sleep=clock.sleep, now=clock)
+    return build_app(env, sleep=clock.sleep, now=clock), env
+
+
+def test_a_slash_command_over_socket_mode_subscribes_and_answers_in_the_ack(
+    tmp_path: Path, slack: SlackStandIn, clock: Clock, socket_mode: SocketModeStandIn
+) -> None:
+    slack.add_channel(CHIPS, "chips")
+    slack.state.socket_url = socket_mode.url
+    app, env = socket_mode_app(tmp_path, slack, clock, slack.state.app_token)
     try:
         serving = serve(app, env, host="127.0.0.1")
         try:
@@ -98,20 +105,7 @@ def test_a_socket_mode_start_slack_refuses_is_one_clear_error(
     tmp_path: Path, slack: SlackStandIn, clock: Clock, app_token: str, socket_url: str | None, problem: str
 ) -> None:
     slack.state.socket_url = socket_url
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        f"feeds:\n  - id: scmp\n    url: {SAMPLE_FEED}\nchannels:\n  - channel: {CHIPS}\n    keywords: [x]\n"
-    )
-    environ = {
-        "SLACK_BOT_TOKEN": slack.state.token,
-        "SLACK_API_URL": slack.url,
-        "SLACK_APP_TOKEN": app_token,
-        "BOT_RULES": str(rules),
-        "BOT_DB": str(tmp_path / "state.json"),
-        "PORT": "0",
-    }
-    env = environment_from(environ, tmp_path)
-    app = build_app(env, sleep=clock.sleep, now=clock)
+    app, env = socket_mode_app(tmp_path, slack, clock, app_token)
     try:
         with pytest.raises(BotError) as raised:
             serve(app, env, host="127.0.0.1")
