@@ -170,11 +170,12 @@ class CommandService:
             )
         if already:
             lines.append("Already subscribed: " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in already) + ".")
+        every_term = dict.fromkeys(term for rule in self.channel_rules(channel) for term in rule.keywords)
+        lines.append("All topics here: " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in every_term) + ".")
         warning = None if call.in_dm else self.check_membership(channel)
         if warning:
             lines.append("⚠️ " + warning)
-        retention = timedelta(seconds=self.rules().settings.retention_seconds)
-        recent = search_archive(self.store.archived(self.now() - retention), command.terms, feed=command.feed)
+        recent = search_archive(self.store.archived(), command.terms, feed=command.feed)
         blocks: list[dict[str, object]] = sections("\n".join(lines))
         if recent:
             preview = items_reply(

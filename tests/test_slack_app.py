@@ -218,6 +218,7 @@ def test_healthz_needs_no_signature_and_shows_each_feed(bot: Bot) -> None:
 def test_subscribe_previews_recent_items_and_the_next_new_item_is_posted(bot: Bot) -> None:
     reply = bot.say('subscribe Huawei "scaling law"', channel=CHINA)
     assert "now gets alerts for `Huawei`, `scaling law` (every feed)" in reply
+    assert "All topics here: `Huawei`, `scaling law`." in reply
     assert "Peking University unveils 3D design tool to power Huawei’s chip ambitions" in reply  # the archive
     assert reply.count("• <https://") == 3  # three recent items, as a taste
     assert bot.slack.posts_to(CHINA) == []  # old items are never posted
@@ -544,3 +545,12 @@ def test_the_command_can_have_another_name(tmp_path, feed_host, slack, clock) ->
         assert "Subscriptions of" in reply_text(answer.json())
         assert "`/news subscribe Huawei" in reply_text(bot.command("help", name="/news").json())
         assert bot.command("help", name="/feeds").status_code == 404  # not ours any more
+
+
+def test_the_archive_forgets_items_after_the_retention(bot: Bot) -> None:
+    assert "Nexperia" in bot.say("search nexperia")
+    bot.clock.advance(days=29)
+    assert bot.app.prune_archive() == 0
+    bot.clock.advance(days=2)
+    assert bot.app.prune_archive() == 47  # the scheduler runs this every hour
+    assert bot.say("search nexperia").startswith("Nothing found for nexperia")
