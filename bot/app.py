@@ -290,8 +290,10 @@ def build_app(
     sleep: Callable[[float], None] = time.sleep,
     fetcher: Fetcher | None = None,
     now: Callable[[], datetime] = utc_now,
+    listening: bool = False,
 ) -> App:
-    """Raises ConfigError or BotError with a one-line reason when it cannot start."""
+    """Raises ConfigError or BotError with a one-line reason when it cannot start. `listening`: this
+    process will hear Slack's button presses (`run`, not `run --once`), so alerts may carry buttons."""
     stamp = rules_stamp(env.rules_path)
     rules = load_rules(env.rules_path)
     store = open_store(env.db_path)
@@ -311,11 +313,16 @@ def build_app(
                 "slack unreachable at start error=%s (alerts wait as pending until it answers)", e.error
             )
         rules = resolve_rules(rules, client, store)
-        sink = SlackSink(client, interactive=env.interactive)
+        sink = SlackSink(client, interactive=env.interactive and listening)
         console = False
     else:
         sink = ConsoleSink(stdout)
         console = True
+        if env.signing_secret or env.app_token:
+            log.warning(
+                "SLACK_SIGNING_SECRET or SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: "
+                "the Slack app is off and alerts are printed"
+            )
         log.info("console mode: SLACK_BOT_TOKEN is not set, alerts are printed instead of posted")
     pipeline = Pipeline(
         merge_rules(rules, store.subscriptions()),

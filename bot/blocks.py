@@ -110,24 +110,26 @@ BUTTON_VALUE_LIMIT = 2000
 
 
 def mute_button(match: ChannelMatch) -> dict[str, object] | None:
-    """ "Mute this topic here", when a term added from Slack matched: it removes those terms, after a
-    confirmation. Terms from rules.yaml are the operator's, so they get no button of their own."""
-    terms = [
+    """ "Mute this topic here", when a term added from Slack matched: after a confirmation it removes those
+    terms. It carries every matched term, so the answer can explain the ones rules.yaml keeps (those are
+    the operator's); an alert matched by rules.yaml alone gets no button."""
+    slack_terms = [
         term
         for rule in match.rules
         if rule.subscription is not None
         for term in rule.keywords
         if term in match.keywords
     ]
-    if not terms:
+    if not slack_terms:
         return None
+    terms = slack_terms + [term for term in match.keywords if term not in slack_terms]
     value = json.dumps(
         {"terms": terms, "key": match.item.key, "feed": match.item.feed_id}, ensure_ascii=False
     )
     while len(value) > BUTTON_VALUE_LIMIT and len(terms) > 1:
         terms.pop()
         value = json.dumps({"terms": terms, "key": "", "feed": match.item.feed_id}, ensure_ascii=False)
-    shown = ", ".join(terms)
+    shown = ", ".join(slack_terms)
     return {
         "type": "actions",
         "elements": [

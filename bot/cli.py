@@ -94,7 +94,7 @@ def _preview(env: Environment, feed_url: str | None, out: IO[str]) -> int:
 
 
 def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
-    app = build_app(env, stdout=out)
+    app = build_app(env, stdout=out, listening=not once)
     if not once:
         from bot.slackapp import serve  # slack-bolt and cheroot load only for the long-running bot
 
@@ -103,6 +103,7 @@ def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
     try:
         reports = app.poll_all_once()
         _, still_pending = app.retry_pending()
+        app.prune_archive()  # from cron there is no hourly job to do it
     finally:
         app.close()
     posted = sum(r.posted for r in reports)

@@ -264,13 +264,15 @@ class CommandService:
         )
 
     def _latest(self, command: Command, call: Invocation) -> Reply:
-        count = parse_count(command.text)
+        count = parse_count(" ".join(command.terms))
+        self.check_feed(command.feed)
         rules = self.channel_rules(self.target(call))
         if not rules:
             return text_reply(
                 f"{self.label(call)} has no subscriptions yet: try `{call.command} subscribe …`."
             )
-        found = latest_matches(self.store.archived(), rules)
+        entries = [e for e in self.store.archived() if command.feed in (None, e.item.feed_id)]
+        found = latest_matches(entries, rules)
         return items_reply(
             f"Newest items for {self.label(call)}:",
             found[:count],
@@ -320,10 +322,6 @@ class CommandService:
         self.store.remove_subscriptions(removed)
         if removed:
             self.on_rules_changed()
-            names = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in removed)
-            return text_reply(
-                f"🔕 Muted {names} here (<@{user}>). `{self.command} subscribe` brings it back."
-            )
         managed = [
             f"`{escape_mrkdwn(term)}` (rules.yaml line {rule.location.line})"
             if rule.location
@@ -333,13 +331,19 @@ class CommandService:
             for term in rule.keywords
             if compile_keyword(term).text.casefold() in wanted
         ]
+        lines = []
+        if removed:
+            names = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in removed)
+            lines.append(f"🔕 Muted {names} here (<@{user}>). `{self.command} subscribe` brings it back.")
         if managed:
-            return text_reply(
-                "Nothing muted: "
+            lines.append(
+                ("Still alerting: " if removed else "Nothing muted: ")
                 + ", ".join(managed)
-                + " comes from rules.yaml; ask its owner to change it there."
+                + " from rules.yaml; ask its owner to change it there."
             )
-        return text_reply("Nothing to mute: that topic is no longer subscribed here.")
+        if not lines:
+            lines.append("Nothing to mute: that topic is no longer subscribed here.")
+        return text_reply("\n".join(lines))
 
     def _export(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)

@@ -136,3 +136,12 @@ def test_run_once_posts_to_the_slack_api_url_it_is_given(tmp_path: Path, slack) 
     assert len(slack.posts) == 9  # backfill: 3 newest matches for each of the three channels
     assert "slack connected team=Test Team" in done.stderr
     assert slack.state.token not in done.stderr
+
+
+def test_a_signing_secret_without_a_bot_token_says_the_slack_app_is_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "s.json"), "SLACK_SIGNING_SECRET": "s3"}
+    code, _ = run_cli(["run", "--once"], environ)
+    assert code == 0
+    assert "SLACK_BOT_TOKEN is not: the Slack app is off" in capsys.readouterr().err

@@ -158,7 +158,7 @@ def start_bot(tmp_path, feed_host, slack, clock, settings: str = "", **environ_e
         **environ_extra,
     }
     env = environment_from(environ, tmp_path)
-    app = build_app(env, sleep=clock.sleep, now=clock)
+    app = build_app(env, sleep=clock.sleep, now=clock, listening=True)
     serving = serve(app, env, on_resume=app.retry_pending, host="127.0.0.1")
     try:
         bot = Bot(app, serving, slack, feed_host, clock)
@@ -554,3 +554,20 @@ def test_the_archive_forgets_items_after_the_retention(bot: Bot) -> None:
     bot.clock.advance(days=2)
     assert bot.app.prune_archive() == 47  # the scheduler runs this every hour
     assert bot.say("search nexperia").startswith("Nothing found for nexperia")
+
+
+def test_mute_explains_the_rules_yaml_terms_that_keep_alerting(bot: Bot) -> None:
+    bot.say("subscribe Wingtech", channel=CHIPS)  # #chips also watches Nexperia through rules.yaml
+    bot.publish(rss_item("Wingtech and Nexperia settle", "https://www.scmp.com/tech/settle"))
+    bot.poll()
+    [alert] = bot.slack.posts_to(CHIPS)
+    bot.press(alert)
+    wait_for(lambda: bot.slack.responses)
+    answer = reply_text(bot.slack.responses[0])
+    assert "🔕 Muted `Wingtech` here" in answer
+    assert "Still alerting: `Nexperia` (rules.yaml line 7) from rules.yaml" in answer
+
+
+def test_latest_takes_a_feed_option(bot: Bot) -> None:
+    assert len([line for line in bot.say("latest 3 feed:scmp").splitlines() if line.startswith("• ")]) == 3
+    assert "There is no feed `other`" in bot.say("latest feed:other")
