@@ -8,15 +8,28 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.errors import ConfigError
-from bot.model import ChannelRule, FeedConfig, Location, RuleSet, Settings
+from bot.model import (
+    PRIORITIES,
+    ChannelRule,
+    DailyTime,
+    DailyWindow,
+    Escalation,
+    FeedConfig,
+    Location,
+    OnCall,
+    RuleSet,
+    Settings,
+)
 from bot.rules import compile_keyword
 
 # ---------------------------------------------------------------------------------------------------------
@@ -75,9 +88,28 @@ _SCALAR_KINDS = {
 
 _TOP_KEYS = ("settings", "feeds", "channels")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins")
+_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins", "max_alerts_per_cycle")
 _FEED_KEYS = ("id", "url", "interval")
-_CHANNEL_KEYS = ("channel", "feeds", "keywords", "exclude")
+_CHANNEL_KEYS = (
+    "channel",
+    "feeds",
+    "keywords",
+    "exclude",
+    "mention",
+    "priority",
+    "ack",
+    "escalate",
+    "quiet_hours",
+    "digest",
+)
+_ESCALATE_KEYS = ("after", "to", "repeat")
+_WINDOW_KEYS = ("from", "to", "tz")
+_DIGEST_KEYS = ("at", "tz")
+# "@policy-oncall" (a user group handle), "<!subteam^S0123>", "<@U0123>", "@here", "@channel".
+_MENTION = re.compile(
+    r"@[a-z0-9][a-z0-9._-]*|<!subteam\^[A-Z0-9]+(\|[^>]*)?>|<@[UW][A-Z0-9]+>|<!(here|channel)>"
+)
+_CLOCK = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 
 _FEED_ID = re.compile(r"[A-Za-z0-9_.-]+")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]+")
@@ -358,8 +390,21 @@ class _RulesReader:
             retention = self.duration(fields["retention"], "settings.retention") or retention
         if "admins" in fields:
             admins = self.user_ids(fields["admins"], "settings.admins")
+        max_alerts = defaults.max_alerts_per_cycle
+        if "max_alerts_per_cycle" in fields:
+            parsed_max = self.count(fields["max_alerts_per_cycle"], "settings.max_alerts_per_cycle")
+            if parsed_max == 0:
+                self.problem(
+                    fields["max_alerts_per_cycle"], "settings.max_alerts_per_cycle", "must be 1 or more"
+                )
+            elif parsed_max is not None:
+                max_alerts = parsed_max
         return Settings(
-            interval_seconds=interval, backfill=backfill, retention_seconds=retention, admins=admins
+            interval_seconds=interval,
+            backfill=backfill,
+            retention_seconds=retention,
+            admins=admins,
+            max_alerts_per_cycle=max_alerts,
         )
 
     def user_ids(self, node: Node, path: str) -> tuple[str, ...]:
@@ -496,9 +541,7 @@ class _RulesReader:
 
     def channel_rule(self, entry: Node, path: str) -> ChannelRule | None:
         problems_before = len(self.problems)
-        fields = self.fields(
-            entry, path, _CHANNEL_KEYS, "a mapping with channel, keywords, feeds and exclude"
-        )
+        fields = self.fields(entry, path, _CHANNEL_KEYS, "a mapping with channel, keywords and options")
         if fields is None:
             return None
         channel = self.channel(fields, entry, path)
@@ -507,7 +550,8 @@ class _RulesReader:
             self.missing(entry, f"{path}.keywords", "a non-empty list of keywords")
         keywords = self.words(fields.get("keywords"), f"{path}.keywords", "keywords", required=True)
         exclude = self.words(fields.get("exclude"), f"{path}.exclude", "words to exclude", required=False)
-        if channel is None or len(self.problems) > problems_before:
+        oncall = self.oncall(fields, entry, path)
+        if channel is None or oncall is None or len(self.problems) > problems_before:
             return None
         return ChannelRule(
             channel=channel,
@@ -515,7 +559,137 @@ class _RulesReader:
             exclude=exclude,
             feeds=feed_ids,
             location=Location(self.file, _line(entry)),
+            oncall=oncall,
         )
+
+    # -- on-call options -----------------------------------------------------------------------------
+
+    def oncall(self, fields: Mapping[str, Node], entry: Node, path: str) -> OnCall | None:
+        problems_before = len(self.problems)
+        mention = self.mention(fields["mention"], f"{path}.mention") if "mention" in fields else None
+        priority = "normal"
+        if "priority" in fields:
+            text = self.string(fields["priority"], f"{path}.priority", "high, normal or low")
+            if text is not None and text not in PRIORITIES:
+                self.problem(
+                    fields["priority"], f"{path}.priority", f"'{text}' is not one of high, normal, low"
+                )
+            elif text is not None:
+                priority = text
+        escalate = self.escalation(fields["escalate"], f"{path}.escalate") if "escalate" in fields else None
+        # An alert that escalates must be acknowledgeable, or it would always escalate; high priority pages.
+        ack = priority == "high" or "escalate" in fields
+        if "ack" in fields:
+            node = fields["ack"]
+            if not (isinstance(node, ScalarNode) and node.tag == _BOOL):
+                self.wrong_type(node, f"{path}.ack", "true or false")
+            else:
+                ack = bool(SafeConstructor().construct_yaml_bool(node))
+                if not ack and "escalate" in fields:
+                    self.problem(
+                        node, f"{path}.ack", "must be true when escalate is set (only an ack stops it)"
+                    )
+        quiet = self.window(fields["quiet_hours"], f"{path}.quiet_hours") if "quiet_hours" in fields else None
+        digest = self.daily_time(fields["digest"], f"{path}.digest") if "digest" in fields else None
+        if len(self.problems) > problems_before:
+            return None
+        return OnCall(
+            mention=mention, priority=priority, ack=ack, escalate=escalate, quiet_hours=quiet, digest=digest
+        )
+
+    def mention(self, node: Node, path: str) -> str | None:
+        text = self.string(node, path, 'a mention like "@policy-oncall"')
+        if text is None:
+            return None
+        mention = text.strip()
+        if not _MENTION.fullmatch(mention):
+            self.problem(
+                node,
+                path,
+                f"'{mention}' is not a mention: use a user group handle like \"@policy-oncall\", "
+                "<!subteam^ID>, <@U…>, @here or @channel",
+            )
+            return None
+        return mention
+
+    def escalation(self, node: Node, path: str) -> Escalation | None:
+        fields = self.fields(node, path, _ESCALATE_KEYS, "a mapping with after, to and optionally repeat")
+        if fields is None:
+            return None
+        if "after" not in fields:
+            self.missing(node, f"{path}.after", "a duration like 30m")
+        if "to" not in fields:
+            self.missing(node, f"{path}.to", 'a mention like "@policy-leads"')
+        after = self.duration(fields["after"], f"{path}.after") if "after" in fields else None
+        to = self.mention(fields["to"], f"{path}.to") if "to" in fields else None
+        repeat = 1
+        if "repeat" in fields:
+            parsed = self.count(fields["repeat"], f"{path}.repeat")
+            if parsed == 0:
+                self.problem(fields["repeat"], f"{path}.repeat", "must be 1 or more")
+            elif parsed is not None:
+                repeat = parsed
+        if after is None or to is None:
+            return None
+        return Escalation(after_seconds=after, to=to, repeat=repeat)
+
+    def window(self, node: Node, path: str) -> DailyWindow | None:
+        fields = self.fields(node, path, _WINDOW_KEYS, "a mapping with from, to and tz")
+        if fields is None:
+            return None
+        for key, expected in (
+            ("from", 'a time like "22:00"'),
+            ("to", 'a time like "07:00"'),
+            ("tz", "a time zone"),
+        ):
+            if key not in fields:
+                self.missing(node, f"{path}.{key}", expected)
+        start = self.clock(fields["from"], f"{path}.from") if "from" in fields else None
+        end = self.clock(fields["to"], f"{path}.to") if "to" in fields else None
+        tz = self.zone(fields["tz"], f"{path}.tz") if "tz" in fields else None
+        if start is None or end is None or tz is None:
+            return None
+        if start == end:
+            self.problem(node, path, "from and to are the same time: quiet hours would never end")
+            return None
+        return DailyWindow(start, end, tz)
+
+    def daily_time(self, node: Node, path: str) -> DailyTime | None:
+        fields = self.fields(node, path, _DIGEST_KEYS, "a mapping with at and tz")
+        if fields is None:
+            return None
+        for key, expected in (("at", 'a time like "09:00"'), ("tz", "a time zone")):
+            if key not in fields:
+                self.missing(node, f"{path}.{key}", expected)
+        at = self.clock(fields["at"], f"{path}.at") if "at" in fields else None
+        tz = self.zone(fields["tz"], f"{path}.tz") if "tz" in fields else None
+        if at is None or tz is None:
+            return None
+        return DailyTime(at, tz)
+
+    def clock(self, node: Node, path: str) -> time | None:
+        # Unquoted 22:00 is a YAML 1.1 sexagesimal number: read what was written, whatever the tag.
+        text = str(node.value).strip() if isinstance(node, ScalarNode) else ""
+        match = _CLOCK.fullmatch(text)
+        if match is None:
+            self.problem(
+                node,
+                path,
+                f"expected a time like \"22:00\", got '{text}'" if text else 'expected a time like "22:00"',
+            )
+            return None
+        return time(int(match.group(1)), int(match.group(2)))
+
+    def zone(self, node: Node, path: str) -> str | None:
+        text = self.string(node, path, "a time zone like Europe/Amsterdam")
+        if text is None:
+            return None
+        try:
+            ZoneInfo(text.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            self.problem(node, path, f"'{text}' is not a time zone (like Europe/Amsterdam or Asia/Hong_Kong)")
+            return None
+        return text.strip()
 
     def channel(self, fields: Mapping[str, Node], entry: Node, path: str) -> str | None:
         channel_path = f"{path}.channel"

@@ -6,7 +6,7 @@ Nothing here does I/O or imports a third-party library; every other module speak
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 
@@ -27,6 +27,7 @@ class Settings:
     backfill: int = 1
     retention_seconds: int = 30 * 86400  # how long every polled item stays searchable
     admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
+    max_alerts_per_cycle: int = 5  # per channel and poll; the rest go into one grouped message
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,51 @@ class FeedConfig:
     url: str  # http(s) URL, or an absolute file path / file:// URL (relative paths are resolved on load)
     interval_seconds: int
     location: Location | None = None
+
+
+PRIORITIES = ("low", "normal", "high")
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """An unacknowledged alert gets a threaded reply mentioning `to` after `after_seconds`, `repeat` times."""
+
+    after_seconds: int
+    to: str  # a mention as written in the rules (see OnCall.mention)
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class DailyWindow:
+    """Quiet hours: from `start` to `end` local time in `tz` (crossing midnight when end <= start)."""
+
+    start: time
+    end: time
+    tz: str
+
+
+@dataclass(frozen=True)
+class DailyTime:
+    """A digest's time of day, local time in `tz`."""
+
+    at: time
+    tz: str
+
+
+@dataclass(frozen=True)
+class OnCall:
+    """How a channel entry's alerts page people. The defaults are a plain alert."""
+
+    mention: str | None = None  # "@handle" (a user group), "<!subteam^ID>", "<@U…>", "@here" or "@channel"
+    priority: str = "normal"  # low | normal | high
+    ack: bool = False  # an Acknowledge button
+    escalate: Escalation | None = None
+    quiet_hours: DailyWindow | None = None
+    digest: DailyTime | None = None
+
+    @property
+    def rank(self) -> int:
+        return PRIORITIES.index(self.priority)
 
 
 @dataclass(frozen=True)
@@ -62,6 +108,7 @@ class ChannelRule:
     feeds: tuple[str, ...] | None = None  # None: every feed
     location: Location | None = None  # set for an entry of the rules file
     subscription: Subscription | None = None  # set for a term added from Slack
+    oncall: OnCall = OnCall()
 
     def applies_to(self, feed_id: str) -> bool:
         return self.feeds is None or feed_id in self.feeds

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import time
 from pathlib import Path
 
 import pytest
 
 from bot.config import DEFAULT_SLACK_API_URL, Environment, environment_from, load_rules, parse_duration
 from bot.errors import ConfigError
-from bot.model import ChannelRule, FeedConfig, Location, RuleSet, Settings
+from bot.model import (
+    ChannelRule,
+    DailyTime,
+    DailyWindow,
+    Escalation,
+    FeedConfig,
+    Location,
+    OnCall,
+    RuleSet,
+    Settings,
+)
 
 # Problems name the file as it was given, so every test loads "rules.yaml" from inside tmp_path.
 RULES = "rules.yaml"
@@ -263,7 +274,7 @@ SINGLE_MISTAKES = [
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
         "rules.yaml:3: settings.intervall: unknown key "
-        "(expected one of: interval, backfill, retention, admins)",
+        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -275,7 +286,8 @@ SINGLE_MISTAKES = [
     ),
     (
         FEEDS + CHANNELS + "    exculde: [x]\n",
-        "rules.yaml:9: channels[0].exculde: unknown key (expected one of: channel, feeds, keywords, exclude)",
+        "rules.yaml:9: channels[0].exculde: unknown key (expected one of: channel, feeds, keywords, exclude, "
+        "mention, priority, ack, escalate, quiet_hours, digest)",
     ),
     (
         "yes: 1\n" + FEEDS + CHANNELS,
@@ -431,8 +443,7 @@ SINGLE_MISTAKES = [
     ),
     (
         FEEDS + "channels:\n  - C0123ABCD\n",
-        "rules.yaml:7: channels[0]: expected a mapping with channel, keywords, feeds and exclude, "
-        "got a string",
+        "rules.yaml:7: channels[0]: expected a mapping with channel, keywords and options, got a string",
     ),
     # the channel
     (
@@ -806,3 +817,84 @@ def test_bad_slack_api_url_names_the_variable_but_not_the_value(
         f"SLACK_API_URL: expected an http(s) URL like https://slack.com/api/, got {found}",
     )
     assert "xoxb" not in str(raised.value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# On-call options
+
+
+def test_on_call_options_are_read_as_written() -> None:
+    rules = load(
+        "settings:\n  max_alerts_per_cycle: 3\n"
+        + FEEDS
+        + """\
+channels:
+  - channel: "#policy-oncall"
+    keywords: ["export controls", "entity list"]
+    mention: "@policy-oncall"
+    priority: high
+    escalate: {after: 30m, to: "@policy-leads", repeat: 2}
+    quiet_hours: {from: 22:00, to: "07:00", tz: Asia/Hong_Kong}
+    digest: {at: "09:00", tz: Europe/Amsterdam}
+  - channel: C0123ABCD
+    keywords: [chip]
+"""
+    )
+    assert rules.settings.max_alerts_per_cycle == 3
+    policy, plain = (rule.oncall for rule in rules.channels)
+    assert policy == OnCall(
+        mention="@policy-oncall",
+        priority="high",
+        ack=True,  # high priority pages: acknowledged by default
+        escalate=Escalation(after_seconds=1800, to="@policy-leads", repeat=2),
+        quiet_hours=DailyWindow(time(22, 0), time(7, 0), "Asia/Hong_Kong"),  # unquoted 22:00 works too
+        digest=DailyTime(time(9, 0), "Europe/Amsterdam"),
+    )
+    assert plain == OnCall()
+
+
+def test_escalation_implies_an_acknowledge_button() -> None:
+    rules = load(
+        FEEDS + "channels:\n  - channel: C1\n    keywords: [x]\n    escalate: {after: 5m, to: '@here'}\n"
+    )
+    assert rules.channels[0].oncall.ack and rules.channels[0].oncall.priority == "normal"
+
+
+ONCALL = FEEDS + "channels:\n  - channel: C1\n    keywords: [x]\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ("    mention: policy\n", "channels[0].mention: 'policy' is not a mention"),
+        ("    priority: urgent\n", "channels[0].priority: 'urgent' is not one of high, normal, low"),
+        ("    ack: yes please\n", "channels[0].ack: expected true or false, got a string"),
+        (
+            "    ack: false\n    escalate: {after: 5m, to: '@a'}\n",
+            "channels[0].ack: must be true when escalate is set (only an ack stops it)",
+        ),
+        ("    escalate: {to: '@a'}\n", "channels[0].escalate.after: missing"),
+        (
+            "    escalate: {after: 5m, to: '@a', repeat: 0}\n",
+            "channels[0].escalate.repeat: must be 1 or more",
+        ),
+        (
+            "    quiet_hours: {from: '25:00', to: '07:00', tz: UTC}\n",
+            "quiet_hours.from: expected a time like",
+        ),
+        ("    quiet_hours: {from: '22:00', to: '22:00', tz: UTC}\n", "quiet_hours: from and to are the same"),
+        ("    digest: {at: '09:00', tz: Mars/Base}\n", "digest.tz: 'Mars/Base' is not a time zone"),
+        ("    digest: {at: '09:00'}\n", "channels[0].digest.tz: missing"),
+    ],
+)
+def test_a_bad_on_call_option_is_one_line_naming_its_field(extra: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(ONCALL + extra)
+    [line] = raised.value.problems
+    assert line.startswith("rules.yaml:") and problem in line, line
+
+
+def test_max_alerts_per_cycle_must_be_positive() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load("settings:\n  max_alerts_per_cycle: 0\n" + ONCALL)
+    assert raised.value.problems == ("rules.yaml:2: settings.max_alerts_per_cycle: must be 1 or more",)
