@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
@@ -106,6 +107,7 @@ def alert_metadata(item: Item) -> dict[str, object]:
 
 
 MUTE_ACTION_ID = "mute_topic"
+ACK_ACTION_ID = "ack_alert"
 BUTTON_VALUE_LIMIT = 2000
 
 
@@ -131,33 +133,54 @@ def mute_button(match: ChannelMatch) -> dict[str, object] | None:
         value = json.dumps({"terms": terms, "key": "", "feed": match.item.feed_id}, ensure_ascii=False)
     shown = ", ".join(slack_terms)
     return {
-        "type": "actions",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": MUTE_ACTION_ID,
-                "text": {"type": "plain_text", "text": "Mute this topic here"},
-                "value": value[:BUTTON_VALUE_LIMIT],
-                "confirm": {
-                    "title": {"type": "plain_text", "text": "Mute this topic?"},
-                    "text": {"type": "plain_text", "text": trim(f"Stop alerts here for: {shown}", 300)},
-                    "confirm": {"type": "plain_text", "text": "Mute"},
-                    "deny": {"type": "plain_text", "text": "Keep"},
-                },
-            }
-        ],
+        "type": "button",
+        "action_id": MUTE_ACTION_ID,
+        "text": {"type": "plain_text", "text": "Mute this topic here"},
+        "value": value[:BUTTON_VALUE_LIMIT],
+        "confirm": {
+            "title": {"type": "plain_text", "text": "Mute this topic?"},
+            "text": {"type": "plain_text", "text": trim(f"Stop alerts here for: {shown}", 300)},
+            "confirm": {"type": "plain_text", "text": "Mute"},
+            "deny": {"type": "plain_text", "text": "Keep"},
+        },
     }
 
 
-def render_alert(match: ChannelMatch, *, source: str, interactive: bool = False) -> Message:
+def ack_button(alert_id: str) -> dict[str, object]:
+    return {
+        "type": "button",
+        "action_id": ACK_ACTION_ID,
+        "style": "primary",
+        "text": {"type": "plain_text", "text": "Acknowledge"},
+        "value": alert_id[:BUTTON_VALUE_LIMIT],
+    }
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How an alert pages (see bot.oncall): its priority, the mentions to notify (already in Slack's
+    syntax), and an Acknowledge button (`ack_id`), or who acknowledged it and when."""
+
+    priority: str = "normal"
+    mentions: tuple[str, ...] = ()
+    ack_id: str | None = None
+    acked: tuple[str, datetime] | None = None
+
+
+def render_alert(
+    match: ChannelMatch, *, source: str, interactive: bool = False, paging: Paging = Paging()
+) -> Message:
     """One Slack message for one (channel, item): linked title, summary with the matched words in bold,
     the thumbnail as an image accessory, and a context line with source, author, time and keywords.
-    `interactive` (the app hears button presses) adds the mute button where it applies."""
+    `interactive` (the app hears button presses) adds the mute and Acknowledge buttons where they apply;
+    `paging` adds mentions (in the text, so Slack notifies) and a marker for high priority."""
     item = match.item
     title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
     summary = trim(clean_text(item.summary), SUMMARY_LIMIT)
 
-    heading = f"*{mrkdwn_link(item.link, title)}*"
+    marker = "🚨 *High priority*" if paging.priority == "high" else ""
+    lead = " ".join(part for part in (" ".join(paging.mentions), marker) if part)
+    heading = (lead + "\n" if lead else "") + f"*{mrkdwn_link(item.link, title)}*"
     section_text = heading + ("\n" + highlight(summary, match.keywords) if summary else "")
     if len(section_text) > SECTION_TEXT_LIMIT:  # escaping can grow text: fall back to a plain summary
         section_text = trim(heading + "\n" + escape_mrkdwn(summary), SECTION_TEXT_LIMIT)
@@ -175,6 +198,8 @@ def render_alert(match: ChannelMatch, *, source: str, interactive: bool = False)
     if item.published:
         facts.append(slack_date(item.published))
     facts.append("matched " + ", ".join(_keyword_label(k) for k in match.keywords))
+    if paging.priority == "low":
+        facts.append("low priority")
     context_text = trim(" · ".join(facts), CONTEXT_TEXT_LIMIT)
     context = {"type": "context", "elements": [{"type": "mrkdwn", "text": context_text}]}
 
@@ -183,11 +208,29 @@ def render_alert(match: ChannelMatch, *, source: str, interactive: bool = False)
     link = escape_mrkdwn(item.link)
     if is_web_url(item.link) and len(fallback) + 1 + len(link) <= FALLBACK_TEXT_LIMIT:
         fallback += " " + link
+    if paging.priority == "high":
+        fallback = "🚨 High priority: " + fallback
+    elif paging.priority == "low":
+        fallback = "(low priority) " + fallback
+    if paging.mentions:
+        fallback = " ".join(paging.mentions) + " " + fallback
     blocks: tuple[dict[str, object], ...] = (section, dict(context))
-    button = mute_button(match) if interactive else None
-    if button is not None:
-        blocks = (*blocks, button)
+    if paging.acked is not None:
+        user, at = paging.acked
+        blocks = (*blocks, _context_block(f"✅ Acknowledged by <@{escape_mrkdwn(user)}> {slack_date(at)}"))
+    buttons = []
+    if interactive and paging.ack_id is not None and paging.acked is None:
+        buttons.append(ack_button(paging.ack_id))
+    mute = mute_button(match) if interactive else None
+    if mute is not None:
+        buttons.append(mute)
+    if buttons:
+        blocks = (*blocks, {"type": "actions", "elements": buttons})
     return Message(channel=match.channel, text=fallback, blocks=blocks, metadata=alert_metadata(item))
+
+
+def _context_block(text: str) -> dict[str, object]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": trim(text, CONTEXT_TEXT_LIMIT)}]}
 
 
 def without_image(message: Message) -> Message:

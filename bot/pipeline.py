@@ -14,6 +14,7 @@ from typing import Protocol
 
 from bot.errors import DeliveryError, FeedError, FetchError, StateError
 from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, RuleSet
+from bot.oncall import OpenAlert, policy_of
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
 from bot.store import CycleChange, PendingAlert, Store, pending_id
@@ -38,10 +39,11 @@ class Fetcher(Protocol):
 
 
 class AlertSink(Protocol):
-    """Delivers one match. Returns when the destination accepted it; raises DeliveryError otherwise.
-    `since` is set when an earlier attempt (from then on) may have landed: look before posting again."""
+    """Delivers one match. Returns when the destination accepted it, with the message's id (Slack's ts)
+    where there is one; raises DeliveryError otherwise. `since` is set when an earlier attempt (from then
+    on) may have landed: look before posting again."""
 
-    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None: ...
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -288,12 +290,17 @@ class Pipeline:
             error = blocked_everywhere or blocked_channels.get(match.channel)
             attempted = error is None
             if error is None:
-                error = self._attempt(alert)
+                error, ts = self._attempt(alert)
                 if error is None:
                     posted += 1
                     self._last_success = self.now()
                     try:
-                        self.store.record_delivery(match.channel, match.item, self._last_success)
+                        self.store.record_delivery(
+                            match.channel,
+                            match.item,
+                            self._last_success,
+                            open_alert=self._open_alert(alert, ts, self._last_success),
+                        )
                     except StateError as e:
                         # Memory knows it was posted; with the disk failing, post nothing more for now.
                         log.error(
@@ -308,7 +315,16 @@ class Pipeline:
             failed.append(self._after_failure(alert, error, attempted=attempted))
         return posted, failed
 
-    def _attempt(self, alert: PendingAlert) -> DeliveryError | None:
+    @staticmethod
+    def _open_alert(alert: PendingAlert, ts: str | None, at: datetime) -> OpenAlert | None:
+        """An alert with an Acknowledge button waits for it (and may escalate): remembered with its ts."""
+        policy = policy_of(alert.match)
+        if not policy.ack or ts is None:
+            return None
+        match = alert.match
+        return OpenAlert(alert.id, match.channel, ts, match.item, match.keywords, alert.source, policy, at)
+
+    def _attempt(self, alert: PendingAlert) -> tuple[DeliveryError | None, str | None]:
         channel, item = alert.match.channel, alert.match.item
         since = self.store.uncertain_since(channel, item)
         try:
@@ -317,19 +333,20 @@ class Pipeline:
             self.store.record_uncertain(channel, item, self.now())
         except StateError as e:
             log.error("cannot record a delivery attempt: %s; delivery paused until state can be written", e)
-            return DeliveryError("*", "state not writable", transient=True, affects_all=True)
+            return DeliveryError("*", "state not writable", transient=True, affects_all=True), None
         try:
-            self.sink.deliver(alert.match, alert.source, since=since)
+            ts = self.sink.deliver(alert.match, alert.source, since=since)
         except DeliveryError as e:
             if not e.uncertain and since is None:
                 self.store.clear_uncertain(channel, item)  # refused, so surely not posted
-            return e
+            return e, None
         except Exception as e:  # a bug or a broken terminal must neither stop the other alerts nor lose this
             log.exception("delivery crashed channel=%s key=%s", channel, item.key)
-            return DeliveryError(
+            error = DeliveryError(
                 channel, f"{type(e).__name__}: {e}", transient=True, affects_all=False, uncertain=True
             )
-        return None
+            return error, None
+        return None, ts
 
     def _after_failure(self, alert: PendingAlert, error: DeliveryError, *, attempted: bool) -> PendingAlert:
         now = self.now()

@@ -20,10 +20,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from bot.blocks import ALERT_EVENT_TYPE, render_alert, render_console, without_image
+from bot.blocks import ALERT_EVENT_TYPE, Paging, render_alert, render_console, without_image
 from bot.errors import DeliveryError
 from bot.fetch import retry_after_seconds
-from bot.model import ChannelMatch, Item, Message
+from bot.model import ChannelMatch, Item, Message, RuleSet
+from bot.oncall import SPECIAL_MENTIONS, policy_of
+from bot.store import pending_id
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,18 @@ class ConsoleSink:
         self._names = channel_names or {}
         self._lock = threading.Lock()
 
-    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> str | None:
         text = render_console(match, source=source, channel_label=self._names.get(match.channel))
+        policy = policy_of(match)
+        page = " ".join(
+            (["🚨 HIGH PRIORITY"] if policy.high else []) + [f"pages {m}" for m in policy.mentions]
+        )
+        if page:
+            text = f"{page}\n{text}"
         with self._lock:
             print(text, file=self._stream, flush=True)
             print(file=self._stream, flush=True)
+        return None
 
 
 def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
@@ -178,43 +187,121 @@ class SlackClient:
                 return
 
 
+class MentionResolver:
+    """Mentions as written in the rules -> Slack's syntax. A user group handle ("@policy-oncall") becomes
+    <!subteam^ID> through usergroups.list, cached and asked again when a handle is not in the cache."""
+
+    def __init__(self, client: SlackClient) -> None:
+        self._client = client
+        self._groups: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        """Raises DeliveryError when Slack cannot say (unreachable, missing usergroups:read)."""
+        answer = self._client.call("usergroups.list")
+        groups = {str(g.get("handle", "")).lower(): str(g["id"]) for g in answer.get("usergroups", [])}
+        with self._lock:
+            self._groups = groups
+
+    def resolve(self, mention: str) -> str | None:
+        """None for a handle Slack does not know (or cannot be asked about now)."""
+        if mention in SPECIAL_MENTIONS:
+            return SPECIAL_MENTIONS[mention]
+        if mention.startswith("<"):
+            return mention
+        handle = mention.lstrip("@").lower()
+        with self._lock:
+            known = self._groups.get(handle)
+        if known is None:
+            try:
+                self.refresh()
+            except DeliveryError as e:
+                log.error("cannot resolve mention=%s error=%s (posting without it)", mention, e.error)
+                return None
+            with self._lock:
+                known = self._groups.get(handle)
+            if known is None:
+                log.error("unknown user group mention=%s (no such handle in this workspace)", mention)
+                return None
+        return f"<!subteam^{known}>"
+
+    def unknown(self, mentions: Iterable[str]) -> list[str]:
+        """The handles Slack does not know; raises DeliveryError when it cannot be asked."""
+        handles = [m for m in mentions if m.startswith("@") and m not in SPECIAL_MENTIONS]
+        if not handles:
+            return []
+        self.refresh()
+        with self._lock:
+            return [m for m in handles if m.lstrip("@").lower() not in self._groups]
+
+
+def check_mentions(rules: RuleSet, resolver: MentionResolver) -> list[str]:
+    """One problem line per user group handle in the rules that the workspace does not have."""
+    places: dict[str, list[str]] = {}
+    for rule in rules.channels:
+        for field_name, mention in (
+            ("mention", rule.oncall.mention),
+            ("escalate.to", rule.oncall.escalate.to if rule.oncall.escalate else None),
+        ):
+            if mention:
+                places.setdefault(mention, []).append(f"{rule.location or rules.path}: {field_name}")
+    unknown = resolver.unknown(places)
+    return [
+        f"{place}: no user group '{mention}' in this Slack workspace (usergroups.list)"
+        for mention in unknown
+        for place in places[mention]
+    ]
+
+
 class SlackSink:
     """Posts alerts with chat.postMessage, joining public channels first (the bot must be a member to read
     its own history later). Each failure is logged once per channel and error, not once per alert."""
 
-    def __init__(self, client: SlackClient, *, interactive: bool = False) -> None:
+    def __init__(
+        self, client: SlackClient, *, interactive: bool = False, mentions: MentionResolver | None = None
+    ) -> None:
         self._client = client
         self._interactive = interactive
+        self._mentions = mentions or MentionResolver(client)
         self._joined: set[str] = set()
         self._reported: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
-    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> None:
-        """`since` is given when an earlier attempt may have landed: the channel's messages from then on are
-        searched for this alert (by its metadata) before it is posted again."""
-        message = render_alert(match, source=source, interactive=self._interactive)
+    def paging(self, match: ChannelMatch) -> Paging:
+        policy = policy_of(match)
+        resolved = tuple(m for m in (self._mentions.resolve(mention) for mention in policy.mentions) if m)
+        ack_id = pending_id(match.channel, match.item) if policy.ack else None
+        return Paging(priority=policy.priority, mentions=resolved, ack_id=ack_id)
+
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> str | None:
+        """Returns the message's ts. `since` is given when an earlier attempt may have landed: the channel's
+        messages from then on are searched for this alert (by its metadata) before it is posted again."""
+        message = render_alert(match, source=source, interactive=self._interactive, paging=self.paging(match))
         self._ensure_member(match.channel)
-        if since is not None and self._already_posted(match, since):
-            log.info(
-                "alert found in channel channel=%s key=%s (earlier attempt had landed)",
-                match.channel,
-                match.item.key,
-            )
-            return
+        if since is not None:
+            found = self._already_posted(match, since)
+            if found is not None:
+                log.info(
+                    "alert found in channel channel=%s key=%s (earlier attempt had landed)",
+                    match.channel,
+                    match.item.key,
+                )
+                return found
         try:
-            self._post(message)
+            return self._post(message)
         except DeliveryError as e:
             if e.error == "invalid_blocks" and any("accessory" in block for block in message.blocks):
                 # Slack refuses the whole message when it cannot fetch the thumbnail: send it without.
-                self._post(without_image(message))
-            else:
-                self._report(e)
-                raise
+                return self._post(without_image(message))
+            self._report(e)
+            raise
 
-    def _post(self, message: Message) -> None:
-        self._client.call("chat.postMessage", idempotent=False, **message.payload())
+    def _post(self, message: Message) -> str | None:
+        answer = self._client.call("chat.postMessage", idempotent=False, **message.payload())
+        return str(answer["ts"]) if answer.get("ts") else None
 
-    def _already_posted(self, match: ChannelMatch, since: datetime) -> bool:
+    def _already_posted(self, match: ChannelMatch, since: datetime) -> str | None:
+        """The ts of an earlier post of this alert in the channel, if there is one."""
         oldest = f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}"
         try:
             for message in self._client.paginate(
@@ -229,13 +316,13 @@ class SlackSink:
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
                 if metadata.get("event_type") == ALERT_EVENT_TYPE and is_same_article(payload, match.item):
-                    return True
+                    return str(message.get("ts") or "") or None
         except DeliveryError as e:
             if e.affects_all:
                 raise
             # Without channels:history the check cannot be made; a possible repeat beats a lost alert.
             self._report(e)
-        return False
+        return None
 
     def _ensure_member(self, channel: str) -> None:
         with self._lock:

@@ -15,10 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.model import ChannelMatch, Item, Subscription
+from bot.oncall import OpenAlert, alert_from_doc, alert_to_doc
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
 DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
-TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses")
+ACKED_RETENTION = timedelta(
+    days=7
+)  # an acknowledged alert is kept a while, so a late second click is harmless
+TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses", "open")
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
 
@@ -179,6 +183,7 @@ class Store:
         self._uncertain: dict[str, dict[str, Any]] = {}
         self._subscriptions: dict[str, dict[str, Any]] = {}
         self._pauses: dict[str, dict[str, Any]] = {}
+        self._open: dict[str, dict[str, Any]] = {}  # alerts with an Acknowledge button (bot.oncall)
         # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
         # feed publishes, so the main file's per-cycle write stays small.
         self._archive: dict[str, dict[str, Any]] = backend.load_archive()
@@ -191,6 +196,7 @@ class Store:
             ("uncertain", self._uncertain, "id"),
             ("subscriptions", self._subscriptions, "id"),
             ("pauses", self._pauses, "channel"),
+            ("open", self._open, "id"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -208,6 +214,8 @@ class Store:
                     record["channel"], record["key"], record.get("link", ""), record["at"]
                 )
                 self._drop_pending(f"{record['channel']}\x1f{record['key']}")
+                if record.get("open"):
+                    self._remember_open(record["open"])
         if any(self._dirty.values()):
             self._flush()
 
@@ -259,14 +267,63 @@ class Store:
                 return False
             return delivery_key(item) in doc["delivered"] or (bool(item.link) and item.link in doc["links"])
 
-    def record_delivery(self, channel: str, item: Item, at: datetime) -> None:
-        """Durable at once (the outbox), so a crash later in the cycle never reposts this one."""
+    def record_delivery(
+        self, channel: str, item: Item, at: datetime, open_alert: OpenAlert | None = None
+    ) -> None:
+        """Durable at once (the outbox), so a crash later in the cycle never reposts this one. An alert
+        waiting for an acknowledgement is recorded with it, so its escalation timer survives a crash too."""
         with self._lock:
-            record = {"channel": channel, "key": delivery_key(item), "link": item.link, "at": _iso(at)}
+            record: dict[str, Any] = {
+                "channel": channel,
+                "key": delivery_key(item),
+                "link": item.link,
+                "at": _iso(at),
+            }
+            if open_alert is not None:
+                record["open"] = alert_to_doc(open_alert)
             # Memory first: if the outbox cannot be written, this process still never reposts it.
             self._remember_delivery(channel, record["key"], item.link, record["at"])
             self._drop_pending(pending_id(channel, item))
+            if open_alert is not None:
+                self._remember_open(record["open"])
             self._backend.log_delivery(record)
+
+    def _remember_open(self, doc: dict[str, Any]) -> None:
+        if doc["id"] not in self._open:  # an acknowledgement already recorded wins over a replayed post
+            self._open[doc["id"]] = doc
+            self._dirty["open"].add(doc["id"])
+
+    # -- open alerts (acknowledgements and escalations; written at once) ----------------------------
+
+    def open_alerts(self, channel: str | None = None) -> list[OpenAlert]:
+        with self._lock:
+            docs = [d for d in self._open.values() if channel is None or d["channel"] == channel]
+        return sorted((alert_from_doc(d) for d in docs), key=lambda alert: alert.posted_at)
+
+    def open_alert(self, alert_id: str) -> OpenAlert | None:
+        with self._lock:
+            doc = self._open.get(alert_id)
+        return alert_from_doc(doc) if doc else None
+
+    def acknowledge(self, alert_id: str, user: str, at: datetime) -> OpenAlert | None:
+        """Records the first acknowledgement (a second one changes nothing); None for an unknown alert."""
+        with self._lock:
+            doc = self._open.get(alert_id)
+            if doc is None:
+                return None
+            if doc.get("acked_by") is None:
+                doc.update(acked_by=user, acked_at=_iso(at))
+                self._dirty["open"].add(alert_id)
+                self._flush()
+            return alert_from_doc(doc)
+
+    def record_escalation(self, alert_id: str, step: int) -> None:
+        with self._lock:
+            doc = self._open.get(alert_id)
+            if doc is not None and step > doc.get("escalations_sent", 0):
+                doc["escalations_sent"] = step
+                self._dirty["open"].add(alert_id)
+                self._flush()
 
     def record_uncertain(self, channel: str, item: Item, at: datetime) -> None:
         """Marks a post whose outcome is not known: written before each post and kept when Slack's answer is
@@ -567,6 +624,14 @@ class Store:
 
     def _prune_deliveries(self, now: datetime) -> None:
         horizon = _iso(now - DELIVERED_RETENTION)
+        acked_horizon = _iso(now - ACKED_RETENTION)
+        for alert_id in [
+            i
+            for i, doc in self._open.items()
+            if doc["posted_at"] < horizon or (doc.get("acked_at") and doc["acked_at"] < acked_horizon)
+        ]:
+            del self._open[alert_id]
+            self._dirty["open"].add(alert_id)
         for alert_id in [i for i, doc in self._uncertain.items() if doc["since"] < horizon]:
             del self._uncertain[alert_id]  # its alert was dropped long ago (its channel left the rules)
             self._dirty["uncertain"].add(alert_id)
@@ -591,6 +656,7 @@ class Store:
             "uncertain": self._uncertain,
             "subscriptions": self._subscriptions,
             "pauses": self._pauses,
+            "open": self._open,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():

@@ -252,11 +252,11 @@ class CrashAfter:
     def __init__(self, sink, n: int) -> None:
         self.sink, self.n = sink, n
 
-    def deliver(self, match, source, *, since=None) -> None:
+    def deliver(self, match, source, *, since=None) -> str | None:
         if self.n == 0:
             raise SystemExit("killed")
-        self.sink.deliver(match, source, since=since)
         self.n -= 1
+        return self.sink.deliver(match, source, since=since)
 
 
 def test_a_crash_mid_cycle_neither_reposts_nor_drops(world) -> None:

@@ -21,6 +21,8 @@ SCOPES_BY_METHOD = {
     "conversations.open": {"im:write"},
     "users.conversations": {"channels:read", "groups:read"},
     "views.publish": set(),
+    "usergroups.list": {"usergroups:read"},
+    "chat.update": {"chat:write"},
 }
 CALL = re.compile(r"\.(?:call|paginate)\(\s*\"([A-Za-z.]+)\"")
 

@@ -34,11 +34,12 @@ class CountingSink:
         self.sink, self.expected, self.done = sink, expected, threading.Event()
         self.count = 0
 
-    def deliver(self, match, source, *, since=None) -> None:
-        self.sink.deliver(match, source, since=since)
+    def deliver(self, match, source, *, since=None) -> str | None:
+        ts = self.sink.deliver(match, source, since=since)
         self.count += 1
         if self.count >= self.expected:
             self.done.set()
+        return ts
 
 
 def test_run_polls_every_feed_at_start_and_saves_state_on_stop(

@@ -1,0 +1,146 @@
+"""On-call paging, pure: the policy an alert gets from the rules that matched it, and what the timers owe
+at a given moment. Timers are data (open alerts in the store), evaluated by `due_escalations(state, now)`
+from one ticker job, so they survive restarts and tests pass a clock instead of waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from bot.model import PRIORITIES, ChannelMatch, Escalation, Item
+
+SPECIAL_MENTIONS = {"@here": "<!here>", "@channel": "<!channel>"}
+
+
+@dataclass(frozen=True)
+class AlertPolicy:
+    """How one alert pages: merged from every rule of the channel that matched it."""
+
+    priority: str = "normal"
+    mentions: tuple[str, ...] = ()  # as written in the rules, in rule order, without repeats
+    ack: bool = False
+    escalate: Escalation | None = None
+
+    @property
+    def high(self) -> bool:
+        return self.priority == "high"
+
+
+def policy_of(match: ChannelMatch) -> AlertPolicy:
+    """The highest priority of the matched rules, every mention, an ack button if any rule asks, and the
+    escalation of the highest-priority rule that has one."""
+    rules = [rule for rule in match.rules]
+    if not rules:
+        return AlertPolicy()
+    priority = max((rule.oncall.priority for rule in rules), key=PRIORITIES.index)
+    mentions = tuple(dict.fromkeys(rule.oncall.mention for rule in rules if rule.oncall.mention))
+    escalating = sorted((rule for rule in rules if rule.oncall.escalate), key=lambda rule: -rule.oncall.rank)
+    return AlertPolicy(
+        priority=priority,
+        mentions=mentions,
+        ack=any(rule.oncall.ack for rule in rules),
+        escalate=escalating[0].oncall.escalate if escalating else None,
+    )
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """A posted alert that waits for an acknowledgement (and may escalate meanwhile)."""
+
+    id: str
+    channel: str
+    ts: str  # the Slack message, for chat.update and threaded escalations
+    item: Item
+    keywords: tuple[str, ...]
+    source: str
+    policy: AlertPolicy
+    posted_at: datetime
+    escalations_sent: int = 0
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.acked_by is None
+
+    def next_escalation(self) -> datetime | None:
+        escalate = self.policy.escalate
+        if not self.open or escalate is None or self.escalations_sent >= escalate.repeat:
+            return None
+        return self.posted_at + timedelta(seconds=escalate.after_seconds * (self.escalations_sent + 1))
+
+
+@dataclass(frozen=True)
+class EscalationDue:
+    alert: OpenAlert
+    step: int  # 1-based: the escalation this reply is (after a long downtime, the latest one overdue)
+
+
+def due_escalations(alerts: Iterable[OpenAlert], now: datetime) -> list[EscalationDue]:
+    """One reply per unacknowledged alert whose next escalation is due. After a restart several steps may
+    be overdue: they fire once, as the latest step, not once per missed interval."""
+    due = []
+    for alert in alerts:
+        escalate = alert.policy.escalate
+        first = alert.next_escalation()
+        if escalate is None or first is None or first > now:
+            continue
+        elapsed_steps = int((now - alert.posted_at).total_seconds() // escalate.after_seconds)
+        due.append(EscalationDue(alert, min(escalate.repeat, elapsed_steps)))
+    return sorted(due, key=lambda d: d.alert.posted_at)
+
+
+def describe_age(since: datetime, now: datetime) -> str:
+    minutes = int((now - since).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d"
+
+
+def alert_to_doc(alert: OpenAlert) -> dict[str, Any]:
+    escalate = alert.policy.escalate
+    return {
+        "id": alert.id,
+        "channel": alert.channel,
+        "ts": alert.ts,
+        "item": alert.item.to_dict(),
+        "keywords": list(alert.keywords),
+        "source": alert.source,
+        "priority": alert.policy.priority,
+        "mentions": list(alert.policy.mentions),
+        "escalate": (
+            {"after": escalate.after_seconds, "to": escalate.to, "repeat": escalate.repeat}
+            if escalate
+            else None
+        ),
+        "posted_at": alert.posted_at.isoformat(),
+        "escalations_sent": alert.escalations_sent,
+        "acked_by": alert.acked_by,
+        "acked_at": alert.acked_at.isoformat() if alert.acked_at else None,
+    }
+
+
+def alert_from_doc(doc: dict[str, Any]) -> OpenAlert:
+    escalate = doc.get("escalate")
+    return OpenAlert(
+        id=doc["id"],
+        channel=doc["channel"],
+        ts=doc["ts"],
+        item=Item.from_dict(doc["item"]),
+        keywords=tuple(doc.get("keywords", ())),
+        source=doc.get("source", ""),
+        policy=AlertPolicy(
+            priority=doc.get("priority", "normal"),
+            mentions=tuple(doc.get("mentions", ())),
+            ack=True,
+            escalate=Escalation(escalate["after"], escalate["to"], escalate["repeat"]) if escalate else None,
+        ),
+        posted_at=datetime.fromisoformat(doc["posted_at"]),
+        escalations_sent=doc.get("escalations_sent", 0),
+        acked_by=doc.get("acked_by"),
+        acked_at=datetime.fromisoformat(doc["acked_at"]) if doc.get("acked_at") else None,
+    )
