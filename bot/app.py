@@ -19,14 +19,25 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, trim
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.home import FeedStatus
 from bot.model import FeedConfig, RuleSet
+from bot.oncall import describe_age, due_escalations
 from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
 from bot.service import merge_rules
-from bot.slack import ConsoleSink, SlackChannel, SlackClient, SlackSink, check_auth, list_channels
+from bot.slack import (
+    ConsoleSink,
+    MentionResolver,
+    SlackChannel,
+    SlackClient,
+    SlackSink,
+    check_auth,
+    check_mentions,
+    list_channels,
+)
 from bot.storage import open_store
 from bot.store import Store
 
@@ -35,6 +46,7 @@ log = logging.getLogger(__name__)
 PENDING_RETRY_SECONDS = 30
 RULES_CHECK_SECONDS = 5.0  # how soon an edit of rules.yaml takes effect
 ARCHIVE_PRUNE_SECONDS = 3600
+TICK_SECONDS = 5  # how often on-call timers (escalations) are evaluated
 MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to this
 
 
@@ -121,6 +133,7 @@ class App:
     console: bool
     health: dict[str, FeedHealth] = field(default_factory=dict)
     client: SlackClient | None = None
+    mentions: MentionResolver | None = None
     rules_path: Path | None = None
     loaded_stamp: tuple[int, int] | None = None
     started: datetime | None = None
@@ -220,6 +233,47 @@ class App:
             "pending_alerts": len(self.store.pending()),
         }
 
+    def tick(self) -> int:
+        """The on-call ticker: sends the escalations that are due (a threaded reply mentioning `to`).
+        Returns how many were sent. Timers are data in the store, so a restart loses none."""
+        if self.client is None:
+            return 0
+        sent = 0
+        for due in due_escalations(self.store.open_alerts(), self.pipeline.now()):
+            alert, escalate = due.alert, due.alert.policy.escalate
+            assert escalate is not None  # due_escalations only returns escalating alerts
+            mention = self.mentions.resolve(escalate.to) if self.mentions else None
+            age = describe_age(alert.posted_at, self.pipeline.now())
+            title = mrkdwn_link(alert.item.link, trim(clean_text(alert.item.title) or "(untitled)", 150))
+            text = (
+                f"{mention or escape_mrkdwn(escalate.to)} ⏰ Not acknowledged after {age}: {title} "
+                f"(escalation {due.step} of {escalate.repeat})"
+            )
+            try:
+                self.client.call(
+                    "chat.postMessage",
+                    idempotent=False,
+                    channel=alert.channel,
+                    thread_ts=alert.ts,
+                    text=text,
+                    unfurl_links=False,
+                )
+            except DeliveryError as e:
+                log.error(
+                    "escalation not sent channel=%s alert=%s error=%s", alert.channel, alert.id, e.error
+                )
+                continue  # due again at the next tick
+            self.store.record_escalation(alert.id, due.step)
+            log.info("escalation sent channel=%s step=%d key=%s", alert.channel, due.step, alert.item.key)
+            sent += 1
+        return sent
+
+    def safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:  # a bug must not stop the ticker job
+            log.exception("on-call tick crashed")
+
     def poll_all_once(self) -> list[PollReport]:
         return [self.poll(feed) for feed in self.rules.feeds]
 
@@ -299,6 +353,7 @@ def build_app(
     store = open_store(env.db_path)
     sink: AlertSink
     client: SlackClient | None = None
+    mentions: MentionResolver | None = None
     if env.slack_token:
         client = SlackClient(env.slack_token, env.slack_api_url, sleep=sleep)
         try:
@@ -313,7 +368,18 @@ def build_app(
                 "slack unreachable at start error=%s (alerts wait as pending until it answers)", e.error
             )
         rules = resolve_rules(rules, client, store)
-        sink = SlackSink(client, interactive=env.interactive and listening)
+        mentions = MentionResolver(client)
+        try:
+            problems = check_mentions(rules, mentions)
+        except DeliveryError as e:
+            log.warning(
+                "cannot check on-call mentions now error=%s (unknown ones are logged when used)", e.error
+            )
+        else:
+            if problems:
+                store.close()
+                raise ConfigError(problems)
+        sink = SlackSink(client, interactive=env.interactive and listening, mentions=mentions)
         console = False
     else:
         sink = ConsoleSink(stdout)
@@ -337,6 +403,7 @@ def build_app(
         pipeline=pipeline,
         console=console,
         client=client,
+        mentions=mentions,
         rules_path=env.rules_path,
         loaded_stamp=stamp,
         started=now(),
@@ -397,6 +464,12 @@ def run_scheduler(
         id="pending",
         next_run_time=start + timedelta(seconds=5),
         misfire_grace_time=PENDING_RETRY_SECONDS,
+    )
+    scheduler.add_job(
+        app.safe_tick,
+        IntervalTrigger(seconds=TICK_SECONDS, timezone="UTC"),
+        id="tick",
+        next_run_time=start + timedelta(seconds=1),
     )
     scheduler.add_job(
         app.prune_archive,

@@ -16,10 +16,11 @@ from typing import IO
 from bot import __version__
 from bot.app import build_app, run_scheduler
 from bot.config import Environment, environment_from, load_environment, load_rules
-from bot.errors import BotError, ConfigError
+from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.logs import configure_logging
 from bot.preview import preview_feeds, render_preview
+from bot.slack import MentionResolver, SlackClient, check_mentions
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,16 @@ def main(
 
 def _check(env: Environment, out: IO[str]) -> int:
     rules = load_rules(env.rules_path)
+    if env.slack_token:
+        # On-call mentions name user groups only Slack knows: ask it, when it can be reached.
+        client = SlackClient(env.slack_token, env.slack_api_url)
+        try:
+            problems = check_mentions(rules, MentionResolver(client))
+        except DeliveryError as e:
+            log.warning("cannot check on-call mentions with Slack now (%s)", e.error)
+        else:
+            if problems:
+                raise ConfigError(problems)
     channels = len({rule.channel for rule in rules.channels})
     print(
         f"{env.rules_path}: OK ({len(rules.feeds)} feed(s), {len(rules.channels)} channel rule(s) for "

@@ -14,10 +14,23 @@ import yaml
 from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date
 from bot.config import parse_duration
 from bot.model import ChannelRule, Item, Subscription
+from bot.oncall import OpenAlert, describe_age
 from bot.rules import RuleMatcher, compile_keyword, match_keywords
 from bot.store import ArchivedItem
 
-VERBS = ("subscribe", "unsubscribe", "list", "search", "latest", "test", "pause", "resume", "export", "help")
+VERBS = (
+    "subscribe",
+    "unsubscribe",
+    "list",
+    "search",
+    "latest",
+    "test",
+    "pause",
+    "resume",
+    "export",
+    "oncall",
+    "help",
+)
 ALIASES = {"sub": "subscribe", "unsub": "unsubscribe", "ls": "list", "find": "search"}
 SEARCH_LIMIT = 10
 LATEST_DEFAULT, LATEST_MAX = 5, 20
@@ -342,7 +355,29 @@ def help_reply(command: str, unknown: str | None = None) -> Reply:
         f"`{c} test <text>`: which of this channel's terms would match that text, and why.",
         f"`{c} pause 2h` / `{c} resume`: hold alerts here; held ones come on resume.",
         f"`{c} export`: this channel's subscriptions as a rules.yaml snippet.",
+        f"`{c} oncall`: this channel's alerts waiting for an acknowledgement.",
         'Terms: a word (`Nexperia`), a "quoted phrase", or a prefix (`sanction*`). '
         "In a direct message with the app, the same commands manage your personal watch.",
     ]
+    return text_reply("\n".join(lines))
+
+
+def oncall_reply(channel_label: str, alerts: Sequence[OpenAlert], now: datetime) -> Reply:
+    """Open (unacknowledged) alerts, oldest first, with their age and escalation step."""
+    waiting = [alert for alert in alerts if alert.open]
+    if not waiting:
+        return text_reply(f"No open alerts in {channel_label}: everything is acknowledged.")
+    lines = [f"*Open alerts in {channel_label}* ({len(waiting)}, oldest first)"]
+    for alert in waiting:
+        title = mrkdwn_link(alert.item.link, alert.item.title or alert.item.link or "(untitled)")
+        escalate = alert.policy.escalate
+        if escalate is None:
+            step = "no escalation"
+        else:
+            step = f"escalated {alert.escalations_sent} of {escalate.repeat}"
+            upcoming = alert.next_escalation()
+            if upcoming is not None:
+                step += f", next to {escape_mrkdwn(escalate.to)} in {describe_age(now, upcoming)}"
+        marker = "🚨 " if alert.policy.high else ""
+        lines.append(f"• {marker}{title}\n   open {describe_age(alert.posted_at, now)} · {step}")
     return text_reply("\n".join(lines))

@@ -191,6 +191,11 @@ class Pipeline:
         running keeps the rules it started with; no lock, so a slash command never waits for a poll."""
         self._current = (rules, RuleMatcher(rules.channels))
 
+    def match_for(self, channel: str, item: Item) -> ChannelMatch | None:
+        """How the rules in force match this item for this channel (None: they do not)."""
+        _, matcher = self._current
+        return next((m for m in matcher.match_item(item) if m.channel == channel), None)
+
     def stop_delivering(self) -> None:
         """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
         self._stopping.set()

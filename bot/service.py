@@ -24,6 +24,7 @@ from bot.commands import (
     items_reply,
     latest_matches,
     list_reply,
+    oncall_reply,
     parse_command,
     parse_count,
     parse_pause,
@@ -344,6 +345,10 @@ class CommandService:
         if not lines:
             lines.append("Nothing to mute: that topic is no longer subscribed here.")
         return text_reply("\n".join(lines))
+
+    def _oncall(self, command: Command, call: Invocation) -> Reply:
+        channel = self.target(call)
+        return oncall_reply(self.label(call), self.store.open_alerts(channel), self.now())
 
     def _export(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)

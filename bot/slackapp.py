@@ -23,11 +23,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.app import App
-from bot.blocks import MUTE_ACTION_ID
+from bot.blocks import ACK_ACTION_ID, MUTE_ACTION_ID, Paging, render_alert
 from bot.commands import CommandError, Reply, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
+from bot.model import ChannelMatch
+from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
 from bot.slack import SlackClient
 
@@ -74,6 +76,7 @@ class SlackInterface:
         )
         self.bolt.command(env.command)(self.on_command)
         self.bolt.action(MUTE_ACTION_ID)(self.on_mute)
+        self.bolt.action(ACK_ACTION_ID)(self.on_ack)
         self.bolt.event("app_home_opened")(self.on_home_opened)
 
     # -- Slack lookups the service needs ------------------------------------------------------------
@@ -151,6 +154,53 @@ class SlackInterface:
         user = str((body.get("user") or {}).get("id", ""))
         reply = self.service.mute(channel, user, terms, feed)
         respond(**_reply_args(reply), replace_original=False)
+
+    def on_ack(self, ack: Callable[..., None], body: dict[str, Any], respond: Callable[..., None]) -> None:
+        """Acknowledge: records who and when, stops escalation, and shows it in the message itself."""
+        ack()
+        alert_id = str(((body.get("actions") or [{}])[0]).get("value") or "")
+        user = str((body.get("user") or {}).get("id", ""))
+        now = self.app.pipeline.now()
+        before = self.app.store.open_alert(alert_id)
+        alert = self.app.store.acknowledge(alert_id, user, now)
+        if alert is None or before is None:
+            respond(
+                text="This alert is no longer tracked.", response_type="ephemeral", replace_original=False
+            )
+            return
+        if before.acked_by is not None:  # a second click, or a second person: harmless, and said so
+            respond(
+                text=f"Already acknowledged by <@{before.acked_by}>.",
+                response_type="ephemeral",
+                replace_original=False,
+            )
+            return
+        log.info("alert acknowledged channel=%s user=%s key=%s", alert.channel, user, alert.item.key)
+        self.update_alert_message(alert)
+
+    def update_alert_message(self, alert: OpenAlert) -> None:
+        match = self.app.pipeline.match_for(alert.channel, alert.item) or ChannelMatch(
+            alert.channel, alert.item, alert.keywords
+        )
+        match = ChannelMatch(alert.channel, alert.item, alert.keywords, match.rules)
+        mentions = tuple(
+            m
+            for m in (self.app.mentions.resolve(x) if self.app.mentions else x for x in alert.policy.mentions)
+            if m
+        )
+        acked = (alert.acked_by, alert.acked_at) if alert.acked_by and alert.acked_at else None
+        paging = Paging(priority=alert.policy.priority, mentions=mentions, acked=acked)
+        message = render_alert(match, source=alert.source, interactive=True, paging=paging)
+        try:
+            self.client.call(
+                "chat.update",
+                channel=alert.channel,
+                ts=alert.ts,
+                text=message.text,
+                blocks=list(message.blocks),
+            )
+        except DeliveryError as e:
+            log.error("alert message not updated channel=%s error=%s", alert.channel, e.error)
 
     def on_home_opened(self, event: dict[str, Any]) -> None:
         if event.get("tab", "home") != "home":

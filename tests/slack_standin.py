@@ -45,6 +45,7 @@ class SlackState:
     dms: dict[str, str] = field(default_factory=dict)  # user -> DM channel ID (conversations.open)
     views: list[dict[str, Any]] = field(default_factory=list)  # views.publish calls
     responses: list[dict[str, Any]] = field(default_factory=list)  # posts to response_url
+    usergroups: dict[str, str] = field(default_factory=dict)  # handle -> ID (usergroups.list)
     channels: dict[str, Channel] = field(default_factory=dict)
     posts: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -211,6 +212,20 @@ class SlackStandIn:
         ids = self.state.members.get(str(params.get("user")), set())
         channels = [{"id": c} for c in sorted(ids) if c in self.state.channels]
         return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
+
+    def _api_usergroups_list(self, params: dict[str, Any]) -> dict[str, Any]:
+        groups = [
+            {"id": gid, "handle": handle, "name": handle} for handle, gid in self.state.usergroups.items()
+        ]
+        return {"ok": True, "usergroups": groups}
+
+    def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Edits a recorded post in place, as Slack does; the post keeps its ts and metadata."""
+        for post in self.state.posts:
+            if post["channel"] == params.get("channel") and post["ts"] == params.get("ts"):
+                post.update({k: v for k, v in params.items() if k in ("text", "blocks")}, edited=True)
+                return {"ok": True, "channel": post["channel"], "ts": post["ts"]}
+        return {"ok": False, "error": "message_not_found"}
 
     def _api_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
         view = params.get("view")

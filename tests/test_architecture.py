@@ -9,7 +9,19 @@ from pathlib import Path
 import pytest
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
-PURE = ["model", "errors", "parse", "rules", "blocks", "pipeline", "store", "commands", "service", "home"]
+PURE = [
+    "model",
+    "errors",
+    "parse",
+    "rules",
+    "blocks",
+    "pipeline",
+    "store",
+    "commands",
+    "service",
+    "home",
+    "oncall",
+]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
     "slack_bolt",

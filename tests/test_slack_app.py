@@ -71,8 +71,11 @@ class Bot:
         return reply_text(response.json())
 
     def press(self, message: dict, *, user: str = ALICE) -> httpx.Response:
+        return self.press_button(message, "mute_topic", user=user)
+
+    def press_button(self, message: dict, action_id: str, *, user: str = ALICE) -> httpx.Response:
         [actions] = [b for b in message["blocks"] if b["type"] == "actions"]
-        button = actions["elements"][0]
+        [button] = [e for e in actions["elements"] if e["action_id"] == action_id]
         payload = {
             "type": "block_actions",
             "user": {"id": user},

@@ -1,0 +1,232 @@
+"""On-call channels through the real endpoint: mentions resolved to user groups, the Acknowledge button
+(a signed block_actions request) updating the message in place, escalations on a test clock, across a
+restart, and /feeds oncall. Slack is the Web API stand-in; nothing sleeps."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bot.app import build_app
+from bot.config import environment_from
+from bot.errors import ConfigError
+from bot.model import ChannelMatch, ChannelRule, Escalation, Item, OnCall
+from bot.oncall import AlertPolicy, OpenAlert, due_escalations, policy_of
+from bot.slackapp import serve
+from tests.conftest import Clock, rss_item, scmp_feed
+from tests.feed_host import FeedHost
+from tests.slack_standin import SlackStandIn
+from tests.test_slack_app import SECRET, Bot, reply_text, wait_for
+
+POLICY = "C0POLICY1"
+ALICE, BOB = "U0ALICE01", "U0BOB0001"
+ONCALL_GROUP, LEADS_GROUP = "S0ONCALL1", "S0LEADS01"
+
+EXPORT_NEWS = rss_item(
+    "US adds chip firms to entity list",
+    "https://www.scmp.com/tech/entity-list",
+    published="Mon, 01 Jun 2026 08:30:00 +0000",
+)
+
+
+def write_rules(folder: Path, feed_url: str, mention: str = "@policy-oncall") -> Path:
+    path = folder / "rules.yaml"
+    path.write_text(
+        f"""settings:
+  backfill: 0
+feeds:
+  - id: scmp
+    url: {feed_url}
+channels:
+  - channel: {POLICY}
+    keywords: ["export control*", "entity list"]
+    mention: "{mention}"
+    priority: high
+    escalate: {{after: 30m, to: "@policy-leads", repeat: 2}}
+"""
+    )
+    return path
+
+
+class OnCallWorld:
+    def __init__(self, tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> None:
+        self.tmp_path, self.feed_host, self.slack, self.clock = tmp_path, feed_host, slack, clock
+        slack.add_channel(POLICY, "policy-oncall")
+        slack.state.usergroups.update({"policy-oncall": ONCALL_GROUP, "policy-leads": LEADS_GROUP})
+        self.feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
+        self.rules = write_rules(tmp_path, self.feed_url)
+        self.environ = {
+            "SLACK_BOT_TOKEN": slack.state.token,
+            "SLACK_API_URL": slack.url,
+            "SLACK_SIGNING_SECRET": SECRET,
+            "BOT_RULES": str(self.rules),
+            "BOT_DB": str(tmp_path / "state.json"),
+            "PORT": "0",
+        }
+
+    def start(self) -> Iterator[Bot]:
+        env = environment_from(self.environ, self.tmp_path)
+        app = build_app(env, sleep=self.clock.sleep, now=self.clock, listening=True)
+        serving = serve(app, env, on_resume=app.retry_pending, host="127.0.0.1")
+        try:
+            yield Bot(app, serving, self.slack, self.feed_host, self.clock)
+        finally:
+            serving.stop()
+            app.close()
+
+    def alert(self, bot: Bot) -> dict:
+        bot.poll()
+        bot.publish(EXPORT_NEWS)
+        bot.poll()
+        [alert] = self.slack.posts_to(POLICY)
+        return alert
+
+
+@pytest.fixture
+def world(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> OnCallWorld:
+    return OnCallWorld(tmp_path, feed_host, slack, clock)
+
+
+@pytest.fixture
+def bot(world: OnCallWorld) -> Iterator[Bot]:
+    yield from world.start()
+
+
+def replies(slack: SlackStandIn, alert: dict) -> list[dict]:
+    return [p for p in slack.posts if p.get("thread_ts") == alert["ts"]]
+
+
+def ack_button(message: dict) -> dict | None:
+    for block in message["blocks"]:
+        for element in block.get("elements", []):
+            if element.get("action_id") == "ack_alert":
+                return element
+    return None
+
+
+def test_a_high_priority_alert_mentions_the_user_group_and_can_be_acknowledged(world, bot: Bot) -> None:
+    alert = world.alert(bot)
+    assert alert["text"].startswith(f"<!subteam^{ONCALL_GROUP}> 🚨 High priority: US adds chip firms")
+    assert alert["blocks"][0]["text"]["text"].startswith(f"<!subteam^{ONCALL_GROUP}> 🚨 *High priority*")
+    assert ack_button(alert) is not None
+
+
+def test_acknowledging_updates_the_message_in_place_and_stops_escalation(world, bot: Bot) -> None:
+    alert = copy.deepcopy(world.alert(bot))  # as posted; the stand-in edits its record in place
+    bot.clock.advance(minutes=5)
+    assert bot.press_button(alert, "ack_alert", user=BOB).status_code == 200
+    wait_for(lambda: world.slack.calls("chat.update"))
+    [updated] = world.slack.posts_to(POLICY)
+    assert updated["ts"] == alert["ts"] and updated.get("edited")
+    assert f"✅ Acknowledged by <@{BOB}>" in reply_text(updated)
+    assert ack_button(updated) is None
+
+    bot.clock.advance(hours=3)
+    assert bot.app.tick() == 0 and replies(world.slack, alert) == []  # no escalation after the ack
+
+    bot.press_button(alert, "ack_alert", user=ALICE)  # a second click is harmless
+    wait_for(lambda: world.slack.responses)
+    assert f"Already acknowledged by <@{BOB}>" in world.slack.responses[-1]["text"]
+    assert len(world.slack.calls("chat.update")) == 1
+
+
+def test_an_unacknowledged_alert_escalates_on_time_up_to_repeat_times(world, bot: Bot) -> None:
+    alert = world.alert(bot)
+    bot.clock.advance(minutes=29)
+    assert bot.app.tick() == 0
+    bot.clock.advance(minutes=2)
+    assert bot.app.tick() == 1
+    bot.clock.advance(minutes=30)
+    assert bot.app.tick() == 1
+    bot.clock.advance(hours=5)
+    assert bot.app.tick() == 0  # repeat: 2
+    first, second = replies(world.slack, alert)
+    assert first["text"].startswith(f"<!subteam^{LEADS_GROUP}> ⏰ Not acknowledged after 31m:")
+    assert first["text"].endswith("(escalation 1 of 2)") and second["text"].endswith("(escalation 2 of 2)")
+
+
+def test_escalation_timers_survive_a_restart_and_overdue_ones_fire_once(world) -> None:
+    for bot in world.start():
+        alert = world.alert(bot)
+    world.clock.advance(hours=2)  # the bot was down through both escalation times
+    for bot in world.start():
+        assert bot.app.tick() == 1
+        assert bot.app.tick() == 0
+    [reply] = replies(world.slack, alert)
+    assert reply["text"].endswith("(escalation 2 of 2)")
+
+
+def test_feeds_oncall_lists_open_alerts_with_age_and_step(world, bot: Bot) -> None:
+    world.alert(bot)
+    bot.clock.advance(minutes=40)
+    bot.app.tick()
+    reply = bot.say("oncall", channel=POLICY)
+    assert "*Open alerts in <#C0POLICY1>* (1, oldest first)" in reply
+    assert "🚨 <https://www.scmp.com/tech/entity-list|US adds chip firms to entity list>" in reply
+    assert "open 40m · escalated 1 of 2, next to @policy-leads in 20m" in reply
+
+
+def test_an_unknown_user_group_stops_the_start_with_its_rules_line(world) -> None:
+    write_rules(world.tmp_path, world.feed_url, mention="@no-such-team")
+    with pytest.raises(ConfigError) as raised:
+        next(world.start())
+    assert raised.value.problems == (
+        f"{world.rules}:7: mention: no user group '@no-such-team' in this Slack workspace (usergroups.list)",
+    )
+
+
+def test_when_slack_cannot_be_asked_at_start_the_bot_starts_and_says_so(world, caplog) -> None:
+    world.slack.fail_next("usergroups.list", times=4, status=503, body="<html>down</html>")  # past retries
+    for bot in world.start():
+        assert bot.app.rules.channels
+    assert any("cannot check on-call mentions now" in r.message for r in caplog.records)
+
+
+# -- the pure core ------------------------------------------------------------------------------------
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+ITEM = Item(feed_id="f", key="k", link="https://e.com/k", title="Entity list grows")
+
+
+def rule(**oncall) -> ChannelRule:
+    return ChannelRule("C1", ("x",), oncall=OnCall(**oncall))
+
+
+def test_the_policy_merges_every_rule_that_matched() -> None:
+    leads = Escalation(1800, "@leads", 2)
+    match = ChannelMatch(
+        "C1",
+        ITEM,
+        ("x",),
+        (
+            rule(mention="@a", priority="low"),
+            rule(mention="@b", priority="high", ack=True, escalate=leads),
+            rule(mention="@a", escalate=Escalation(60, "@x")),
+        ),
+    )
+    assert policy_of(match) == AlertPolicy(priority="high", mentions=("@a", "@b"), ack=True, escalate=leads)
+    assert policy_of(ChannelMatch("C1", ITEM, ("x",))) == AlertPolicy()
+
+
+def open_alert(**changes) -> OpenAlert:
+    policy = AlertPolicy(priority="high", ack=True, escalate=Escalation(1800, "@leads", 3))
+    return replace(OpenAlert("a", "C1", "1.0", ITEM, ("x",), "src", policy, T0), **changes)
+
+
+@pytest.mark.parametrize(
+    ("minutes", "sent", "expected_step"),
+    [(29, 0, None), (30, 0, 1), (59, 1, None), (61, 1, 2), (200, 0, 3), (200, 3, None)],
+)
+def test_due_escalations(minutes: int, sent: int, expected_step: int | None) -> None:
+    due = due_escalations([open_alert(escalations_sent=sent)], T0 + timedelta(minutes=minutes))
+    assert [d.step for d in due] == ([expected_step] if expected_step else [])
+
+
+def test_an_acknowledged_alert_never_escalates() -> None:
+    acked = open_alert(acked_by="U1", acked_at=T0)
+    assert due_escalations([acked], T0 + timedelta(days=1)) == []
