@@ -19,13 +19,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, trim
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_group, trim
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.home import FeedStatus
-from bot.model import FeedConfig, RuleSet
-from bot.oncall import describe_age, due_escalations
+from bot.model import FeedConfig, Message, RuleSet
+from bot.oncall import QueuedAlert, describe_age, due_escalations, due_groups
 from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
 from bot.service import merge_rules
 from bot.slack import (
@@ -140,6 +140,7 @@ class App:
     # Slash commands and the rules-file watcher both recompute the merged rules: one at a time, so a
     # stale merge never overwrites a newer one.
     _rules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _group_retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
 
     @property
     def rules(self) -> RuleSet:
@@ -234,8 +235,71 @@ class App:
         }
 
     def tick(self) -> int:
-        """The on-call ticker: sends the escalations that are due (a threaded reply mentioning `to`).
-        Returns how many were sent. Timers are data in the store, so a restart loses none."""
+        """The on-call ticker: sends the grouped messages (digests, the end of quiet hours, floods) and the
+        escalations that are due. Returns how many messages went out. Timers are data in the store, so a
+        restart loses none."""
+        return self.release_groups() + self.escalate()
+
+    def release_groups(self) -> int:
+        """Posts each channel's queued alerts as one grouped message once any of them is due."""
+        now = self.pipeline.now()
+        sent = 0
+        configured = {rule.channel for rule in self.rules.channels}
+        for channel, alerts in due_groups(self.store.queued(), now).items():
+            if channel not in configured:
+                for alert in alerts:
+                    log.warning(
+                        "queued alert dropped channel=%s key=%s (channel left the rules)",
+                        channel,
+                        alert.match.item.key,
+                    )
+                    self.store.discard_queued(alert.id)
+                continue
+            if self.store.pause_of(channel, now) is not None or self._group_retry_at.get(channel, now) > now:
+                continue
+            kinds = {alert.kind for alert in alerts}
+            count = f"{len(alerts)} item{'s' if len(alerts) != 1 else ''}"
+            if "digest" in kinds:
+                heading = f"Digest: {count} since the last one"
+            elif "quiet" in kinds:
+                heading = f"While quiet hours were on: {count}"
+            else:
+                heading = f"{count} more from this poll (grouped, so the channel is not flooded)"
+            by_key = {(alert.match.item.feed_id, alert.match.item.key): alert for alert in alerts}
+            for message in render_group(channel, [(a.match, a.source) for a in alerts], heading):
+                payload = message.metadata["event_payload"]
+                listed = [by_key[entry["feed_id"], entry["item_key"]] for entry in payload["items"]]
+                if not self._post_group(message, listed, now):
+                    break
+                sent += 1
+            self.store.commit()
+        return sent
+
+    def _post_group(self, message: Message, alerts: list[QueuedAlert], now: datetime) -> bool:
+        items = [alert.match.item for alert in alerts]
+        since_times = [t for t in (self.store.uncertain_since(message.channel, i) for i in items) if t]
+        for item in items:  # before the post: a kill mid-request leaves a trace (as for single alerts)
+            self.store.record_uncertain(message.channel, item, now)
+        try:
+            self.pipeline.sink.deliver_group(message, items, since=min(since_times) if since_times else None)
+        except DeliveryError as e:
+            delay = max(e.retry_after or 0, 60)
+            self._group_retry_at[message.channel] = now + timedelta(seconds=delay)
+            log.error(
+                "grouped message not posted channel=%s error=%s (retry in %ds)",
+                message.channel,
+                e.error,
+                delay,
+            )
+            return False
+        self._group_retry_at.pop(message.channel, None)
+        for item in items:
+            self.store.record_delivery(message.channel, item, now)  # also takes it off the queue
+        log.info("grouped message posted channel=%s items=%d", message.channel, len(items))
+        return True
+
+    def escalate(self) -> int:
+        """Sends the escalations that are due (a threaded reply mentioning `to`)."""
         if self.client is None:
             return 0
         sent = 0

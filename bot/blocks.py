@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
@@ -260,3 +261,67 @@ def render_console(match: ChannelMatch, *, source: str, channel_label: str | Non
         facts.append(f"image: {item.thumbnail}")
     lines.append("  " + " · ".join(facts))
     return "\n".join(lines)
+
+
+GROUP_EVENT_TYPE = "feed_alert_group"  # a grouped message: every item it lists counts as delivered
+MAX_BLOCKS = 50  # Slack's limit per message
+
+
+def group_metadata(items: Sequence[Item]) -> dict[str, object]:
+    # Slack's metadata arrays hold objects, not strings: one object per item.
+    return {
+        "event_type": GROUP_EVENT_TYPE,
+        "event_payload": {
+            "items": [{"feed_id": i.feed_id, "item_key": i.key, "link": i.link} for i in items]
+        },
+    }
+
+
+def _group_line(match: ChannelMatch, source: str) -> str:
+    item = match.item
+    title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
+    facts = [escape_mrkdwn(trim(clean_text(source), 80))]
+    if item.published:
+        facts.append(slack_date(item.published))
+    return f"• {mrkdwn_link(item.link, title)} · " + " · ".join(facts)
+
+
+def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], heading: str) -> list[Message]:
+    """One message listing several matches (a digest, the end of quiet hours, a flood), grouped by keyword
+    (an item under the first keyword it matched), split into several messages only where Block Kit's
+    limits force it. Each message's metadata names every item it lists."""
+    groups: dict[str, list[tuple[ChannelMatch, str]]] = {}
+    for match, source in entries:
+        groups.setdefault(match.keywords[0] if match.keywords else "", []).append((match, source))
+    # (block, items it lists) in order; sections are packed up to the section limit.
+    pieces: list[tuple[dict[str, object], list[Item]]] = []
+    for keyword, members in groups.items():
+        label = f"*{_keyword_label(keyword)}* ({len(members)})" if keyword else "*Other*"
+        lines: list[str] = [label]
+        items: list[Item] = []
+        for match, source in members:
+            line = _group_line(match, source)
+            if len("\n".join([*lines, line])) > SECTION_TEXT_LIMIT:
+                pieces.append((_section_block("\n".join(lines)), items))
+                lines, items = [], []
+            lines.append(line)
+            items.append(match.item)
+        pieces.append((_section_block("\n".join(lines)), items))
+    messages: list[Message] = []
+    parts: list[list[tuple[dict[str, object], list[Item]]]] = [[]]
+    for piece in pieces:
+        if len(parts[-1]) >= MAX_BLOCKS - 1:  # one block goes to the heading
+            parts.append([])
+        parts[-1].append(piece)
+    for number, part in enumerate(parts, start=1):
+        title = heading if len(parts) == 1 else f"{heading} (part {number} of {len(parts)})"
+        items = [item for _, part_items in part for item in part_items]
+        blocks = (_section_block(f"*{escape_mrkdwn(title)}*"), *(block for block, _ in part))
+        messages.append(
+            Message(channel=channel, text=escape_mrkdwn(title), blocks=blocks, metadata=group_metadata(items))
+        )
+    return messages
+
+
+def _section_block(text: str) -> dict[str, object]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_LIMIT)}}

@@ -114,6 +114,7 @@ def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
     try:
         reports = app.poll_all_once()
         _, still_pending = app.retry_pending()
+        app.tick()  # grouped messages and escalations that are due: from cron there is no ticker job
         app.prune_archive()  # from cron there is no hourly job to do it
     finally:
         app.close()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from bot.model import PRIORITIES, ChannelMatch, Escalation, Item
+from bot.model import PRIORITIES, ChannelMatch, DailyWindow, Escalation, Item
 
 SPECIAL_MENTIONS = {"@here": "<!here>", "@channel": "<!channel>"}
 
@@ -144,3 +145,83 @@ def alert_from_doc(doc: dict[str, Any]) -> OpenAlert:
         acked_by=doc.get("acked_by"),
         acked_at=datetime.fromisoformat(doc["acked_at"]) if doc.get("acked_at") else None,
     )
+
+
+# -- quiet hours, digests and flood control: when an alert goes out ------------------------------------
+
+
+def _local(now: datetime, tz: str) -> datetime:
+    return now.astimezone(ZoneInfo(tz))
+
+
+def in_window(window: DailyWindow, now: datetime) -> bool:
+    """Whether `now` falls in the daily window (which may cross midnight)."""
+    local = _local(now, window.tz).time().replace(tzinfo=None)
+    if window.start < window.end:
+        return window.start <= local < window.end
+    return local >= window.start or local < window.end
+
+
+def next_daily(at: time, tz: str, now: datetime) -> datetime:
+    """The next moment after `now` when the local clock in `tz` shows `at` (DST-safe: built in local time)."""
+    local = _local(now, tz)
+    candidate = datetime.combine(local.date(), at, tzinfo=local.tzinfo)
+    if candidate <= local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=local.tzinfo)
+    return candidate.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where one alert goes: posted now, or queued to go out in a grouped message at `release_at`."""
+
+    kind: str  # now | digest | quiet | flood
+    release_at: datetime | None = None
+
+
+POST_NOW = Route("now")
+
+
+def route(match: ChannelMatch, now: datetime, *, posted_this_cycle: int, max_per_cycle: int) -> Route:
+    """Pure. High priority always goes out at once. Otherwise, when every rule that matched asks for a
+    digest, the alert waits for it; during quiet hours (of every rule that matched) it waits for their
+    end; and past `max_per_cycle` alerts to the channel in one poll, it joins one grouped message."""
+    policy = policy_of(match)
+    rules = match.rules
+    if policy.high or not rules:
+        return POST_NOW
+    digests = [rule.oncall.digest for rule in rules]
+    if all(digests):
+        return Route("digest", min(next_daily(d.at, d.tz, now) for d in digests if d))
+    windows = [rule.oncall.quiet_hours for rule in rules]
+    if all(w is not None and in_window(w, now) for w in windows):
+        ends = [next_daily(w.end, w.tz, now) for w in windows if w]
+        return Route("quiet", max(ends))
+    if posted_this_cycle >= max_per_cycle:
+        return Route("flood", now)
+    return POST_NOW
+
+
+@dataclass(frozen=True)
+class QueuedAlert:
+    """A match waiting to go out in a grouped message (a digest, the end of quiet hours, a flood)."""
+
+    id: str
+    match: ChannelMatch
+    source: str
+    kind: str
+    queued_at: datetime
+    release_at: datetime
+
+
+def due_groups(queued: Iterable[QueuedAlert], now: datetime) -> dict[str, list[QueuedAlert]]:
+    """Per channel, every queued alert once any of the channel's is due: one grouped message takes all
+    that wait (a digest lists every match since the last one), oldest first."""
+    by_channel: dict[str, list[QueuedAlert]] = {}
+    for alert in queued:
+        by_channel.setdefault(alert.match.channel, []).append(alert)
+    return {
+        channel: sorted(alerts, key=lambda a: (a.queued_at, a.id))
+        for channel, alerts in by_channel.items()
+        if any(a.release_at <= now for a in alerts)
+    }

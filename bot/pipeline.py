@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.errors import DeliveryError, FeedError, FetchError, StateError
-from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, RuleSet
-from bot.oncall import OpenAlert, policy_of
+from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, Message, RuleSet
+from bot.oncall import OpenAlert, QueuedAlert, policy_of, route
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
 from bot.store import CycleChange, PendingAlert, Store, pending_id
@@ -44,6 +44,10 @@ class AlertSink(Protocol):
     on) may have landed: look before posting again."""
 
     def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> str | None: ...
+
+    def deliver_group(
+        self, message: Message, items: Sequence[Item], *, since: datetime | None = None
+    ) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -243,9 +247,8 @@ class Pipeline:
             # An article already waiting for a channel (from another feed, or an earlier cycle) is the
             # pending job's: attempting it here too could post it twice.
             fresh = [m for m in plan.alerts if not self.store.is_pending(m.channel, m.item)]
-            posted, pending = self._attempt_all(
-                [PendingAlert(pending_id(m.channel, m.item), m, source, created=now) for m in fresh]
-            )
+            to_post, queued = self._route(fresh, source, now, rules.settings.max_alerts_per_cycle)
+            posted, pending = self._attempt_all(to_post)
             self.store.commit_cycle(
                 CycleChange(
                     feed_id=feed.id,
@@ -256,6 +259,7 @@ class Pipeline:
                     body_hash=body_hash,
                     new_pending=pending,
                     items=parsed.items,
+                    new_queued=queued,
                 )
             )
         return PollReport(
@@ -269,6 +273,27 @@ class Pipeline:
             pending=len(pending),
             warning=parsed.warning,
         )
+
+    @staticmethod
+    def _route(
+        matches: Sequence[ChannelMatch], source: str, now: datetime, max_per_cycle: int
+    ) -> tuple[list[PendingAlert], list[QueuedAlert]]:
+        """Which alerts go out now, one by one, and which wait for a grouped message (see oncall.route)."""
+        to_post: list[PendingAlert] = []
+        queued: list[QueuedAlert] = []
+        posted_to: dict[str, int] = {}
+        for match in matches:
+            alert_id = pending_id(match.channel, match.item)
+            count = posted_to.get(match.channel, 0)
+            where = route(match, now, posted_this_cycle=count, max_per_cycle=max_per_cycle)
+            if where.kind == "now":
+                to_post.append(PendingAlert(alert_id, match, source, created=now))
+                if not policy_of(match).high:  # high priority is never folded, nor crowds others out
+                    posted_to[match.channel] = count + 1
+            else:
+                assert where.release_at is not None
+                queued.append(QueuedAlert(alert_id, match, source, where.kind, now, where.release_at))
+        return to_post, queued
 
     def _attempt_all(self, alerts: Sequence[PendingAlert]) -> tuple[int, list[PendingAlert]]:
         """Posts each alert, recording it the moment the sink accepts it, and returns (posted, the ones that
@@ -286,7 +311,7 @@ class Pipeline:
             if blocked_everywhere is None and self._stopping.is_set():
                 blocked_everywhere = DeliveryError("*", "shutting down", transient=True)
             pause = self.store.pause_of(match.channel, self.now())
-            if pause is not None:
+            if pause is not None and not policy_of(match).high:  # a page goes out even when paused
                 # Held, not failed: no attempt counted, and due the moment the pause ends (or on resume).
                 failed.append(
                     replace(alert, next_attempt=pause.until, held=True, last_error="paused", failed_at=None)

@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.error
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
@@ -20,7 +20,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from bot.blocks import ALERT_EVENT_TYPE, Paging, render_alert, render_console, without_image
+from bot.blocks import (
+    ALERT_EVENT_TYPE,
+    GROUP_EVENT_TYPE,
+    Paging,
+    render_alert,
+    render_console,
+    without_image,
+)
 from bot.errors import DeliveryError
 from bot.fetch import retry_after_seconds
 from bot.model import ChannelMatch, Item, Message, RuleSet
@@ -68,6 +75,15 @@ class ConsoleSink:
             print(text, file=self._stream, flush=True)
             print(file=self._stream, flush=True)
         return None
+
+    def deliver_group(
+        self, message: Message, items: Sequence[Item], *, since: datetime | None = None
+    ) -> None:
+        label = self._names.get(message.channel, message.channel)
+        lines = [f"▶ {label}  ·  {message.text}"] + [f"  • {item.title}\n    {item.link}" for item in items]
+        with self._lock:
+            print("\n".join(lines), file=self._stream, flush=True)
+            print(file=self._stream, flush=True)
 
 
 def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
@@ -296,18 +312,40 @@ class SlackSink:
             self._report(e)
             raise
 
+    def deliver_group(
+        self, message: Message, items: Sequence[Item], *, since: datetime | None = None
+    ) -> str | None:
+        """A grouped message (digest, quiet hours, flood); `since` as for deliver: look before posting."""
+        self._ensure_member(message.channel)
+        if since is not None and items:
+            found = self._find_in_history(message.channel, since, items[0], GROUP_EVENT_TYPE)
+            if found is not None:
+                log.info(
+                    "grouped message found in channel channel=%s (earlier attempt had landed)",
+                    message.channel,
+                )
+                return found
+        try:
+            return self._post(message)
+        except DeliveryError as e:
+            self._report(e)
+            raise
+
     def _post(self, message: Message) -> str | None:
         answer = self._client.call("chat.postMessage", idempotent=False, **message.payload())
         return str(answer["ts"]) if answer.get("ts") else None
 
     def _already_posted(self, match: ChannelMatch, since: datetime) -> str | None:
         """The ts of an earlier post of this alert in the channel, if there is one."""
+        return self._find_in_history(match.channel, since, match.item, ALERT_EVENT_TYPE)
+
+    def _find_in_history(self, channel: str, since: datetime, item: Item, event_type: str) -> str | None:
         oldest = f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}"
         try:
             for message in self._client.paginate(
                 "conversations.history",
                 "messages",
-                channel=match.channel,
+                channel=channel,
                 oldest=oldest,
                 include_all_metadata=True,
                 limit=200,
@@ -315,7 +353,10 @@ class SlackSink:
             ):
                 metadata = message.get("metadata") or {}
                 payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") == ALERT_EVENT_TYPE and is_same_article(payload, match.item):
+                if metadata.get("event_type") != event_type:
+                    continue
+                listed = payload.get("items", []) if event_type == GROUP_EVENT_TYPE else [payload]
+                if any(isinstance(entry, dict) and is_same_article(entry, item) for entry in listed):
                     return str(message.get("ts") or "") or None
         except DeliveryError as e:
             if e.affects_all:

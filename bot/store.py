@@ -15,14 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bot.model import ChannelMatch, Item, Subscription
-from bot.oncall import OpenAlert, alert_from_doc, alert_to_doc
+from bot.oncall import OpenAlert, QueuedAlert, alert_from_doc, alert_to_doc
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
 DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
 ACKED_RETENTION = timedelta(
     days=7
 )  # an acknowledged alert is kept a while, so a late second click is harmless
-TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses", "open")
+TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses", "open", "queued")
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
 
@@ -144,6 +144,7 @@ class CycleChange:
     body_hash: str | None = None
     new_pending: list[PendingAlert] = field(default_factory=list)
     items: Iterable[Item] = ()  # every item of the poll, for the archive (search, latest)
+    new_queued: list[QueuedAlert] = field(default_factory=list)
 
 
 def delivery_key(item: Item) -> str:
@@ -184,6 +185,7 @@ class Store:
         self._subscriptions: dict[str, dict[str, Any]] = {}
         self._pauses: dict[str, dict[str, Any]] = {}
         self._open: dict[str, dict[str, Any]] = {}  # alerts with an Acknowledge button (bot.oncall)
+        self._queued: dict[str, dict[str, Any]] = {}  # alerts waiting for a grouped message (bot.oncall)
         # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
         # feed publishes, so the main file's per-cycle write stays small.
         self._archive: dict[str, dict[str, Any]] = backend.load_archive()
@@ -197,6 +199,7 @@ class Store:
             ("subscriptions", self._subscriptions, "id"),
             ("pauses", self._pauses, "channel"),
             ("open", self._open, "id"),
+            ("queued", self._queued, "id"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -405,11 +408,12 @@ class Store:
     def is_pending(self, channel: str, item: Item) -> bool:
         """Already waiting for this channel, under this item's key or its link (the same article)."""
         with self._lock:
-            if pending_id(channel, item) in self._pending:
+            alert_id = pending_id(channel, item)
+            if alert_id in self._pending or alert_id in self._queued:
                 return True
             return bool(item.link) and any(
                 doc["channel"] == channel and doc["item"].get("link") == item.link
-                for doc in self._pending.values()
+                for doc in (*self._pending.values(), *self._queued.values())
             )
 
     def update_pending(self, alert: PendingAlert) -> None:
@@ -425,6 +429,46 @@ class Store:
         if alert_id in self._pending:
             del self._pending[alert_id]
             self._dirty["pending"].add(alert_id)
+        if alert_id in self._queued:  # delivered in a grouped message
+            del self._queued[alert_id]
+            self._dirty["queued"].add(alert_id)
+
+    # -- queued for a grouped message (digests, quiet hours, floods) ---------------------------------
+
+    def queued(self) -> list[QueuedAlert]:
+        with self._lock:
+            docs = list(self._queued.values())
+        return [self._queued_from_doc(doc) for doc in docs]
+
+    def discard_queued(self, alert_id: str) -> None:
+        with self._lock:
+            if self._queued.pop(alert_id, None) is not None:
+                self._dirty["queued"].add(alert_id)
+
+    @staticmethod
+    def _doc_from_queued(alert: QueuedAlert) -> dict[str, Any]:
+        return {
+            "id": alert.id,
+            "channel": alert.match.channel,
+            "item": alert.match.item.to_dict(),
+            "keywords": list(alert.match.keywords),
+            "source": alert.source,
+            "kind": alert.kind,
+            "queued_at": _iso(alert.queued_at),
+            "release_at": _iso(alert.release_at),
+        }
+
+    @staticmethod
+    def _queued_from_doc(doc: dict[str, Any]) -> QueuedAlert:
+        match = ChannelMatch(doc["channel"], Item.from_dict(doc["item"]), tuple(doc["keywords"]))
+        return QueuedAlert(
+            id=doc["id"],
+            match=match,
+            source=doc["source"],
+            kind=doc["kind"],
+            queued_at=datetime.fromisoformat(doc["queued_at"]),
+            release_at=datetime.fromisoformat(doc["release_at"]),
+        )
 
     @staticmethod
     def _doc_from_pending(alert: PendingAlert) -> dict[str, Any]:
@@ -491,6 +535,10 @@ class Store:
                 if alert.id not in self._pending:  # an older record keeps its history (attempts, backoff)
                     self._pending[alert.id] = self._doc_from_pending(alert)
                     self._dirty["pending"].add(alert.id)
+            for queued in change.new_queued:
+                if queued.id not in self._queued:
+                    self._queued[queued.id] = self._doc_from_queued(queued)
+                    self._dirty["queued"].add(queued.id)
             for item in change.items:
                 key = delivery_key(item)
                 if key not in self._archive:
@@ -657,6 +705,7 @@ class Store:
             "subscriptions": self._subscriptions,
             "pauses": self._pauses,
             "open": self._open,
+            "queued": self._queued,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():
