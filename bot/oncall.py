@@ -221,7 +221,8 @@ def due_groups(queued: Iterable[QueuedAlert], now: datetime) -> dict[str, list[Q
     for alert in queued:
         by_channel.setdefault(alert.match.channel, []).append(alert)
     return {
-        channel: sorted(alerts, key=lambda a: (a.queued_at, a.id))
+        # Oldest first: by publication (else when queued), the key breaking ties.
+        channel: sorted(alerts, key=lambda a: (a.match.item.published or a.queued_at, a.queued_at, a.id))
         for channel, alerts in by_channel.items()
         if any(a.release_at <= now for a in alerts)
     }

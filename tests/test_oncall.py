@@ -79,6 +79,13 @@ class OnCallWorld:
             serving.stop()
             app.close()
 
+    def use_rules(self, channels: str, settings: str = "") -> None:
+        """Replaces the on-call entry with these `channels:` entries (YAML, indented by two)."""
+        self.rules.write_text(
+            f"settings:\n  backfill: 0\n{settings}feeds:\n  - id: scmp\n    url: {self.feed_url}\n"
+            f"channels:\n{channels}"
+        )
+
     def alert(self, bot: Bot) -> dict:
         bot.poll()
         bot.publish(EXPORT_NEWS)
@@ -230,3 +237,116 @@ def test_due_escalations(minutes: int, sent: int, expected_step: int | None) -> 
 def test_an_acknowledged_alert_never_escalates() -> None:
     acked = open_alert(acked_by="U1", acked_at=T0)
     assert due_escalations([acked], T0 + timedelta(days=1)) == []
+
+
+# -- grouped messages: floods, quiet hours, digests ---------------------------------------------------
+
+
+def stories(count: int, words: str = "export controls") -> list[bytes]:
+    return [
+        rss_item(
+            f"Story {n} on {words}",
+            f"https://www.scmp.com/tech/story-{n}",
+            published="Mon, 01 Jun 2026 08:30:00 +0000",
+        )
+        for n in range(count)
+    ]
+
+
+def grouped(slack: SlackStandIn, channel: str) -> list[dict]:
+    return [
+        p for p in slack.posts_to(channel) if p.get("metadata", {}).get("event_type") == "feed_alert_group"
+    ]
+
+
+def test_a_burst_posts_the_first_alerts_and_groups_the_rest_in_one_message(world) -> None:
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n', "  max_alerts_per_cycle: 2\n"
+    )
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*stories(5))
+        bot.poll()
+        assert len(world.slack.posts_to(POLICY)) == 2  # the first two, one by one
+        assert bot.app.tick() == 1
+        [group] = grouped(world.slack, POLICY)
+        assert group["text"] == "3 items more from this poll (grouped, so the channel is not flooded)"
+        items = group["metadata"]["event_payload"]["items"]
+        assert [entry["item_key"] for entry in items] == [
+            f"https://www.scmp.com/tech/story-{n}"
+            for n in (0, 1, 2)  # same time: by key
+        ]
+        assert all(isinstance(entry, dict) for entry in items)
+        bot.poll()
+        assert bot.app.tick() == 0 and len(world.slack.posts_to(POLICY)) == 3  # each item delivered once
+
+
+def test_high_priority_alerts_are_never_folded_into_a_group(world) -> None:
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n    priority: high\n',
+        "  max_alerts_per_cycle: 2\n",
+    )
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*stories(4))
+        bot.poll()
+        bot.app.tick()
+    assert len(world.slack.posts_to(POLICY)) == 4 and grouped(world.slack, POLICY) == []
+
+
+QUIET = '    quiet_hours: {from: "22:00", to: "07:00", tz: Europe/London}\n'
+
+
+def test_quiet_hours_hold_normal_alerts_and_release_them_together_at_the_end(world) -> None:
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n{QUIET}'
+        f'  - channel: {POLICY}\n    keywords: ["entity list"]\n    priority: high\n{QUIET}'
+    )
+    world.clock.advance(hours=13)  # 22:00 UTC = 23:00 in London (summer time)
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*stories(2), rss_item("Entity list grows", "https://www.scmp.com/tech/el"))
+        bot.poll()
+        assert [p["text"] for p in world.slack.posts_to(POLICY)] == [
+            "🚨 High priority: Entity list grows https://www.scmp.com/tech/el"  # high goes out at once
+        ]
+        world.clock.advance(hours=7, minutes=59)  # 06:59 in London
+        assert bot.app.tick() == 0
+    world.clock.advance(minutes=1)  # 07:00 in London; a restart in between loses nothing
+    for bot in world.start():
+        assert bot.app.tick() == 1
+    [released] = grouped(world.slack, POLICY)
+    assert released["text"] == "While quiet hours were on: 2 items"
+    assert "Story 0 on export controls" in reply_text(released) and "Story 1" in reply_text(released)
+
+
+def test_a_digest_lists_every_match_since_the_last_one_grouped_by_keyword(world) -> None:
+    digest = '    digest: {at: "09:00", tz: Europe/Amsterdam}\n'
+    world.use_rules(f'  - channel: {POLICY}\n    keywords: ["export control*", "entity list"]\n{digest}')
+    for bot in world.start():  # 09:00 UTC = 11:00 in Amsterdam: the next digest is tomorrow 07:00 UTC
+        bot.poll()
+        bot.publish(*stories(2), rss_item("Entity list grows", "https://www.scmp.com/tech/el"))
+        bot.poll()
+        assert world.slack.posts_to(POLICY) == [] and bot.app.tick() == 0
+        world.clock.advance(hours=21, minutes=59)
+        assert bot.app.tick() == 0
+        world.clock.advance(minutes=1)
+        assert bot.app.tick() == 1
+        [digest_post] = grouped(world.slack, POLICY)
+        assert digest_post["text"] == "Digest: 3 items since the last one"
+        text = reply_text(digest_post)
+        sections = {block.split("\n")[0]: block for block in text.split("\n*`")[1:]}
+        assert set(sections) == {"export control*`* (2)", "entity list`* (1)"}
+        assert (
+            "Story 0" in sections["export control*`* (2)"] and "Story 1" in sections["export control*`* (2)"]
+        )
+        assert "Entity list grows" in sections["entity list`* (1)"]
+        world.clock.advance(days=1)
+        bot.poll()
+        assert bot.app.tick() == 0  # nothing new: no empty digest
+
+
+def test_a_page_goes_out_even_in_a_paused_channel(world, bot: Bot) -> None:
+    bot.say("pause 2h", channel=POLICY)
+    world.alert(bot)  # the high-priority on-call entry
+    assert len(world.slack.posts_to(POLICY)) == 1
