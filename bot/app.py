@@ -238,7 +238,14 @@ class App:
         """The on-call ticker: sends the grouped messages (digests, the end of quiet hours, floods) and the
         escalations that are due. Returns how many messages went out. Timers are data in the store, so a
         restart loses none."""
+        self.release_paused()
         return self.release_groups() + self.escalate()
+
+    def release_paused(self) -> None:
+        """A pause that has run out: its held alerts go out now, not at the next pending retry."""
+        now = self.pipeline.now()
+        if any(p.held and self.store.pause_of(p.match.channel, now) is None for p in self.store.pending()):
+            self.retry_pending()
 
     def release_groups(self) -> int:
         """Posts each channel's queued alerts as one grouped message once any of them is due."""

@@ -13,7 +13,7 @@ import yaml
 
 from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date
 from bot.config import parse_duration
-from bot.model import ChannelRule, Item, Subscription
+from bot.model import ChannelRule, Item, OnCall, Subscription
 from bot.oncall import OpenAlert, describe_age
 from bot.rules import RuleMatcher, compile_keyword, match_keywords
 from bot.store import ArchivedItem
@@ -301,12 +301,36 @@ def list_reply(
         line = f"• {terms} · {feeds_label(rule.feeds)} · {rule_origin(rule)}"
         if rule.exclude:
             line += " · except " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in rule.exclude)
+        paging = describe_oncall(rule.oncall)
+        if paging:
+            line += "\n   " + paging
         if rule.subscription is None:
             line += " _(managed in rules.yaml)_"
         lines.append(line)
     if pause_until is not None:
         lines.append(f"⏸ Paused until {slack_date(pause_until)}; `{command} resume` delivers what was held.")
     return text_reply("\n".join(lines))
+
+
+def describe_oncall(oncall: OnCall) -> str:
+    """The entry's paging options in a few words ("" for a plain entry)."""
+    parts = []
+    if oncall.priority != "normal":
+        parts.append("🚨 high priority" if oncall.priority == "high" else "low priority")
+    if oncall.mention:
+        parts.append(f"pages {escape_mrkdwn(oncall.mention)}")
+    if oncall.ack:
+        parts.append("acknowledge button")
+    if oncall.escalate:
+        e = oncall.escalate
+        minutes = e.after_seconds // 60
+        parts.append(f"escalates to {escape_mrkdwn(e.to)} after {minutes}m (up to {e.repeat}×)")
+    if oncall.quiet_hours:
+        q = oncall.quiet_hours
+        parts.append(f"quiet {q.start:%H:%M}–{q.end:%H:%M} {q.tz}")
+    if oncall.digest:
+        parts.append(f"daily digest at {oncall.digest.at:%H:%M} {oncall.digest.tz}")
+    return " · ".join(parts)
 
 
 def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscription]) -> str:

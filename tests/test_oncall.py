@@ -178,6 +178,14 @@ def test_feeds_oncall_lists_open_alerts_with_age_and_step(world, bot: Bot) -> No
     assert "open 40m · escalated 1 of 2, next to @policy-leads in 20m" in reply
 
 
+def test_feeds_list_shows_each_entrys_paging_options(world, bot: Bot) -> None:
+    reply = bot.say("list", channel=POLICY)
+    assert (
+        "🚨 high priority · pages @policy-oncall · acknowledge button · "
+        "escalates to @policy-leads after 30m (up to 2×)"
+    ) in reply
+
+
 def test_an_unknown_user_group_stops_the_start_with_its_rules_line(world) -> None:
     write_rules(world.tmp_path, world.feed_url, mention="@no-such-team")
     with pytest.raises(ConfigError) as raised:
