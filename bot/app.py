@@ -24,9 +24,16 @@ from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.home import FeedStatus
-from bot.model import FeedConfig, Message, RuleSet
-from bot.oncall import QueuedAlert, describe_age, due_escalations, due_groups
-from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, utc_now
+from bot.model import FeedConfig, RuleSet
+from bot.oncall import (
+    ESCALATION_EVENT_TYPE,
+    OpenAlert,
+    QueuedAlert,
+    describe_age,
+    due_escalations,
+    due_groups,
+)
+from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, next_pending_attempt, utc_now
 from bot.service import merge_rules
 from bot.slack import (
     ConsoleSink,
@@ -140,7 +147,9 @@ class App:
     # Slash commands and the rules-file watcher both recompute the merged rules: one at a time, so a
     # stale merge never overwrites a newer one.
     _rules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _group_retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
+    # Backoff of grouped messages (by channel) and escalations (by alert) after Slack refused them.
+    _retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
+    _failures: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def rules(self) -> RuleSet:
@@ -248,96 +257,174 @@ class App:
             self.retry_pending()
 
     def release_groups(self) -> int:
-        """Posts each channel's queued alerts as one grouped message once any of them is due."""
-        now = self.pipeline.now()
+        """Posts the queued alerts that are due, one grouped message per (channel, kind, release time).
+        Held under the delivery lock, so a poll never posts an article a grouped message is taking."""
         sent = 0
-        configured = {rule.channel for rule in self.rules.channels}
-        for channel, alerts in due_groups(self.store.queued(), now).items():
-            if channel not in configured:
+        with self.pipeline.delivery_lock:
+            now = self.pipeline.now()
+            for (channel, kind, _), alerts in due_groups(self.store.queued(), now).items():
+                if self.store.pause_of(channel, now) is not None or self._retry_at.get(channel, now) > now:
+                    continue
+                frozen: dict[str, list[QueuedAlert]] = {}
+                loose: list[QueuedAlert] = []
                 for alert in alerts:
-                    log.warning(
-                        "queued alert dropped channel=%s key=%s (channel left the rules)",
-                        channel,
-                        alert.match.item.key,
-                    )
-                    self.store.discard_queued(alert.id)
-                continue
-            if self.store.pause_of(channel, now) is not None or self._group_retry_at.get(channel, now) > now:
-                continue
-            kinds = {alert.kind for alert in alerts}
-            count = f"{len(alerts)} item{'s' if len(alerts) != 1 else ''}"
-            if "digest" in kinds:
-                heading = f"Digest: {count} since the last one"
-            elif "quiet" in kinds:
-                heading = f"While quiet hours were on: {count}"
-            else:
-                heading = f"{count} more from this poll (grouped, so the channel is not flooded)"
-            by_key = {(alert.match.item.feed_id, alert.match.item.key): alert for alert in alerts}
-            for message in render_group(channel, [(a.match, a.source) for a in alerts], heading):
-                payload = message.metadata["event_payload"]
-                listed = [by_key[entry["feed_id"], entry["item_key"]] for entry in payload["items"]]
-                if not self._post_group(message, listed, now):
-                    break
-                sent += 1
+                    if alert.group is not None:
+                        frozen.setdefault(alert.group, []).append(alert)
+                    else:
+                        loose.extend(self._still_owed(alert))
+                # A message whose answer was lost (or cut off by a crash) first, exactly as it was.
+                batches = list(frozen.values()) + self._new_batches(channel, kind, loose, now)
+                for batch in batches:
+                    if not self._post_group(channel, kind, batch, now):
+                        break
+                    sent += 1
             self.store.commit()
         return sent
 
-    def _post_group(self, message: Message, alerts: list[QueuedAlert], now: datetime) -> bool:
-        items = [alert.match.item for alert in alerts]
-        since_times = [t for t in (self.store.uncertain_since(message.channel, i) for i in items) if t]
+    def _still_owed(self, alert: QueuedAlert) -> list[QueuedAlert]:
+        """A queued alert as the rules in force see it: dropped when no rule matches any more, or when the
+        article was delivered meanwhile (from another feed)."""
+        match = self.pipeline.match_for(alert.match.channel, alert.match.item)
+        if match is None or self.store.is_delivered(alert.match.channel, alert.match.item):
+            reason = "no rule of the channel matches it any more" if match is None else "already delivered"
+            log.warning(
+                "queued alert dropped channel=%s key=%s (%s)",
+                alert.match.channel,
+                alert.match.item.key,
+                reason,
+            )
+            self.store.discard_queued(alert.id)
+            return []
+        return [replace(alert, match=match)]
+
+    def _new_batches(
+        self, channel: str, kind: str, alerts: list[QueuedAlert], now: datetime
+    ) -> list[list[QueuedAlert]]:
+        """Splits the alerts into messages as Block Kit's limits require, and fixes each message's items
+        in the store before anything is posted."""
+        unique: dict[str, QueuedAlert] = {}
+        for alert in alerts:  # one article through two feeds or guids is listed once
+            identity = alert.match.item.link or alert.id
+            if identity in unique:
+                self.store.discard_queued(alert.id)
+                continue
+            unique[identity] = alert
+        alerts = list(unique.values())
+        if not alerts:
+            return []
+        by_item = {(a.match.item.feed_id, a.match.item.key): a for a in alerts}
+        batches = []
+        for number, message in enumerate(render_group(channel, [(a.match, a.source) for a in alerts], "")):
+            payload = message.metadata["event_payload"]
+            batch = [by_item[entry["feed_id"], entry["item_key"]] for entry in payload["items"]]
+            group = f"{channel}/{kind}/{now.isoformat()}/{number}"
+            self.store.assign_group([a.id for a in batch], group)
+            batches.append([replace(a, group=group) for a in batch])
+        return batches
+
+    def _post_group(self, channel: str, kind: str, batch: list[QueuedAlert], now: datetime) -> bool:
+        count = f"{len(batch)} item{'s' if len(batch) != 1 else ''}"
+        heading = {
+            "digest": f"Digest: {count} since the last one",
+            "quiet": f"While quiet hours were on: {count}",
+        }.get(kind, f"{count} more from this poll (grouped, so the channel is not flooded)")
+        [message] = render_group(channel, [(a.match, a.source) for a in batch], heading)
+        items = [alert.match.item for alert in batch]
+        since_times = [t for t in (self.store.uncertain_since(channel, i) for i in items) if t]
         for item in items:  # before the post: a kill mid-request leaves a trace (as for single alerts)
-            self.store.record_uncertain(message.channel, item, now)
+            self.store.record_uncertain(channel, item, now)
         try:
             self.pipeline.sink.deliver_group(message, items, since=min(since_times) if since_times else None)
         except DeliveryError as e:
-            delay = max(e.retry_after or 0, 60)
-            self._group_retry_at[message.channel] = now + timedelta(seconds=delay)
-            log.error(
-                "grouped message not posted channel=%s error=%s (retry in %ds)",
-                message.channel,
-                e.error,
-                delay,
-            )
+            self._back_off(channel, e, now)
+            log.error("grouped message not posted channel=%s error=%s", channel, e.error)
             return False
-        self._group_retry_at.pop(message.channel, None)
+        self._failures.pop(channel, None)
+        self._retry_at.pop(channel, None)
         for item in items:
-            self.store.record_delivery(message.channel, item, now)  # also takes it off the queue
-        log.info("grouped message posted channel=%s items=%d", message.channel, len(items))
+            self.store.record_delivery(channel, item, now)  # also takes it off the queue
+        log.info("grouped message posted channel=%s kind=%s items=%d", channel, kind, len(items))
         return True
 
+    def _back_off(self, key: str, error: DeliveryError, now: datetime) -> None:
+        """Retries of a grouped message or an escalation: doubling from 30 s, up to 5 minutes while Slack
+        as a whole fails and an hour for a problem of the channel's own (as for single alerts)."""
+        failures = self._failures.get(key, 0) + 1
+        self._failures[key] = failures
+        self._retry_at[key] = next_pending_attempt(failures, now, error.retry_after, outage=error.affects_all)
+
     def escalate(self) -> int:
-        """Sends the escalations that are due (a threaded reply mentioning `to`)."""
+        """Sends the escalations that are due: a threaded reply mentioning `to`, carrying metadata, so an
+        attempt whose answer was lost (or cut off by a crash) is found in the thread, not sent twice."""
         if self.client is None:
             return 0
         sent = 0
-        for due in due_escalations(self.store.open_alerts(), self.pipeline.now()):
+        now = self.pipeline.now()
+        for due in due_escalations(self.store.open_alerts(), now):
             alert, escalate = due.alert, due.alert.policy.escalate
             assert escalate is not None  # due_escalations only returns escalating alerts
-            mention = self.mentions.resolve(escalate.to) if self.mentions else None
-            age = describe_age(alert.posted_at, self.pipeline.now())
-            title = mrkdwn_link(alert.item.link, trim(clean_text(alert.item.title) or "(untitled)", 150))
-            text = (
-                f"{mention or escape_mrkdwn(escalate.to)} ⏰ Not acknowledged after {age}: {title} "
-                f"(escalation {due.step} of {escalate.repeat})"
-            )
+            if self._retry_at.get(alert.id, now) > now:
+                continue
             try:
+                if alert.escalation_attempt == due.step and self._escalation_in_thread(alert, due.step):
+                    self.store.record_escalation(alert.id, due.step)
+                    continue
+                self.store.record_escalation_attempt(alert.id, due.step)
                 self.client.call(
                     "chat.postMessage",
                     idempotent=False,
                     channel=alert.channel,
                     thread_ts=alert.ts,
-                    text=text,
+                    text=self._escalation_text(alert, due.step, now),
                     unfurl_links=False,
+                    metadata={
+                        "event_type": ESCALATION_EVENT_TYPE,
+                        "event_payload": {"alert": alert.id, "step": due.step},
+                    },
                 )
             except DeliveryError as e:
+                self._back_off(alert.id, e, now)
                 log.error(
                     "escalation not sent channel=%s alert=%s error=%s", alert.channel, alert.id, e.error
                 )
-                continue  # due again at the next tick
+                continue
+            self._failures.pop(alert.id, None)
+            self._retry_at.pop(alert.id, None)
             self.store.record_escalation(alert.id, due.step)
             log.info("escalation sent channel=%s step=%d key=%s", alert.channel, due.step, alert.item.key)
             sent += 1
         return sent
+
+    def _escalation_text(self, alert: OpenAlert, step: int, now: datetime) -> str:
+        escalate = alert.policy.escalate
+        assert escalate is not None
+        mention = self.mentions.resolve(escalate.to) if self.mentions else None
+        age = describe_age(alert.posted_at, now)
+        title = mrkdwn_link(alert.item.link, trim(clean_text(alert.item.title) or "(untitled)", 150))
+        return (
+            f"{mention or escape_mrkdwn(escalate.to)} ⏰ Not acknowledged after {age}: {title} "
+            f"(escalation {step} of {escalate.repeat})"
+        )
+
+    def _escalation_in_thread(self, alert: OpenAlert, step: int) -> bool:
+        assert self.client is not None
+        for reply in self.client.paginate(
+            "conversations.replies",
+            "messages",
+            channel=alert.channel,
+            ts=alert.ts,
+            include_all_metadata=True,
+            max_pages=5,
+        ):
+            metadata = reply.get("metadata") or {}
+            payload = metadata.get("event_payload") or {}
+            if (
+                metadata.get("event_type") == ESCALATION_EVENT_TYPE
+                and payload.get("alert") == alert.id
+                and int(payload.get("step", 0)) >= step
+            ):
+                return True
+        return False
 
     def safe_tick(self) -> None:
         try:
@@ -443,6 +530,12 @@ def build_app(
         try:
             problems = check_mentions(rules, mentions)
         except DeliveryError as e:
+            if not e.transient:  # Slack answered, and refused: a missing scope is the operator's to fix
+                store.close()
+                raise BotError(
+                    f"cannot check on-call mentions: Slack said {e.error} "
+                    "(the app needs the usergroups:read scope: see manifest.yml, then reinstall)"
+                ) from e
             log.warning(
                 "cannot check on-call mentions now error=%s (unknown ones are logged when used)", e.error
             )

@@ -265,6 +265,10 @@ def render_console(match: ChannelMatch, *, source: str, channel_label: str | Non
 
 GROUP_EVENT_TYPE = "feed_alert_group"  # a grouped message: every item it lists counts as delivered
 MAX_BLOCKS = 50  # Slack's limit per message
+# Slack also refuses a message whose blocks hold too much text in all (msg_blocks_too_long, at about 12k
+# characters), and message metadata is meant to be small: a grouped message stays under both.
+GROUP_TEXT_LIMIT = 10_000
+GROUP_ITEM_LIMIT = 40
 
 
 def group_metadata(items: Sequence[Item]) -> dict[str, object]:
@@ -301,7 +305,7 @@ def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], head
         items: list[Item] = []
         for match, source in members:
             line = _group_line(match, source)
-            if len("\n".join([*lines, line])) > SECTION_TEXT_LIMIT:
+            if len("\n".join([*lines, line])) > SECTION_TEXT_LIMIT or len(items) >= GROUP_ITEM_LIMIT:
                 pieces.append((_section_block("\n".join(lines)), items))
                 lines, items = [], []
             lines.append(line)
@@ -309,8 +313,19 @@ def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], head
         pieces.append((_section_block("\n".join(lines)), items))
     messages: list[Message] = []
     parts: list[list[tuple[dict[str, object], list[Item]]]] = [[]]
+
+    def size(part: list[tuple[dict[str, object], list[Item]]]) -> tuple[int, int]:
+        text = sum(len(str(block.get("text", {}))) for block, _ in part)
+        return text, sum(len(items) for _, items in part)
+
     for piece in pieces:
-        if len(parts[-1]) >= MAX_BLOCKS - 1:  # one block goes to the heading
+        text, count = size(parts[-1])
+        piece_text, piece_count = size([piece])
+        if parts[-1] and (
+            len(parts[-1]) >= MAX_BLOCKS - 1  # one block goes to the heading
+            or text + piece_text > GROUP_TEXT_LIMIT
+            or count + piece_count > GROUP_ITEM_LIMIT
+        ):
             parts.append([])
         parts[-1].append(piece)
     for number, part in enumerate(parts, start=1):

@@ -80,6 +80,11 @@ def _check(env: Environment, out: IO[str]) -> int:
         try:
             problems = check_mentions(rules, MentionResolver(client))
         except DeliveryError as e:
+            if not e.transient:
+                raise BotError(
+                    f"cannot check on-call mentions: Slack said {e.error} "
+                    "(the app needs the usergroups:read scope: see manifest.yml, then reinstall)"
+                ) from e
             log.warning("cannot check on-call mentions with Slack now (%s)", e.error)
         else:
             if problems:

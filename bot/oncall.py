@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from bot.model import PRIORITIES, ChannelMatch, DailyWindow, Escalation, Item
 
 SPECIAL_MENTIONS = {"@here": "<!here>", "@channel": "<!channel>"}
+ESCALATION_EVENT_TYPE = "feed_alert_escalation"  # an escalation reply's metadata: the alert and the step
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class OpenAlert:
     policy: AlertPolicy
     posted_at: datetime
     escalations_sent: int = 0
+    escalation_attempt: int = 0  # the step last tried: when above escalations_sent, look in the thread first
     acked_by: str | None = None
     acked_at: datetime | None = None
 
@@ -120,6 +122,7 @@ def alert_to_doc(alert: OpenAlert) -> dict[str, Any]:
         ),
         "posted_at": alert.posted_at.isoformat(),
         "escalations_sent": alert.escalations_sent,
+        "escalation_attempt": alert.escalation_attempt,
         "acked_by": alert.acked_by,
         "acked_at": alert.acked_at.isoformat() if alert.acked_at else None,
     }
@@ -142,6 +145,7 @@ def alert_from_doc(doc: dict[str, Any]) -> OpenAlert:
         ),
         posted_at=datetime.fromisoformat(doc["posted_at"]),
         escalations_sent=doc.get("escalations_sent", 0),
+        escalation_attempt=doc.get("escalation_attempt", 0),
         acked_by=doc.get("acked_by"),
         acked_at=datetime.fromisoformat(doc["acked_at"]) if doc.get("acked_at") else None,
     )
@@ -163,12 +167,17 @@ def in_window(window: DailyWindow, now: datetime) -> bool:
 
 
 def next_daily(at: time, tz: str, now: datetime) -> datetime:
-    """The next moment after `now` when the local clock in `tz` shows `at` (DST-safe: built in local time)."""
-    local = _local(now, tz)
-    candidate = datetime.combine(local.date(), at, tzinfo=local.tzinfo)
-    if candidate <= local:
-        candidate = datetime.combine(local.date() + timedelta(days=1), at, tzinfo=local.tzinfo)
-    return candidate.astimezone(UTC)
+    """The next moment after `now` when the local clock in `tz` shows `at`. Compared in UTC: around a
+    clock change the same wall time can occur twice (both are tried) or not at all (then it is the
+    shifted moment Python gives)."""
+    zone = ZoneInfo(tz)
+    today = now.astimezone(zone).date()
+    candidates = [
+        datetime.combine(today + timedelta(days=offset), at, tzinfo=zone).replace(fold=fold).astimezone(UTC)
+        for offset in (-1, 0, 1, 2)
+        for fold in (0, 1)
+    ]
+    return min(candidate for candidate in candidates if candidate > now)
 
 
 @dataclass(frozen=True)
@@ -212,17 +221,21 @@ class QueuedAlert:
     kind: str
     queued_at: datetime
     release_at: datetime
+    group: str | None = None  # set (and saved) just before its grouped message is posted; a retry reposts it
 
 
-def due_groups(queued: Iterable[QueuedAlert], now: datetime) -> dict[str, list[QueuedAlert]]:
-    """Per channel, every queued alert once any of the channel's is due: one grouped message takes all
-    that wait (a digest lists every match since the last one), oldest first."""
-    by_channel: dict[str, list[QueuedAlert]] = {}
+GroupKey = tuple[str, str, datetime]  # channel, kind, release time
+
+
+def due_groups(queued: Iterable[QueuedAlert], now: datetime) -> dict[GroupKey, list[QueuedAlert]]:
+    """The queued alerts that are due, one group per (channel, kind, release time): a digest waits for
+    its own time however busy the channel is otherwise. Oldest first (by publication, else when queued;
+    the key breaks ties)."""
+    groups: dict[GroupKey, list[QueuedAlert]] = {}
     for alert in queued:
-        by_channel.setdefault(alert.match.channel, []).append(alert)
+        if alert.release_at <= now:
+            groups.setdefault((alert.match.channel, alert.kind, alert.release_at), []).append(alert)
     return {
-        # Oldest first: by publication (else when queued), the key breaking ties.
-        channel: sorted(alerts, key=lambda a: (a.match.item.published or a.queued_at, a.queued_at, a.id))
-        for channel, alerts in by_channel.items()
-        if any(a.release_at <= now for a in alerts)
+        key: sorted(alerts, key=lambda a: (a.match.item.published or a.queued_at, a.queued_at, a.id))
+        for key, alerts in sorted(groups.items(), key=lambda entry: entry[0][2])
     }

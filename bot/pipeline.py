@@ -195,6 +195,11 @@ class Pipeline:
         running keeps the rules it started with; no lock, so a slash command never waits for a poll."""
         self._current = (rules, RuleMatcher(rules.channels))
 
+    @property
+    def delivery_lock(self) -> threading.Lock:
+        """Held while anything is delivered, so one article is never posted twice by two threads."""
+        return self._delivery_lock
+
     def match_for(self, channel: str, item: Item) -> ChannelMatch | None:
         """How the rules in force match this item for this channel (None: they do not)."""
         _, matcher = self._current
@@ -411,7 +416,7 @@ class Pipeline:
             now = self.now()
             rules, matcher = self._current
             configured = {rule.channel for rule in rules.channels}
-            due = []
+            due: list[PendingAlert] = []
             for alert in sorted(self.store.pending(), key=lambda p: p.created):
                 if not self._is_due(alert, now):
                     continue
@@ -434,6 +439,14 @@ class Pipeline:
                         reason,
                     )
                     self.store.discard_pending(alert.id)
+                    continue
+                # Quiet hours or a digest that began while it waited (held by a pause, or failing) apply.
+                where = route(current, now, posted_this_cycle=0, max_per_cycle=len(due) + 1)
+                if where.kind in ("digest", "quiet") and where.release_at is not None:
+                    self.store.discard_pending(alert.id)
+                    self.store.queue(
+                        QueuedAlert(alert.id, current, alert.source, where.kind, now, where.release_at)
+                    )
                     continue
                 # The rules in force now, so the message shows what matches now (and its mute button).
                 due.append(replace(alert, match=current))

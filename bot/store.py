@@ -320,6 +320,15 @@ class Store:
                 self._flush()
             return alert_from_doc(doc)
 
+    def record_escalation_attempt(self, alert_id: str, step: int) -> None:
+        """Written before an escalation reply is posted: a retry looks in the thread before posting."""
+        with self._lock:
+            doc = self._open.get(alert_id)
+            if doc is not None and step != doc.get("escalation_attempt"):
+                doc["escalation_attempt"] = step
+                self._dirty["open"].add(alert_id)
+                self._flush()
+
     def record_escalation(self, alert_id: str, step: int) -> None:
         with self._lock:
             doc = self._open.get(alert_id)
@@ -440,6 +449,23 @@ class Store:
             docs = list(self._queued.values())
         return [self._queued_from_doc(doc) for doc in docs]
 
+    def queue(self, alert: QueuedAlert) -> None:
+        """Queues an alert outside a poll (a retried one that now falls in quiet hours or a digest)."""
+        with self._lock:
+            self._queued[alert.id] = self._doc_from_queued(alert)
+            self._dirty["queued"].add(alert.id)
+
+    def assign_group(self, alert_ids: Iterable[str], group: str) -> None:
+        """Fixes which alerts one grouped message lists, durably, before it is posted: a retry after a
+        lost answer or a crash posts (or finds) exactly that message, never a regrouped one."""
+        with self._lock:
+            for alert_id in alert_ids:
+                doc = self._queued.get(alert_id)
+                if doc is not None:
+                    doc["group"] = group
+                    self._dirty["queued"].add(alert_id)
+            self._flush()
+
     def discard_queued(self, alert_id: str) -> None:
         with self._lock:
             if self._queued.pop(alert_id, None) is not None:
@@ -456,6 +482,7 @@ class Store:
             "kind": alert.kind,
             "queued_at": _iso(alert.queued_at),
             "release_at": _iso(alert.release_at),
+            "group": alert.group,
         }
 
     @staticmethod
@@ -468,6 +495,7 @@ class Store:
             kind=doc["kind"],
             queued_at=datetime.fromisoformat(doc["queued_at"]),
             release_at=datetime.fromisoformat(doc["release_at"]),
+            group=doc.get("group"),
         )
 
     @staticmethod

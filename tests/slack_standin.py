@@ -269,6 +269,17 @@ class SlackStandIn:
         ]
         return {"ok": True, "messages": messages, "has_more": False}
 
+    def _api_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        parent = str(params.get("ts"))
+        include_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        thread = [
+            {"type": "message", "ts": p["ts"], "text": p.get("text", "")}
+            | ({"metadata": p["metadata"]} if include_metadata and p.get("metadata") else {})
+            for p in self.state.posts
+            if p["channel"] == params.get("channel") and (p["ts"] == parent or p.get("thread_ts") == parent)
+        ]
+        return {"ok": True, "messages": thread, "has_more": False}
+
     def _api_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self.state.channels.get(str(params.get("channel")))
         if channel is None:

@@ -23,6 +23,7 @@ SCOPES_BY_METHOD = {
     "views.publish": set(),
     "usergroups.list": {"usergroups:read"},
     "chat.update": {"chat:write"},
+    "conversations.replies": {"channels:history", "groups:history", "im:history"},
 }
 CALL = re.compile(r"\.(?:call|paginate)\(\s*\"([A-Za-z.]+)\"")
 
