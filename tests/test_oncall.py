@@ -7,16 +7,16 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.app import build_app
 from bot.config import environment_from
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 from bot.model import ChannelMatch, ChannelRule, Escalation, Item, OnCall
-from bot.oncall import AlertPolicy, OpenAlert, due_escalations, policy_of
+from bot.oncall import AlertPolicy, OpenAlert, due_escalations, next_daily, policy_of
 from bot.slackapp import serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
@@ -358,3 +358,75 @@ def test_a_page_goes_out_even_in_a_paused_channel(world, bot: Bot) -> None:
     bot.say("pause 2h", channel=POLICY)
     world.alert(bot)  # the high-priority on-call entry
     assert len(world.slack.posts_to(POLICY)) == 1
+
+
+def test_a_grouped_message_whose_answer_was_lost_is_found_not_regrouped(world) -> None:
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n', "  max_alerts_per_cycle: 1\n"
+    )
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*stories(3))
+        bot.poll()  # one posted, two queued
+        world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+        assert bot.app.tick() == 0  # Slack took the group but answered 500
+        bot.publish(*stories(4))
+        bot.poll()  # story 3 arrives: posted alone (a new poll)
+        world.clock.advance(minutes=1)
+        bot.app.tick()
+    keys = [p["metadata"]["event_payload"].get("item_key") for p in world.slack.posts_to(POLICY)]
+    listed = [
+        e["item_key"] for g in grouped(world.slack, POLICY) for e in g["metadata"]["event_payload"]["items"]
+    ]
+    delivered = [k for k in keys if k] + listed
+    assert sorted(delivered) == sorted(f"https://www.scmp.com/tech/story-{n}" for n in range(4))  # once each
+
+
+def test_a_burst_does_not_release_a_digest_early(world) -> None:
+    digest = '    digest: {at: "09:00", tz: Europe/Amsterdam}\n'
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["entity list"]\n{digest}'
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n',
+        "  max_alerts_per_cycle: 1\n",
+    )
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*stories(3), rss_item("Entity list grows", "https://www.scmp.com/tech/el"))
+        bot.poll()
+        bot.app.tick()
+        [flood] = grouped(world.slack, POLICY)
+        assert "Entity list grows" not in reply_text(flood)
+        world.clock.advance(hours=22)
+        bot.app.tick()
+        assert "Entity list grows" in reply_text(grouped(world.slack, POLICY)[-1])
+
+
+def test_an_escalation_whose_answer_was_lost_is_not_sent_twice(world, bot: Bot) -> None:
+    alert = world.alert(bot)
+    bot.clock.advance(minutes=31)
+    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    assert bot.app.tick() == 0
+    bot.clock.advance(minutes=5)
+    bot.app.tick()  # finds its reply in the thread
+    assert len(replies(world.slack, alert)) == 1
+    bot.clock.advance(minutes=30)
+    assert bot.app.tick() == 1 and len(replies(world.slack, alert)) == 2
+
+
+def test_a_missing_usergroups_scope_stops_the_start_saying_what_to_do(world) -> None:
+    world.slack.fail_next("usergroups.list", error="missing_scope")
+    with pytest.raises(BotError, match="needs the usergroups:read scope"):
+        next(world.start())
+
+
+def test_the_next_digest_time_is_right_across_a_clock_change() -> None:
+    # 2026-10-25 in Amsterdam: 03:00 summer time becomes 02:00 winter time; 02:45 happens twice.
+    first_0245 = datetime(2026, 10, 25, 0, 45, tzinfo=UTC)
+    second_0245 = datetime(2026, 10, 25, 1, 45, tzinfo=UTC)
+    assert (
+        next_daily(time(2, 45), "Europe/Amsterdam", datetime(2026, 10, 25, 0, 10, tzinfo=UTC)) == first_0245
+    )
+    assert (
+        next_daily(time(2, 45), "Europe/Amsterdam", datetime(2026, 10, 25, 1, 10, tzinfo=UTC)) == second_0245
+    )
+    assert next_daily(time(9, 0), "Europe/Amsterdam", second_0245) == datetime(2026, 10, 25, 8, 0, tzinfo=UTC)
