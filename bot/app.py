@@ -247,8 +247,14 @@ class App:
         """The on-call ticker: sends the grouped messages (digests, the end of quiet hours, floods) and the
         escalations that are due. Returns how many messages went out. Timers are data in the store, so a
         restart loses none."""
-        self.release_paused()
-        return self.release_groups() + self.escalate()
+        sent = 0
+        # Each part on its own: a failure in one never holds up the others (above all, escalations).
+        for part in (self.release_paused, self.release_groups, self.escalate):
+            try:
+                sent += part() or 0
+            except Exception:
+                log.exception("on-call tick part crashed part=%s", part.__name__)
+        return sent
 
     def release_paused(self) -> None:
         """A pause that has run out: its held alerts go out now, not at the next pending retry."""
@@ -262,7 +268,17 @@ class App:
         sent = 0
         with self.pipeline.delivery_lock:
             now = self.pipeline.now()
+            configured = {rule.channel for rule in self.rules.channels}
             for (channel, kind, _), alerts in due_groups(self.store.queued(), now).items():
+                if channel not in configured:  # saved groups too: nobody wants them posted any more
+                    for alert in alerts:
+                        log.warning(
+                            "queued alert dropped channel=%s key=%s (the channel has no rules any more)",
+                            channel,
+                            alert.match.item.key,
+                        )
+                        self.store.discard_queued(alert.id)
+                    continue
                 if self.store.pause_of(channel, now) is not None or self._retry_at.get(channel, now) > now:
                     continue
                 frozen: dict[str, list[QueuedAlert]] = {}
@@ -275,7 +291,12 @@ class App:
                 # A message whose answer was lost (or cut off by a crash) first, exactly as it was.
                 batches = list(frozen.values()) + self._new_batches(channel, kind, loose, now)
                 for batch in batches:
-                    if not self._post_group(channel, kind, batch, now):
+                    try:
+                        posted = self._post_group(channel, kind, batch, now)
+                    except Exception:  # a bug in one group must not stop the others, or the escalations
+                        log.exception("grouped message crashed channel=%s", channel)
+                        posted = False
+                    if not posted:
                         break
                     sent += 1
             self.store.commit()
@@ -328,7 +349,7 @@ class App:
             "digest": f"Digest: {count} since the last one",
             "quiet": f"While quiet hours were on: {count}",
         }.get(kind, f"{count} more from this poll (grouped, so the channel is not flooded)")
-        [message] = render_group(channel, [(a.match, a.source) for a in batch], heading)
+        [message] = render_group(channel, [(a.match, a.source) for a in batch], heading, split=False)
         items = [alert.match.item for alert in batch]
         since_times = [t for t in (self.store.uncertain_since(channel, i) for i in items) if t]
         for item in items:  # before the post: a kill mid-request leaves a trace (as for single alerts)

@@ -290,10 +290,18 @@ def _group_line(match: ChannelMatch, source: str) -> str:
     return f"• {mrkdwn_link(item.link, title)} · " + " · ".join(facts)
 
 
-def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], heading: str) -> list[Message]:
+GROUP_HEADING_ROOM = (
+    200  # characters kept for the heading and a repeated keyword label when a part is re-rendered
+)
+
+
+def render_group(
+    channel: str, entries: Sequence[tuple[ChannelMatch, str]], heading: str, *, split: bool = True
+) -> list[Message]:
     """One message listing several matches (a digest, the end of quiet hours, a flood), grouped by keyword
-    (an item under the first keyword it matched), split into several messages only where Block Kit's
-    limits force it. Each message's metadata names every item it lists."""
+    (an item under the first keyword it matched), split into several messages only where Slack's limits
+    force it (with room to spare, so each part renders again as one message). Each message's metadata
+    names every item it lists. `split=False` renders one message whatever its size (a part already cut)."""
     groups: dict[str, list[tuple[ChannelMatch, str]]] = {}
     for match, source in entries:
         groups.setdefault(match.keywords[0] if match.keywords else "", []).append((match, source))
@@ -305,7 +313,12 @@ def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], head
         items: list[Item] = []
         for match, source in members:
             line = _group_line(match, source)
-            if len("\n".join([*lines, line])) > SECTION_TEXT_LIMIT or len(items) >= GROUP_ITEM_LIMIT:
+            # Sections are cut at Block Kit's limit whether or not the message may be split; a message
+            # part is cut (below) with room to spare, so its sections come out the same when re-rendered.
+            section_limit = SECTION_TEXT_LIMIT - (GROUP_HEADING_ROOM if split else 0)
+            too_long = len("\n".join([*lines, line])) > section_limit
+            too_many = split and len(items) >= GROUP_ITEM_LIMIT
+            if items and (too_long or too_many):
                 pieces.append((_section_block("\n".join(lines)), items))
                 lines, items = [], []
             lines.append(line)
@@ -321,10 +334,14 @@ def render_group(channel: str, entries: Sequence[tuple[ChannelMatch, str]], head
     for piece in pieces:
         text, count = size(parts[-1])
         piece_text, piece_count = size([piece])
-        if parts[-1] and (
-            len(parts[-1]) >= MAX_BLOCKS - 1  # one block goes to the heading
-            or text + piece_text > GROUP_TEXT_LIMIT
-            or count + piece_count > GROUP_ITEM_LIMIT
+        if (
+            split
+            and parts[-1]
+            and (
+                len(parts[-1]) >= MAX_BLOCKS - 2  # one block goes to the heading, one to a repeated label
+                or text + piece_text > GROUP_TEXT_LIMIT - GROUP_HEADING_ROOM
+                or count + piece_count > GROUP_ITEM_LIMIT
+            )
         ):
             parts.append([])
         parts[-1].append(piece)

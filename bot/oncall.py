@@ -167,15 +167,15 @@ def in_window(window: DailyWindow, now: datetime) -> bool:
 
 
 def next_daily(at: time, tz: str, now: datetime) -> datetime:
-    """The next moment after `now` when the local clock in `tz` shows `at`. Compared in UTC: around a
-    clock change the same wall time can occur twice (both are tried) or not at all (then it is the
-    shifted moment Python gives)."""
+    """The next moment after `now` when the local clock in `tz` shows `at`, once per day. Compared in UTC,
+    so a repeated hour in autumn never makes it fire early."""
     zone = ZoneInfo(tz)
     today = now.astimezone(zone).date()
+    # One moment per local date (fold=0): the first of a repeated wall time, and for one that does not
+    # exist (the spring gap) the moment the clock shows it after springing forward.
     candidates = [
-        datetime.combine(today + timedelta(days=offset), at, tzinfo=zone).replace(fold=fold).astimezone(UTC)
+        datetime.combine(today + timedelta(days=offset), at, tzinfo=zone).astimezone(UTC)
         for offset in (-1, 0, 1, 2)
-        for fold in (0, 1)
     ]
     return min(candidate for candidate in candidates if candidate > now)
 

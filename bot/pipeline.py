@@ -442,7 +442,9 @@ class Pipeline:
                     continue
                 # Quiet hours or a digest that began while it waited (held by a pause, or failing) apply.
                 where = route(current, now, posted_this_cycle=0, max_per_cycle=len(due) + 1)
-                if where.kind in ("digest", "quiet") and where.release_at is not None:
+                landed_maybe = self.store.uncertain_since(alert.match.channel, alert.match.item) is not None
+                # A post that may have landed is retried as itself, so the channel is searched for it first.
+                if where.kind in ("digest", "quiet") and where.release_at is not None and not landed_maybe:
                     self.store.discard_pending(alert.id)
                     self.store.queue(
                         QueuedAlert(alert.id, current, alert.source, where.kind, now, where.release_at)

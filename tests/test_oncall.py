@@ -422,11 +422,63 @@ def test_a_missing_usergroups_scope_stops_the_start_saying_what_to_do(world) -> 
 def test_the_next_digest_time_is_right_across_a_clock_change() -> None:
     # 2026-10-25 in Amsterdam: 03:00 summer time becomes 02:00 winter time; 02:45 happens twice.
     first_0245 = datetime(2026, 10, 25, 0, 45, tzinfo=UTC)
-    second_0245 = datetime(2026, 10, 25, 1, 45, tzinfo=UTC)
-    assert (
-        next_daily(time(2, 45), "Europe/Amsterdam", datetime(2026, 10, 25, 0, 10, tzinfo=UTC)) == first_0245
+    before, between = datetime(2026, 10, 25, 0, 10, tzinfo=UTC), datetime(2026, 10, 25, 1, 10, tzinfo=UTC)
+    assert next_daily(time(2, 45), "Europe/Amsterdam", before) == first_0245
+    # Once a day: after the first 02:45, the next is tomorrow's, not the repeated one an hour later.
+    assert next_daily(time(2, 45), "Europe/Amsterdam", between) == datetime(2026, 10, 26, 1, 45, tzinfo=UTC)
+    assert next_daily(time(9, 0), "Europe/Amsterdam", between) == datetime(2026, 10, 25, 8, 0, tzinfo=UTC)
+    # Spring: 02:30 does not exist on 29 March; it comes when the clock has sprung past it, once.
+    spring = next_daily(time(2, 30), "Europe/Amsterdam", datetime(2026, 3, 29, 0, 0, tzinfo=UTC))
+    assert spring == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    assert next_daily(time(2, 30), "Europe/Amsterdam", spring) == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("link_length", [277, 483])
+def test_a_large_release_is_split_and_never_holds_up_a_page(world, link_length: int) -> None:
+    quiet = '    quiet_hours: {from: "22:00", to: "07:00", tz: Europe/London}\n'
+    world.use_rules(
+        f'  - channel: {POLICY}\n    keywords: ["export control*"]\n{quiet}'
+        f'  - channel: {POLICY}\n    keywords: ["entity list"]\n    priority: high\n'
+        '    escalate: {after: 30m, to: "@policy-leads", repeat: 2}\n'
     )
-    assert (
-        next_daily(time(2, 45), "Europe/Amsterdam", datetime(2026, 10, 25, 1, 10, tzinfo=UTC)) == second_0245
-    )
-    assert next_daily(time(9, 0), "Europe/Amsterdam", second_0245) == datetime(2026, 10, 25, 8, 0, tzinfo=UTC)
+    world.clock.advance(hours=13)  # 23:00 in London
+    long_stories = [
+        rss_item(
+            f"Story {n:03d} on export controls " + "y" * 150,
+            f"https://www.scmp.com/tech/{'x' * link_length}-{n:03d}",
+            published="Mon, 01 Jun 2026 08:30:00 +0000",
+        )
+        for n in range(60)
+    ]
+    for bot in world.start():
+        bot.poll()
+        bot.publish(*long_stories, EXPORT_NEWS)
+        bot.poll()
+        [page] = world.slack.posts_to(POLICY)  # the high-priority one, at once
+        world.clock.advance(hours=8)  # quiet hours are over; the page is overdue
+        bot.app.tick()
+        assert bot.app.store.queued() == []
+    groups = grouped(world.slack, POLICY)
+    assert len(groups) > 1  # split, as Slack's limits require
+    for message in groups:
+        assert len(message["blocks"]) <= 50
+        assert all(len(block["text"]["text"]) <= 3000 for block in message["blocks"])
+    listed = [e["item_key"] for g in groups for e in g["metadata"]["event_payload"]["items"]]
+    assert len(listed) == len(set(listed)) == 60
+    assert len(replies(world.slack, page)) == 1
+
+
+def test_a_post_that_may_have_landed_before_quiet_hours_is_looked_up_not_regrouped(world) -> None:
+    quiet = '    quiet_hours: {from: "22:00", to: "07:00", tz: Europe/London}\n'
+    world.use_rules(f'  - channel: {POLICY}\n    keywords: ["export control*"]\n{quiet}')
+    world.clock.advance(hours=11, minutes=59)  # 21:59 in London
+    for bot in world.start():
+        bot.poll()
+        world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+        bot.publish(*stories(1))
+        bot.poll()  # Slack posts it but answers 500
+        world.clock.advance(minutes=2)  # quiet hours have begun
+        bot.app.retry_pending()  # retried as itself: found in the channel
+        world.clock.advance(hours=9)
+        bot.app.tick()
+    assert len(world.slack.posts_to(POLICY)) == 1 and grouped(world.slack, POLICY) == []
