@@ -386,6 +386,9 @@ class App:
             assert escalate is not None  # due_escalations only returns escalating alerts
             if self._retry_at.get(alert.id, now) > now:
                 continue
+            latest = self.store.open_alert(alert.id)
+            if latest is None or not latest.open:  # acknowledged since this tick began
+                continue
             try:
                 if alert.escalation_attempt == due.step and self._escalation_in_thread(alert, due.step):
                     self.store.record_escalation(alert.id, due.step)
