@@ -1,0 +1,310 @@
+"""Boolean queries, pure: parsing (with the column of any mistake) and evaluation against an item.
+
+    ("export control*" OR "entity list" OR sanction*) AND (chip* OR semiconductor*) NOT opinion
+
+Operators are uppercase (lowercase and/or/not are words). Precedence: NOT (also `-term`) binds tightest,
+then AND (explicit, or implied between terms; `X NOT Y` is `X AND NOT Y`), then OR. NEAR/n joins two
+terms found within n words of each other, in either order. A term is a keyword with the rules of
+bot.rules (word, "quoted phrase", prefix*), optionally scoped to a field: title:, summary:, author:.
+An unscoped term looks in the title and the summary, as keywords do.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from bot.model import Item
+from bot.rules import Keyword, compile_keyword, normalize
+
+FIELDS = ("title", "summary", "author")
+_WORD = re.compile(r"\w+")
+
+
+class QuerySyntaxError(ValueError):
+    """`column` is 1-based, in the query text."""
+
+    def __init__(self, column: int, message: str) -> None:
+        super().__init__(f"column {column}: {message}")
+        self.column = column
+        self.message = message
+
+
+# -- the tree --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Term:
+    text: str  # as written, without the field prefix
+    keyword: Keyword
+    field: str | None = None  # None: title or summary
+
+
+@dataclass(frozen=True)
+class Near:
+    left: Term
+    right: Term
+    distance: int
+
+
+@dataclass(frozen=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node = Term | Near | Not | And | Or
+
+
+def terms_of(node: Node, *, positive: bool = True) -> Iterator[tuple[Term, bool]]:
+    """Every term, with whether it counts for the query (not under an odd number of NOTs)."""
+    if isinstance(node, Term):
+        yield node, positive
+    elif isinstance(node, Near):
+        yield node.left, positive
+        yield node.right, positive
+    elif isinstance(node, Not):
+        yield from terms_of(node.child, positive=not positive)
+    else:
+        for child in node.children:
+            yield from terms_of(child, positive=positive)
+
+
+# -- parsing ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # ( ) AND OR NOT NEAR - TERM END
+    text: str
+    column: int
+    distance: int = 0
+
+
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<open>\()
+      | (?P<close>\))
+      | (?P<near>NEAR/(?P<distance>\d*))
+      | (?P<op>(AND|OR|NOT)(?=[\s()"]|$))
+      | (?P<term>(?:(?:title|summary|author):)?(?:"[^"]*"?\*?|[^\s()"]+))
+    """,
+    re.VERBOSE,
+)
+
+
+def _tokens(text: str) -> list[_Token]:
+    tokens = []
+    position = 0
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if match is None:  # a stray quote: the term pattern takes everything else
+            raise QuerySyntaxError(position + 1, f"unexpected '{text[position]}'")
+        column = position + 1
+        if match.group("open"):
+            tokens.append(_Token("(", "(", column))
+        elif match.group("close"):
+            tokens.append(_Token(")", ")", column))
+        elif match.group("near"):
+            digits = match.group("distance")
+            if not digits or int(digits) < 1:
+                raise QuerySyntaxError(column, "expected a number of words after NEAR/, as in NEAR/5")
+            tokens.append(_Token("NEAR", match.group(), column, int(digits)))
+        elif match.group("op"):
+            tokens.append(_Token(match.group("op"), match.group("op"), column))
+        elif match.group("term"):
+            word = match.group("term")
+            if word.startswith("-") and len(word) > 1:
+                tokens.append(_Token("-", "-", column))
+                tokens.append(_Token("TERM", word[1:], column + 1))
+            else:
+                tokens.append(_Token("TERM", word, column))
+        position = match.end()
+    tokens.append(_Token("END", "", len(text) + 1))
+    return tokens
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokens(text)
+        self.position = 0
+
+    @property
+    def current(self) -> _Token:
+        return self.tokens[self.position]
+
+    def take(self) -> _Token:
+        token = self.current
+        self.position += 1
+        return token
+
+    def parse(self) -> Node:
+        if self.current.kind == "END":
+            raise QuerySyntaxError(1, "the query is empty")
+        node = self.or_expr()
+        if self.current.kind == ")":
+            raise QuerySyntaxError(self.current.column, "')' without a matching '('")
+        if self.current.kind != "END":
+            raise QuerySyntaxError(self.current.column, f"unexpected '{self.current.text}'")
+        return node
+
+    def or_expr(self) -> Node:
+        children = [self.and_expr()]
+        while self.current.kind == "OR":
+            self.take()
+            children.append(self.and_expr(after="OR"))
+        return children[0] if len(children) == 1 else Or(tuple(children))
+
+    def and_expr(self, after: str | None = None) -> Node:
+        children = [self.unary(after)]
+        while self.current.kind in ("AND", "NOT", "-", "(", "TERM"):
+            operator = "AND" if self.current.kind == "AND" else None
+            if operator:
+                self.take()
+            children.append(self.unary(operator))
+        return children[0] if len(children) == 1 else And(tuple(children))
+
+    def unary(self, after: str | None = None) -> Node:
+        token = self.current
+        if token.kind in ("NOT", "-"):
+            self.take()
+            return Not(self.unary(token.kind))
+        return self.near(after)
+
+    def near(self, after: str | None) -> Node:
+        left = self.primary(after)
+        if self.current.kind != "NEAR":
+            return left
+        operator = self.take()
+        right = self.primary("NEAR")
+        if not isinstance(left, Term) or not isinstance(right, Term):
+            raise QuerySyntaxError(operator.column, "NEAR joins two terms, not groups in parentheses")
+        return Near(left, right, operator.distance)
+
+    def primary(self, after: str | None) -> Node:
+        token = self.current
+        if token.kind == "(":
+            self.take()
+            if self.current.kind == ")":
+                raise QuerySyntaxError(self.current.column, "expected a term inside the parentheses")
+            node = self.or_expr()
+            if self.current.kind != ")":
+                raise QuerySyntaxError(
+                    self.current.column, f"expected ')' to close the '(' at column {token.column}"
+                )
+            self.take()
+            return node
+        if token.kind == "TERM":
+            self.take()
+            return _term(token)
+        where = f" after {after}" if after else ""
+        found = "the end of the query" if token.kind == "END" else f"'{token.text}'"
+        raise QuerySyntaxError(token.column, f"expected a term{where}, found {found}")
+
+
+def _term(token: _Token) -> Term:
+    text, field = token.text, None
+    prefix, colon, rest = text.partition(":")
+    if colon and prefix in FIELDS:
+        if not rest:
+            raise QuerySyntaxError(token.column, f"expected a term after {prefix}:")
+        text, field = rest, prefix
+    if text.startswith('"') and not (len(text) > 1 and text.rstrip("*").endswith('"')):
+        raise QuerySyntaxError(token.column, "this quote is not closed")
+    if text.startswith('"') and text.endswith("*"):  # "export control"* is the phrase with a prefix end
+        text = text[:-1].rstrip('"') + '*"'
+    try:
+        keyword = compile_keyword(text)
+    except ValueError as e:
+        raise QuerySyntaxError(token.column, str(e)) from e
+    return Term(text, keyword, field)
+
+
+@lru_cache(maxsize=4096)
+def parse_query(text: str) -> Node:
+    """Raises QuerySyntaxError (with the column) for a malformed query or one without a positive term."""
+    node = _Parser(text).parse()
+    if not any(positive for _, positive in terms_of(node)):
+        raise QuerySyntaxError(
+            1, "the query needs at least one term that is not negated (NOT x alone matches nearly everything)"
+        )
+    return node
+
+
+# -- evaluation ------------------------------------------------------------------------------------------
+
+
+class ItemText:
+    """An item's fields, normalised once, with each word's start for NEAR."""
+
+    def __init__(self, item: Item) -> None:
+        self.fields = {name: normalize(getattr(item, name))[0] for name in FIELDS}
+        self._word_starts: dict[str, list[int]] = {}
+
+    def fields_for(self, term: Term) -> tuple[str, ...]:
+        return (term.field,) if term.field else ("title", "summary")
+
+    def occurs(self, term: Term) -> bool:
+        return any(term.keyword.occurs_in(self.fields[name]) for name in self.fields_for(term))
+
+    def word_spans(self, term: Term, field: str) -> list[tuple[int, int]]:
+        """(first word, last word) indices of each occurrence of the term in the field."""
+        starts = self._word_starts.get(field)
+        if starts is None:
+            starts = self._word_starts[field] = [m.start() for m in _WORD.finditer(self.fields[field])]
+        spans = []
+        for start, end in term.keyword.spans(self.fields[field]):
+            first = max(bisect.bisect_right(starts, start) - 1, 0)
+            last = max(bisect.bisect_right(starts, max(end - 1, start)) - 1, 0)
+            spans.append((first, last))
+        return spans
+
+
+def evaluate(node: Node, text: ItemText) -> bool:
+    if isinstance(node, Term):
+        return text.occurs(node)
+    if isinstance(node, Near):
+        return _near(node, text)
+    if isinstance(node, Not):
+        return not evaluate(node.child, text)
+    if isinstance(node, And):
+        return all(evaluate(child, text) for child in node.children)
+    return any(evaluate(child, text) for child in node.children)
+
+
+def _near(node: Near, text: ItemText) -> bool:
+    """Both terms in one field, the gap between them (last word of one to first of the other) at most
+    `distance` words: adjacent words are 1 apart."""
+    shared = [f for f in text.fields_for(node.left) if f in text.fields_for(node.right)]
+    for field in shared:
+        lefts, rights = text.word_spans(node.left, field), text.word_spans(node.right, field)
+        for a_first, a_last in lefts:
+            for b_first, b_last in rights:
+                gap = b_first - a_last if b_first > a_last else a_first - b_last
+                if 0 < gap <= node.distance:
+                    return True
+    return False
+
+
+def matched_terms(node: Node, text: ItemText) -> list[str]:
+    """The positive terms that occur in the item, as written (for the message's "matched" line)."""
+    return list(
+        dict.fromkeys(term.text for term, positive in terms_of(node) if positive and text.occurs(term))
+    )
+
+
+def matches(query: str, item: Item) -> bool:
+    return evaluate(parse_query(query), ItemText(item))
