@@ -30,6 +30,7 @@ from bot.model import (
     RuleSet,
     Settings,
 )
+from bot.query import QuerySyntaxError, parse_query
 from bot.rules import compile_keyword
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ _CHANNEL_KEYS = (
     "channel",
     "feeds",
     "keywords",
+    "query",
     "exclude",
     "mention",
     "priority",
@@ -546,9 +548,12 @@ class _RulesReader:
             return None
         channel = self.channel(fields, entry, path)
         feed_ids = self.channel_feeds(fields.get("feeds"), f"{path}.feeds")
-        if "keywords" not in fields:
-            self.missing(entry, f"{path}.keywords", "a non-empty list of keywords")
-        keywords = self.words(fields.get("keywords"), f"{path}.keywords", "keywords", required=True)
+        if "keywords" not in fields and "query" not in fields:
+            self.missing(entry, f"{path}.keywords", "a non-empty list of keywords (or a query)")
+        keywords = self.words(
+            fields.get("keywords"), f"{path}.keywords", "keywords", required="query" not in fields
+        )
+        query = self.query(fields["query"], f"{path}.query") if "query" in fields else None
         exclude = self.words(fields.get("exclude"), f"{path}.exclude", "words to exclude", required=False)
         oncall = self.oncall(fields, entry, path)
         if channel is None or oncall is None or len(self.problems) > problems_before:
@@ -560,7 +565,19 @@ class _RulesReader:
             feeds=feed_ids,
             location=Location(self.file, _line(entry)),
             oncall=oncall,
+            query=query,
         )
+
+    def query(self, node: Node, path: str) -> str | None:
+        text = self.string(node, path, "a query like 'Huawei NEAR/5 chip*'")
+        if text is None:
+            return None
+        try:
+            parse_query(text)
+        except QuerySyntaxError as e:
+            self.problem(node, path, f"{e} (in: {_one_line(text)[:80]})")
+            return None
+        return text
 
     # -- on-call options -----------------------------------------------------------------------------
 

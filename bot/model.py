@@ -109,6 +109,7 @@ class ChannelRule:
     location: Location | None = None  # set for an entry of the rules file
     subscription: Subscription | None = None  # set for a term added from Slack
     oncall: OnCall = OnCall()
+    query: str | None = None  # a boolean query (bot.query); the entry alerts when it or a keyword matches
 
     def applies_to(self, feed_id: str) -> bool:
         return self.feeds is None or feed_id in self.feeds

@@ -10,8 +10,12 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
+
+if TYPE_CHECKING:
+    from bot.query import Node as QueryNode
 
 __all__ = [
     "Keyword",
@@ -269,18 +273,23 @@ class _CompiledRule:
     rule: ChannelRule
     keywords: tuple[tuple[str, Keyword], ...]  # (as written in the rule, compiled)
     excludes: tuple[tuple[str, Keyword], ...]
+    query: QueryNode | None = None
 
 
 class RuleMatcher:
     """Matches items against a fixed list of channel rules, compiled once."""
 
     def __init__(self, rules: Sequence[ChannelRule]) -> None:
+        # bot.query builds on this module's keywords, so it is imported here, not at the top.
+        from bot.query import parse_query
+
         self.rules: tuple[ChannelRule, ...] = tuple(rules)
         self._compiled = tuple(
             _CompiledRule(
                 rule=rule,
                 keywords=tuple((term, compile_keyword(term)) for term in rule.keywords),
                 excludes=tuple((term, compile_keyword(term)) for term in rule.exclude),
+                query=parse_query(rule.query) if rule.query else None,
             )
             for rule in self.rules
         )
@@ -302,11 +311,21 @@ class RuleMatcher:
                 hits[key] = any(keyword.occurs_in(field) for field in fields)
             return hits[key]
 
+        from bot.query import ItemText, evaluate, matched_terms
+
         verdicts: list[RuleVerdict] = []
+        item_text: ItemText | None = None
         for compiled in self._compiled:
             if not ignore_feed_filter and not compiled.rule.applies_to(item.feed_id):
                 continue
             matched = _distinct_hits(compiled.keywords, occurs)
+            if compiled.query is not None:
+                item_text = item_text or ItemText(item)
+                if evaluate(compiled.query, item_text):
+                    # The query's own terms that occur name the match; a query true without any (an OR
+                    # with a negated branch) is named by its text.
+                    named = matched_terms(compiled.query, item_text) or [compiled.rule.query or "query"]
+                    matched = tuple(dict.fromkeys((*matched, *named)))
             excluded_by = _distinct_hits(compiled.excludes, occurs)
             if matched or excluded_by:
                 verdicts.append(RuleVerdict(rule=compiled.rule, keywords=matched, excluded_by=excluded_by))

@@ -21,6 +21,7 @@ PURE = [
     "service",
     "home",
     "oncall",
+    "query",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",

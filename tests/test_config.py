@@ -286,8 +286,8 @@ SINGLE_MISTAKES = [
     ),
     (
         FEEDS + CHANNELS + "    exculde: [x]\n",
-        "rules.yaml:9: channels[0].exculde: unknown key (expected one of: channel, feeds, keywords, exclude, "
-        "mention, priority, ack, escalate, quiet_hours, digest)",
+        "rules.yaml:9: channels[0].exculde: unknown key (expected one of: channel, feeds, keywords, query, "
+        "exclude, mention, priority, ack, escalate, quiet_hours, digest)",
     ),
     (
         "yes: 1\n" + FEEDS + CHANNELS,
@@ -503,7 +503,7 @@ SINGLE_MISTAKES = [
     # keywords and exclude
     (
         FEEDS + "channels:\n  - channel: C0123ABCD\n",
-        "rules.yaml:7: channels[0].keywords: missing; expected a non-empty list of keywords",
+        "rules.yaml:7: channels[0].keywords: missing; expected a non-empty list of keywords (or a query)",
     ),
     (
         FEEDS + "channels:\n  - channel: C0123ABCD\n    keywords: []\n",
@@ -898,3 +898,37 @@ def test_max_alerts_per_cycle_must_be_positive() -> None:
     with pytest.raises(ConfigError) as raised:
         load("settings:\n  max_alerts_per_cycle: 0\n" + ONCALL)
     assert raised.value.problems == ("rules.yaml:2: settings.max_alerts_per_cycle: must be 1 or more",)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Queries
+
+
+def test_a_query_may_replace_or_join_the_keywords() -> None:
+    rules = load(
+        FEEDS
+        + "channels:\n  - channel: C1\n    query: 'Huawei NEAR/5 chip*'\n"
+        + "  - channel: C2\n    keywords: [SMIC]\n    query: '\"export control*\" NOT opinion'\n"
+    )
+    assert [(r.keywords, r.query) for r in rules.channels] == [
+        ((), "Huawei NEAR/5 chip*"),
+        (("SMIC",), '"export control*" NOT opinion'),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "problem"),
+    [
+        ("'(chip* OR semi*'", "channels[0].query: column 16: expected ')' to close the '(' at column 1"),
+        (
+            "'NOT opinion'",
+            "channels[0].query: column 1: the query needs at least one term that is not negated",
+        ),
+        ("'a AND'", "channels[0].query: column 6: expected a term after AND, found the end of the query"),
+    ],
+)
+def test_a_query_syntax_error_names_line_column_and_what_was_expected(query: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(FEEDS + f"channels:\n  - channel: C1\n    query: {query}\n")
+    [line] = raised.value.problems
+    assert line.startswith("rules.yaml:8: " + problem), line

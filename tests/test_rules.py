@@ -300,3 +300,18 @@ def test_a_word_of_the_text_is_always_found(case: tuple[str, str]) -> None:
     for start, end in spans:
         highlighted = normalize(text[start:end])[0]
         assert all(word in highlighted for word in keyword_words)
+
+
+def test_an_entry_alerts_when_its_keywords_or_its_query_match() -> None:
+    both = ChannelRule("C1", ("SMIC",), exclude=("opinion",), query='Huawei NEAR/3 chip* NOT "trade war"')
+    matcher = RuleMatcher([both])
+
+    def hit(title: str) -> tuple[str, ...] | None:
+        matches = matcher.match_item(Item(feed_id="f", key="k", link="", title=title))
+        return matches[0].keywords if matches else None
+
+    assert hit("Huawei unveils AI chips") == ("Huawei", "chip*")  # the query's terms that occurred
+    assert hit("SMIC expands") == ("SMIC",)
+    assert hit("Huawei unveils AI chips amid trade war") is None  # the query's NOT
+    assert hit("Opinion: Huawei unveils AI chips") is None  # the entry's exclude still applies
+    assert hit("Huawei and its many suppliers of chips") is None  # too far apart for NEAR/3
