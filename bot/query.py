@@ -99,6 +99,7 @@ _TOKEN = re.compile(
       | (?P<close>\))
       | (?P<near>NEAR/(?P<distance>\d*))
       | (?P<op>(AND|OR|NOT)(?=[\s()"]|$))
+      | (?P<minus>-(?=[^\s)]))
       | (?P<term>(?:(?:title|summary|author):)?(?:"[^"]*"?\*?|[^\s()"]+))
     """,
     re.VERBOSE,
@@ -124,13 +125,10 @@ def _tokens(text: str) -> list[_Token]:
             tokens.append(_Token("NEAR", match.group(), column, int(digits)))
         elif match.group("op"):
             tokens.append(_Token(match.group("op"), match.group("op"), column))
+        elif match.group("minus"):
+            tokens.append(_Token("-", "-", column))
         elif match.group("term"):
-            word = match.group("term")
-            if word.startswith("-") and len(word) > 1:
-                tokens.append(_Token("-", "-", column))
-                tokens.append(_Token("TERM", word[1:], column + 1))
-            else:
-                tokens.append(_Token("TERM", word, column))
+            tokens.append(_Token("TERM", match.group("term"), column))
         position = match.end()
     tokens.append(_Token("END", "", len(text) + 1))
     return tokens

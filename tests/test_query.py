@@ -34,6 +34,10 @@ POLICY = '("export control*" OR "entity list" OR sanction*) AND (chip* OR semico
         ("NOT a OR b", "c", "", True),  # (NOT a) OR b
         ("a AND NOT b", "a", "", True),
         ("a -b", "a b", "", False),
+        ('a -"b c"', "a b c", "", False),
+        ('a -"b c"', "a c b", "", True),
+        ("a -(b OR c)", "a c", "", False),
+        ("US-China", "US-China talks", "", True),
         ("(a OR b) c", "b c", "", True),
         ("(a OR b) c", "a", "", False),
         # operators are uppercase; lowercase words are terms
