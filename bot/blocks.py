@@ -122,7 +122,7 @@ def mute_button(match: ChannelMatch) -> dict[str, object] | None:
         if rule.subscription is not None
         for term in rule.keywords
         if term in match.keywords
-    ]
+    ] + [rule.query for rule in match.rules if rule.subscription is not None and rule.query]
     if not slack_terms:
         return None
     terms = slack_terms + [term for term in match.keywords if term not in slack_terms]

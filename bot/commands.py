@@ -15,6 +15,7 @@ from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date
 from bot.config import parse_duration
 from bot.model import ChannelRule, Item, OnCall, Subscription
 from bot.oncall import OpenAlert, describe_age
+from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query, terms_of
 from bot.rules import RuleMatcher, compile_keyword, match_keywords
 from bot.store import ArchivedItem
 
@@ -58,6 +59,7 @@ class Command:
     feed: str | None = None
     days: int | None = None
     unknown: str | None = None  # the verb the user typed when it is not one we know
+    query: str | None = None  # `subscribe query:<query>` / `unsubscribe query:<query>`
 
 
 def tokens(text: str) -> list[tuple[str, bool]]:
@@ -86,6 +88,16 @@ def parse_command(text: str) -> Command:
     rest = rest.strip()
     if verb in ("test", "pause"):
         return Command(verb, text=rest)
+    if verb in ("subscribe", "unsubscribe") and rest[:6].lower() == "query:":
+        # Everything after query: is the query (it has its own spaces, quotes and parentheses).
+        query = rest[6:].translate(_QUOTES).strip()
+        try:
+            parse_query(query)
+        except QuerySyntaxError as e:
+            raise CommandError(
+                f"That query does not parse: {escape_mrkdwn(str(e))}.\n> `{escape_mrkdwn(query)}`"
+            ) from e
+        return Command(verb, text=rest, query=query)
     terms: list[str] = []
     feed: str | None = None
     days: int | None = None
@@ -257,6 +269,9 @@ def explain_text(text: str, rules: Sequence[ChannelRule], command: str = "/feeds
             matched_terms.append(term)
         for term in verdict.excluded_by:
             lines.append(f"🚫 `{escape_mrkdwn(term)}` excludes it ({origin})")
+    for rule in rules:
+        if rule.query:
+            lines.extend(explain_query(rule.query, item, rule_origin(rule)))
     if not any(v.matched for v in verdicts):
         lines.insert(
             0, "*No alert:* " + ("an exclude term wins." if verdicts else "no term of this channel matches.")
@@ -267,8 +282,24 @@ def explain_text(text: str, rules: Sequence[ChannelRule], command: str = "/feeds
     return text_reply("\n".join(lines))
 
 
+def explain_query(query: str, item: Item, origin: str) -> list[str]:
+    """Whether a query matches the text, and which of its terms occur (✅) or not (▫️)."""
+    node = parse_query(query)
+    text = ItemText(item)
+    verdict = "✅ matches" if evaluate(node, text) else "does not match"
+    parts = []
+    for term, positive in dict.fromkeys(terms_of(node)):
+        mark = "✅" if text.occurs(term) else "▫️"
+        scope = f"{term.field}:" if term.field else ""
+        parts.append(f"{mark} `{scope}{escape_mrkdwn(term.text)}`" + ("" if positive else " (NOT)"))
+    return [f"query `{escape_mrkdwn(query)}` {verdict} ({origin})", "   " + " · ".join(parts)]
+
+
 def kind_of(term: str) -> str:
-    keyword = compile_keyword(term)
+    try:
+        keyword = compile_keyword(term)
+    except ValueError:
+        return "the query"
     if keyword.text.endswith("*"):
         return "words starting with " + escape_mrkdwn(keyword.text[:-1])
     if len(keyword.text.split()) > 1:
@@ -297,7 +328,10 @@ def list_reply(
         )
     lines = [f"*Subscriptions of {channel_label}*"]
     for rule in rules:
-        terms = ", ".join(f"`{escape_mrkdwn(t)}`" for t in rule.keywords)
+        terms = ", ".join(
+            [f"`{escape_mrkdwn(t)}`" for t in rule.keywords]
+            + ([f"query `{escape_mrkdwn(rule.query)}`"] if rule.query else [])
+        )
         line = f"• {terms} · {feeds_label(rule.feeds)} · {rule_origin(rule)}"
         if rule.exclude:
             line += " · except " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in rule.exclude)
@@ -336,9 +370,12 @@ def describe_oncall(oncall: OnCall) -> str:
 def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscription]) -> str:
     """The channel's Slack-added subscriptions as `channels:` entries of rules.yaml, one per feed filter."""
     by_feed: dict[str | None, list[str]] = {}
+    entries: list[dict[str, object]] = []
     for sub in subscriptions:
-        by_feed.setdefault(sub.feed, []).append(sub.term)
-    entries = []
+        if sub.is_query:
+            entries.append({"channel": channel, "query": sub.term})
+        else:
+            by_feed.setdefault(sub.feed, []).append(sub.term)
     for feed, terms in by_feed.items():
         entry: dict[str, object] = {"channel": channel}
         if feed:

@@ -88,14 +88,16 @@ class Subscription:
     """One term a person added to a channel from Slack (`/feeds subscribe`)."""
 
     channel: str
-    term: str
+    term: str  # a keyword, or a boolean query's text when `is_query`
     feed: str | None  # None: every feed
     added_by: str  # user ID
     added_at: datetime
+    is_query: bool = False
 
     @property
     def id(self) -> str:
-        return f"{self.channel}\x1f{self.feed or '*'}\x1f{self.term.casefold()}"
+        kind = "query\x1f" if self.is_query else ""
+        return f"{self.channel}\x1f{self.feed or '*'}\x1f{kind}{self.term.casefold()}"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from bot.commands import (
     items_reply,
     latest_matches,
     list_reply,
+    newest_unique,
     oncall_reply,
     parse_command,
     parse_count,
@@ -33,10 +34,19 @@ from bot.commands import (
     text_reply,
 )
 from bot.model import ChannelRule, RuleSet, Subscription
+from bot.query import ItemText, evaluate, parse_query
 from bot.rules import compile_keyword
 from bot.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def term_key(term: str) -> str:
+    """What makes two spellings one term ("Huawei", "huawei", '"Huawei"'); a query is its own text."""
+    try:
+        return compile_keyword(term).text.casefold()
+    except ValueError:
+        return " ".join(term.split()).casefold()
 
 
 def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> RuleSet:
@@ -56,9 +66,10 @@ def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> R
         added.append(
             ChannelRule(
                 channel=sub.channel,
-                keywords=(sub.term,),
+                keywords=() if sub.is_query else (sub.term,),
                 feeds=(sub.feed,) if sub.feed else None,
                 subscription=sub,
+                query=sub.term if sub.is_query else None,
             )
         )
     return replace(file_rules, channels=file_rules.channels + tuple(added))
@@ -152,31 +163,42 @@ class CommandService:
         return handler(command, call)
 
     def _subscribe(self, command: Command, call: Invocation) -> Reply:
-        if not command.terms:
+        if not command.terms and not command.query:
             return text_reply(f'Subscribe to what? Like `{call.command} subscribe Huawei "scaling law"`.')
         self.check_feed(command.feed)
         channel = self.target(call)
         now = self.now()
-        wanted = [Subscription(channel, term, command.feed, call.user, now) for term in command.terms]
+        if command.query:
+            wanted = [Subscription(channel, command.query, None, call.user, now, is_query=True)]
+        else:
+            wanted = [Subscription(channel, term, command.feed, call.user, now) for term in command.terms]
         added = self.store.add_subscriptions(wanted)
         if added:
             self.on_rules_changed()
         already = [s.term for s in wanted if s.id not in {a.id for a in added}]
         lines = []
         if added:
-            terms = ", ".join(f"`{escape_mrkdwn(s.term)}`" for s in added)
+            terms = ", ".join(f"`{'query: ' if s.is_query else ''}{escape_mrkdwn(s.term)}`" for s in added)
             where = "every feed" if command.feed is None else f"feed `{command.feed}`"
             lines.append(
                 f"{self.label(call)} now gets alerts for {terms} ({where}), from the next new item on."
             )
         if already:
             lines.append("Already subscribed: " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in already) + ".")
-        every_term = dict.fromkeys(term for rule in self.channel_rules(channel) for term in rule.keywords)
+        every_term = dict.fromkeys(
+            term
+            for rule in self.channel_rules(channel)
+            for term in (*rule.keywords, *([f"query: {rule.query}"] if rule.query else []))
+        )
         lines.append("All topics here: " + ", ".join(f"`{escape_mrkdwn(t)}`" for t in every_term) + ".")
         warning = None if call.in_dm else self.check_membership(channel)
         if warning:
             lines.append("⚠️ " + warning)
-        recent = search_archive(self.store.archived(), command.terms, feed=command.feed)
+        if command.query:
+            query = parse_query(command.query)
+            recent = newest_unique(e for e in self.store.archived() if evaluate(query, ItemText(e.item)))
+        else:
+            recent = search_archive(self.store.archived(), command.terms, feed=command.feed)
         blocks: list[dict[str, object]] = sections("\n".join(lines))
         if recent:
             preview = items_reply(
@@ -197,19 +219,20 @@ class CommandService:
 
     def _unsubscribe(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)
-        if not command.terms:
+        if not command.terms and not command.query:
             return text_reply(f"Unsubscribe from what? Like `{call.command} unsubscribe Huawei` or `… all`.")
         ours = self.store.subscriptions(channel)
         every = len(command.terms) == 1 and command.terms[0].lower() == "all"
-        if every:
+        if command.query:
+            removed = [s for s in ours if s.is_query and s.term.casefold() == command.query.casefold()]
+        elif every:
             removed = ours
         else:
-            keys = {compile_keyword(t).text.casefold() for t in command.terms}
+            keys = {term_key(t) for t in command.terms}
             removed = [
                 s
                 for s in ours
-                if compile_keyword(s.term).text.casefold() in keys
-                and (command.feed is None or s.feed == command.feed)
+                if term_key(s.term) in keys and (command.feed is None or s.feed == command.feed)
             ]
         self.store.remove_subscriptions(removed)
         if removed:
@@ -222,9 +245,7 @@ class CommandService:
             for rule in self.channel_rules(channel)
             if rule.subscription is None
             for term in rule.keywords
-            if every
-            or compile_keyword(term).text.casefold()
-            in {compile_keyword(t).text.casefold() for t in command.terms}
+            if every or term_key(term) in {term_key(t) for t in command.terms}
         ]
         if managed:
             terms = ", ".join(
@@ -313,12 +334,11 @@ class CommandService:
             return refused
         if not terms:
             return text_reply("This alert names no topic to mute.")
-        wanted = {compile_keyword(t).text.casefold() for t in terms}
+        wanted = {term_key(t) for t in terms}
         removed = [
             s
             for s in self.store.subscriptions(channel)
-            if compile_keyword(s.term).text.casefold() in wanted
-            and (s.feed is None or feed in (None, s.feed))
+            if term_key(s.term) in wanted and (s.feed is None or feed in (None, s.feed))
         ]
         self.store.remove_subscriptions(removed)
         if removed:
@@ -330,7 +350,7 @@ class CommandService:
             for rule in self.channel_rules(channel)
             if rule.subscription is None
             for term in rule.keywords
-            if compile_keyword(term).text.casefold() in wanted
+            if term_key(term) in wanted
         ]
         lines = []
         if removed:

@@ -637,6 +637,7 @@ class Store:
                 feed=doc.get("feed"),
                 added_by=doc.get("added_by", ""),
                 added_at=datetime.fromisoformat(doc["added_at"]),
+                is_query=doc.get("is_query", False),
             )
             for doc in sorted(docs, key=lambda doc: doc["added_at"])
         ]
@@ -655,6 +656,7 @@ class Store:
                     "feed": subscription.feed,
                     "added_by": subscription.added_by,
                     "added_at": _iso(subscription.added_at),
+                    "is_query": subscription.is_query,
                 }
                 self._dirty["subscriptions"].add(subscription.id)
                 added.append(subscription)

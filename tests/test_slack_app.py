@@ -127,7 +127,8 @@ def reply_text(body: dict) -> str:
         if "text" in block:
             parts.append(block["text"]["text"])
         for element in block.get("elements", []):
-            parts.append(element.get("text", ""))
+            text = element.get("text", "")
+            parts.append(text["text"] if isinstance(text, dict) else text)  # a button's label
     return "\n".join(parts)
 
 
@@ -574,3 +575,29 @@ def test_mute_explains_the_rules_yaml_terms_that_keep_alerting(bot: Bot) -> None
 def test_latest_takes_a_feed_option(bot: Bot) -> None:
     assert len([line for line in bot.say("latest 3 feed:scmp").splitlines() if line.startswith("• ")]) == 3
     assert "There is no feed `other`" in bot.say("latest feed:other")
+
+
+def test_a_channel_subscribes_to_a_query_and_test_explains_its_parts(bot: Bot, tmp_path: Path) -> None:
+    reply = bot.say('subscribe query:Huawei NEAR/5 chip* -"trade war"', channel=CHINA)
+    assert 'now gets alerts for `query: Huawei NEAR/5 chip* -"trade war"`' in reply
+    explained = bot.say("test Huawei unveils AI chips", channel=CHINA)
+    assert 'query `Huawei NEAR/5 chip* -"trade war"` ✅ matches' in explained
+    assert '✅ `Huawei` · ✅ `chip*` · ▫️ `"trade war"` (NOT)' in explained
+
+    bot.publish(HUAWEI_NEWS)  # "Huawei unveils a new AI chip"
+    bot.poll()
+    [alert] = bot.slack.posts_to(CHINA)
+    assert "matched `Huawei`, `chip*`" in reply_text(alert)
+
+    snippet = bot.say("export", channel=CHINA).split("```")[1]
+    assert yaml.safe_load(snippet)["channels"] == [
+        {"channel": CHINA, "query": 'Huawei NEAR/5 chip* -"trade war"'}
+    ]
+    assert "Removed" in bot.say('unsubscribe query:Huawei NEAR/5 chip* -"trade war"', channel=CHINA)
+    assert bot.app.store.subscriptions(CHINA) == []
+
+
+def test_a_query_that_does_not_parse_says_where(bot: Bot) -> None:
+    reply = bot.say("subscribe query:(chip* OR semi*", channel=CHINA)
+    assert reply.startswith("That query does not parse: column 16: expected ')' to close the '(' at column 1")
+    assert bot.app.store.subscriptions() == []
