@@ -297,10 +297,14 @@ class RuleMatcher:
         # the same channel always posts in the same position.
         channels = dict.fromkeys(rule.channel for rule in self.rules)
         self._channel_order = {channel: position for position, channel in enumerate(channels)}
+        self._index = _KeywordIndex(self._compiled)
 
     def explain_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[RuleVerdict, ...]:
-        """One verdict per applicable rule, in rule order, that hit any keyword or exclude term."""
+        """One verdict per applicable rule, in rule order, that hit any keyword or exclude term. Only the
+        rules whose terms occur in the item are looked at (see _KeywordIndex), so the cost follows the
+        item and its terms, not the number of rules."""
         fields = (normalize(item.title)[0], normalize(item.summary)[0])
+        candidates = self._index.candidates((*fields, normalize(item.author)[0]))
         # The same keyword (same pattern) often appears in many rules: search each item field once.
         hits: dict[_MatchKey, bool] = {}
 
@@ -315,7 +319,8 @@ class RuleMatcher:
 
         verdicts: list[RuleVerdict] = []
         item_text: ItemText | None = None
-        for compiled in self._compiled:
+        for position in candidates:
+            compiled = self._compiled[position]
             if not ignore_feed_filter and not compiled.rule.applies_to(item.feed_id):
                 continue
             matched = _distinct_hits(compiled.keywords, occurs)
@@ -333,7 +338,7 @@ class RuleMatcher:
 
     def match_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[ChannelMatch, ...]:
         """One match per channel that any entry matched (a keyword hit, no exclude hit), in rules order."""
-        by_channel: dict[str, tuple[list[str], set[_MatchKey], list[ChannelRule]]] = {}
+        by_channel: dict[str, tuple[list[str], set[_MatchKey | str], list[ChannelRule]]] = {}
         for verdict in self.explain_item(item, ignore_feed_filter=ignore_feed_filter):
             if not verdict.matched:
                 continue
@@ -341,7 +346,7 @@ class RuleMatcher:
             rules.append(verdict.rule)
             for term in verdict.keywords:
                 # "Huawei" in one entry and "HUAWEI" in another are one keyword to the reader: list it once.
-                key = _match_key(compile_keyword(term))
+                key = _term_key(term)
                 if key not in seen:
                     seen.add(key)
                     keywords.append(term)
@@ -351,6 +356,74 @@ class RuleMatcher:
                 by_channel.items(), key=lambda entry: self._channel_order[entry[0]]
             )
         )
+
+
+def _term_key(term: str) -> _MatchKey | str:
+    try:
+        return _match_key(compile_keyword(term))
+    except ValueError:  # a whole query's text, naming a match that no single term explains
+        return term
+
+
+class _KeywordIndex:
+    """Every distinct term of every rule (keywords, excludes, query terms), indexed by the first few
+    characters of its normalised text, with the rules that use it. Finding the rules an item may match is
+    one pass over the item's text (a few dict lookups per character) plus a check of the terms whose first
+    characters occur, whatever the number of rules."""
+
+    PREFIX = 3
+
+    def __init__(self, compiled: Sequence[_CompiledRule]) -> None:
+        from bot.query import ItemText, evaluate, terms_of
+
+        self._keywords: dict[_MatchKey, Keyword] = {}
+        self._rules_of: dict[_MatchKey, list[int]] = {}
+        self._by_start: dict[str, list[_MatchKey]] = {}
+        self._lengths: set[int] = set()
+        always: list[int] = []
+        empty = ItemText(Item(feed_id="", key="", link="", title=""))
+        for position, rule in enumerate(compiled):
+            keywords = [keyword for _, keyword in (*rule.keywords, *rule.excludes)]
+            if rule.query is not None:
+                keywords.extend(term.keyword for term, _ in terms_of(rule.query))
+                if evaluate(rule.query, empty):
+                    always.append(position)  # true with none of its terms present ("a OR NOT b")
+            for keyword in keywords:
+                key = _match_key(keyword)
+                if key not in self._keywords:
+                    self._keywords[key] = keyword
+                    start = _literal_start(keyword)[: self.PREFIX]
+                    self._by_start.setdefault(start, []).append(key)
+                    self._lengths.add(len(start))
+                users = self._rules_of.setdefault(key, [])
+                if not users or users[-1] != position:
+                    users.append(position)
+        self._always = always
+
+    def candidates(self, fields: Sequence[str]) -> list[int]:
+        """Positions of the rules that may match: those using a term that occurs in one of the fields."""
+        found: set[_MatchKey] = set()
+        lengths = sorted(self._lengths)
+        for field in fields:
+            size = len(field)
+            for start in range(size):
+                for length in lengths:
+                    if start + length > size:
+                        break
+                    for key in self._by_start.get(field[start : start + length], ()):
+                        found.add(key)
+        positions = set(self._always)
+        for key in found:
+            if any(self._keywords[key].occurs_in(field) for field in fields):
+                positions.update(self._rules_of[key])
+        return sorted(positions)
+
+
+def _literal_start(keyword: Keyword) -> str:
+    """The characters every match of the keyword begins with: its first word, as normalised text."""
+    body = keyword.text[:-1] if keyword.text.endswith("*") else keyword.text
+    words = normalize(body)[0].split()
+    return words[0] if words else ""
 
 
 def _distinct_hits(

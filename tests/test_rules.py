@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot import rules
@@ -265,7 +265,7 @@ def test_item_is_normalised_once_per_call_not_per_rule(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(rules, "normalize", counting_normalize)
     assert len(matcher.match_item(make_item("Huawei", "summary"))) == 20
-    assert sorted(calls) == ["Huawei", "summary"]
+    assert sorted(calls) == ["", "Huawei", "summary"]  # title, summary and (empty) author, once each
 
 
 # --- Property -----------------------------------------------------------------------------------------------
@@ -315,3 +315,63 @@ def test_an_entry_alerts_when_its_keywords_or_its_query_match() -> None:
     assert hit("Huawei unveils AI chips amid trade war") is None  # the query's NOT
     assert hit("Opinion: Huawei unveils AI chips") is None  # the entry's exclude still applies
     assert hit("Huawei and its many suppliers of chips") is None  # too far apart for NEAR/3
+
+
+# --- The index finds exactly what trying every rule finds -----------------------------------------------
+
+VOCABULARY = [
+    "chip",
+    "chips",
+    "chip*",
+    "export controls",
+    "export control*",
+    "AI",
+    "Huawei",
+    "华为",
+    "US-China",
+]
+
+
+def naive_matches(rules: list[ChannelRule], item: Item) -> set[str]:
+    """Every rule tried on the item, the slow way: which channels would get an alert."""
+    from bot.query import matches as query_matches
+
+    fields = [rules_module_normalize(item.title), rules_module_normalize(item.summary)]
+    channels = set()
+    for rule in rules:
+        hit = any(compile_keyword(k).occurs_in(f) for k in rule.keywords for f in fields) or (
+            rule.query is not None and query_matches(rule.query, item)
+        )
+        excluded = any(compile_keyword(k).occurs_in(f) for k in rule.exclude for f in fields)
+        if hit and not excluded:
+            channels.add(rule.channel)
+    return channels
+
+
+def rules_module_normalize(text: str) -> str:
+    return normalize(text)[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.sampled_from(VOCABULARY), max_size=2),
+            st.lists(st.sampled_from(VOCABULARY), max_size=1),
+            st.sampled_from([None, "Huawei NEAR/2 chip*", "AI OR NOT chip", '"export controls" -Huawei']),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.lists(
+        st.sampled_from(["Huawei", "chips", "AI", "export", "controls", "华为芯片", "US–China", "x"]),
+        max_size=8,
+    ),
+)
+def test_the_index_matches_what_trying_every_rule_matches(entries, words) -> None:
+    rules = [
+        ChannelRule(f"C{n}", tuple(keywords) or ("never-seen",), exclude=tuple(exclude), query=query)
+        for n, (keywords, exclude, query) in enumerate(entries)
+    ]
+    item = Item(feed_id="f", key="k", link="", title=" ".join(words))
+    assert {m.channel for m in RuleMatcher(rules).match_item(item)} == naive_matches(rules, item)
