@@ -129,7 +129,23 @@ def _nfc_segments(text: str) -> Iterator[tuple[str, int, int]]:
         start = index
 
 
+class _FoldTable(dict[int, str]):
+    """str.translate's table for _fold_char, filled as characters are met."""
+
+    def __missing__(self, code: int) -> str:
+        folded = self[code] = _fold_char(chr(code))
+        return folded
+
+
+_FOLD_TABLE = _FoldTable()
+
+
 def _normalize_with_ends(text: str) -> tuple[str, list[int], list[int]]:
+    # Fast path (nearly all feed text): already NFC, and every character folds to exactly one, so
+    # str.translate does the work in C and each output character comes from the input at its position.
+    if unicodedata.is_normalized("NFC", text) and all(len(_FOLD_TABLE[ord(c)]) == 1 for c in set(text)):
+        size = len(text)
+        return text.translate(_FOLD_TABLE), list(range(size)), list(range(1, size + 1))
     pieces: list[str] = []
     starts: list[int] = []
     ends: list[int] = []

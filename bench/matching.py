@@ -1,0 +1,101 @@
+"""Matching 1,000 real-shaped items against 10, 1,000 and 10,000 rules: the indexed RuleMatcher against a
+naive loop that tries every rule's keywords on every item, in the same run."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from functools import partial
+from pathlib import Path
+
+from bot.model import ChannelRule, Item
+from bot.parse import parse_feed
+from bot.rules import RuleMatcher, compile_keyword, normalize
+
+SAMPLE = Path(__file__).resolve().parent.parent / "bot" / "sample" / "scmp-semiconductors.xml"
+
+
+def real_shaped_items(count: int) -> list[Item]:
+    """The sample feed's items, recombined (titles and summaries shuffled across items) up to `count`."""
+    items = list(parse_feed(SAMPLE.read_bytes(), "scmp").items)
+    rng = random.Random(7)
+    out = []
+    for n in range(count):
+        a, b = rng.choice(items), rng.choice(items)
+        out.append(
+            Item(feed_id="scmp", key=f"k{n}", link=f"https://e.com/{n}", title=a.title, summary=b.summary)
+        )
+    return out
+
+
+def rules_like_teams_write(count: int, items: list[Item]) -> list[ChannelRule]:
+    """Keywords drawn from the feed's own vocabulary (so some match) and from made-up words (so most
+    don't), one to three per rule, some phrases and prefixes, a few excludes and queries."""
+    words = sorted(
+        {w for item in items[:50] for w in re.findall(r"[A-Za-z]{5,}", item.title + " " + item.summary)}
+    )
+    rng = random.Random(11)
+    rules = []
+    for n in range(count):
+        keywords = []
+        for _ in range(rng.randint(1, 3)):
+            roll = rng.random()
+            if roll < 0.3:
+                keywords.append(rng.choice(words))
+            elif roll < 0.4:
+                keywords.append(rng.choice(words)[:5] + "*")
+            elif roll < 0.5:
+                keywords.append(f"{rng.choice(words)} {rng.choice(words)}")
+            else:
+                keywords.append("".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(8)))
+        exclude = (rng.choice(words),) if rng.random() < 0.1 else ()
+        query = f"{rng.choice(words)} NEAR/5 {rng.choice(words)[:4]}*" if rng.random() < 0.05 else None
+        rules.append(ChannelRule(f"C{n:05d}", tuple(keywords), exclude, query=query))
+    return rules
+
+
+def naive_channels(rules: list[ChannelRule], item: Item) -> set[str]:
+    """Every rule's keywords tried on the item, one regex after another (queries left out: the naive
+    loop is the baseline for keyword rules)."""
+    fields = (normalize(item.title)[0], normalize(item.summary)[0])
+    hits = set()
+    for rule in rules:
+        if any(compile_keyword(k).occurs_in(f) for k in rule.keywords for f in fields) and not any(
+            compile_keyword(k).occurs_in(f) for k in rule.exclude for f in fields
+        ):
+            hits.add(rule.channel)
+    return hits
+
+
+def _time(function, items: list[Item]) -> float:
+    started = time.perf_counter()
+    for item in items:
+        function(item)
+    return time.perf_counter() - started
+
+
+def run(*, quick: bool = False) -> None:
+    items = real_shaped_items(200 if quick else 1000)
+    print(f"## Matching {len(items)} items")
+    print()
+    print("| rules | engine µs/item | naive µs/item | naive / engine |")
+    print("| ---: | ---: | ---: | ---: |")
+    for count in (10, 100, 1000) if quick else (10, 1000, 10000):
+        rules = rules_like_teams_write(count, items)
+        keyword_rules = [r for r in rules if r.query is None]
+        matcher = RuleMatcher(rules)
+        keyword_matcher = RuleMatcher(keyword_rules)
+        # Same answers on the keyword rules, before any timing.
+        for item in items[:50]:
+            assert {m.channel for m in keyword_matcher.match_item(item)} == naive_channels(
+                keyword_rules, item
+            )
+        engine = _time(matcher.match_item, items)
+        sample = items[: max(20, len(items) // (10 if count >= 10000 else 1))]
+        naive = _time(partial(naive_channels, keyword_rules), sample) * len(items) / len(sample)
+        print(
+            f"| {count:,} | {engine / len(items) * 1e6:,.0f} | {naive / len(items) * 1e6:,.0f} "
+            f"| {naive / engine:,.1f}x |"
+        )
+    print()
