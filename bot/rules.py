@@ -316,9 +316,9 @@ class RuleMatcher:
         self._index = _KeywordIndex(self._compiled)
 
     def explain_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[RuleVerdict, ...]:
-        """One verdict per applicable rule, in rule order, that hit any keyword or exclude term. Only the
-        rules whose terms occur in the item are looked at (see _KeywordIndex), so the cost follows the
-        item and its terms, not the number of rules."""
+        """One verdict per applicable rule, in rule order, that hit a keyword (or its query), with the
+        exclude terms that would suppress it. Only the rules whose terms occur in the item are looked at
+        (see _KeywordIndex), so the cost follows the item and its terms, not the number of rules."""
         fields = (normalize(item.title)[0], normalize(item.summary)[0])
         candidates = self._index.candidates((*fields, normalize(item.author)[0]))
         # The same keyword (same pattern) often appears in many rules: search each item field once.
@@ -382,26 +382,30 @@ def _term_key(term: str) -> _MatchKey | str:
 
 
 class _KeywordIndex:
-    """Every distinct term of every rule (keywords, excludes, query terms), indexed by the first few
-    characters of its normalised text, with the rules that use it. Finding the rules an item may match is
-    one pass over the item's text (a few dict lookups per character) plus a check of the terms whose first
-    characters occur, whatever the number of rules."""
+    """Every distinct term that can make a rule match (keywords, positive query terms), indexed by the
+    first few characters of its normalised text, with the rules that use it. Finding the rules an item
+    may match looks up only the places a term can start: the start of each word for the usual terms, and
+    the characters that begin the others (those starting in a script written without spaces, or with a
+    sign like "."). Then only the terms whose start was seen are checked, whatever the number of rules."""
 
-    PREFIX = 3
+    PREFIX = 8  # long enough that few unrelated terms share a start; at most 8 look-ups per word
 
     def __init__(self, compiled: Sequence[_CompiledRule]) -> None:
         from bot.query import ItemText, evaluate, terms_of
 
         self._keywords: dict[_MatchKey, Keyword] = {}
         self._rules_of: dict[_MatchKey, list[int]] = {}
-        self._by_start: dict[str, list[_MatchKey]] = {}
-        self._lengths: set[int] = set()
+        # Terms starting a word (looked up at word starts), and the others (looked up where their first
+        # character occurs): start text -> terms.
+        self._at_words: dict[str, list[_MatchKey]] = {}
+        self._anywhere: dict[str, list[_MatchKey]] = {}
         always: list[int] = []
         empty = ItemText(Item(feed_id="", key="", link="", title=""))
         for position, rule in enumerate(compiled):
-            keywords = [keyword for _, keyword in (*rule.keywords, *rule.excludes)]
+            # Only terms that can make a rule match put it forward; its excludes are checked afterwards.
+            keywords = [keyword for _, keyword in rule.keywords]
             if rule.query is not None:
-                keywords.extend(term.keyword for term, _ in terms_of(rule.query))
+                keywords.extend(term.keyword for term, positive in terms_of(rule.query) if positive)
                 if evaluate(rule.query, empty):
                     always.append(position)  # true with none of its terms present ("a OR NOT b")
             for keyword in keywords:
@@ -409,30 +413,63 @@ class _KeywordIndex:
                 if key not in self._keywords:
                     self._keywords[key] = keyword
                     start = _literal_start(keyword)[: self.PREFIX]
-                    self._by_start.setdefault(start, []).append(key)
-                    self._lengths.add(len(start))
+                    table = self._at_words if keyword.bounded_start else self._anywhere
+                    table.setdefault(start, []).append(key)
                 users = self._rules_of.setdefault(key, [])
                 if not users or users[-1] != position:
                     users.append(position)
         self._always = always
+        self._word_lengths = sorted({len(start) for start in self._at_words})
+        self._other_lengths = sorted({len(start) for start in self._anywhere})
+        firsts = sorted({start[0] for start in self._anywhere if start})
+        self._other_starts = re.compile("[" + "".join(re.escape(c) for c in firsts) + "]") if firsts else None
 
     def candidates(self, fields: Sequence[str]) -> list[int]:
         """Positions of the rules that may match: those using a term that occurs in one of the fields."""
         found: set[_MatchKey] = set()
-        lengths = sorted(self._lengths)
         for field in fields:
-            size = len(field)
-            for start in range(size):
-                for length in lengths:
-                    if start + length > size:
-                        break
-                    for key in self._by_start.get(field[start : start + length], ()):
-                        found.add(key)
+            for position in _word_starts(field):
+                self._look_up(field, position, self._at_words, self._word_lengths, found)
+            if self._other_starts is not None:
+                for match in self._other_starts.finditer(field):
+                    self._look_up(field, match.start(), self._anywhere, self._other_lengths, found)
         positions = set(self._always)
         for key in found:
             if any(self._keywords[key].occurs_in(field) for field in fields):
                 positions.update(self._rules_of[key])
         return sorted(positions)
+
+    @staticmethod
+    def _look_up(
+        field: str,
+        position: int,
+        table: dict[str, list[_MatchKey]],
+        lengths: list[int],
+        found: set[_MatchKey],
+    ) -> None:
+        for length in lengths:
+            keys = table.get(field[position : position + length])
+            if keys:
+                found.update(keys)
+
+
+_WORD_RUN = re.compile(r"\w+")
+
+
+def _word_starts(field: str) -> Iterator[int]:
+    """Every place a word of a space-separated script starts: where a keyword with a word boundary at its
+    start can begin. A run of `\\w` mixing scripts ("华为mate") holds word starts inside it too."""
+    for match in _WORD_RUN.finditer(field):
+        token, base = match.group(), match.start()
+        if token.isascii():
+            yield base
+            continue
+        previous_is_word = False
+        for offset, char in enumerate(token):
+            is_word = _is_spaced_word_char(char)
+            if is_word and not previous_is_word:
+                yield base + offset
+            previous_is_word = is_word
 
 
 def _literal_start(keyword: Keyword) -> str:
