@@ -159,6 +159,20 @@ def pending_id(channel: str, item: Item) -> str:
     return f"{channel}\x1f{delivery_key(item)}"
 
 
+def _match_doc(match: ChannelMatch, source: str) -> dict[str, Any]:
+    """The part of a pending or queued alert's document that says what to post where."""
+    return {
+        "channel": match.channel,
+        "item": match.item.to_dict(),
+        "keywords": list(match.keywords),
+        "source": source,
+    }
+
+
+def _match_from_doc(doc: dict[str, Any]) -> ChannelMatch:
+    return ChannelMatch(doc["channel"], Item.from_dict(doc["item"]), tuple(doc["keywords"]))
+
+
 def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
@@ -475,10 +489,7 @@ class Store:
     def _doc_from_queued(alert: QueuedAlert) -> dict[str, Any]:
         return {
             "id": alert.id,
-            "channel": alert.match.channel,
-            "item": alert.match.item.to_dict(),
-            "keywords": list(alert.match.keywords),
-            "source": alert.source,
+            **_match_doc(alert.match, alert.source),
             "kind": alert.kind,
             "queued_at": _iso(alert.queued_at),
             "release_at": _iso(alert.release_at),
@@ -487,10 +498,9 @@ class Store:
 
     @staticmethod
     def _queued_from_doc(doc: dict[str, Any]) -> QueuedAlert:
-        match = ChannelMatch(doc["channel"], Item.from_dict(doc["item"]), tuple(doc["keywords"]))
         return QueuedAlert(
             id=doc["id"],
-            match=match,
+            match=_match_from_doc(doc),
             source=doc["source"],
             kind=doc["kind"],
             queued_at=datetime.fromisoformat(doc["queued_at"]),
@@ -502,10 +512,7 @@ class Store:
     def _doc_from_pending(alert: PendingAlert) -> dict[str, Any]:
         return {
             "id": alert.id,
-            "channel": alert.match.channel,
-            "item": alert.match.item.to_dict(),
-            "keywords": list(alert.match.keywords),
-            "source": alert.source,
+            **_match_doc(alert.match, alert.source),
             "created": _iso(alert.created),
             "attempts": alert.attempts,
             "next_attempt": _iso(alert.next_attempt) if alert.next_attempt else None,
@@ -517,12 +524,9 @@ class Store:
 
     @staticmethod
     def _pending_from_doc(doc: dict[str, Any]) -> PendingAlert:
-        match = ChannelMatch(
-            channel=doc["channel"], item=Item.from_dict(doc["item"]), keywords=tuple(doc["keywords"])
-        )
         return PendingAlert(
             id=doc["id"],
-            match=match,
+            match=_match_from_doc(doc),
             source=doc["source"],
             created=datetime.fromisoformat(doc["created"]),
             attempts=doc.get("attempts", 0),
