@@ -320,9 +320,10 @@ class RuleMatcher:
         exclude terms that would suppress it. Only the rules whose terms occur in the item are looked at
         (see _KeywordIndex), so the cost follows the item and its terms, not the number of rules."""
         fields = (normalize(item.title)[0], normalize(item.summary)[0])
-        candidates = self._index.candidates((*fields, normalize(item.author)[0]))
-        # The same keyword (same pattern) often appears in many rules: search each item field once.
-        hits: dict[_MatchKey, bool] = {}
+        candidates, present = self._index.candidates(fields, normalize(item.author)[0])
+        # The same keyword (same pattern) often appears in many rules: search each item field once. The
+        # index has already found some terms in the title or summary.
+        hits: dict[_MatchKey, bool] = dict.fromkeys(present, True)
 
         def occurs(keyword: Keyword) -> bool:
             key = _match_key(keyword)
@@ -424,20 +425,26 @@ class _KeywordIndex:
         firsts = sorted({start[0] for start in self._anywhere if start})
         self._other_starts = re.compile("[" + "".join(re.escape(c) for c in firsts) + "]") if firsts else None
 
-    def candidates(self, fields: Sequence[str]) -> list[int]:
-        """Positions of the rules that may match: those using a term that occurs in one of the fields."""
+    def candidates(self, fields: Sequence[str], author: str) -> tuple[list[int], set[_MatchKey]]:
+        """Positions of the rules that may match (those using a term that occurs in the title, summary or
+        author), and the terms found in the title or summary."""
         found: set[_MatchKey] = set()
-        for field in fields:
+        for field in (*fields, author):
             for position in _word_starts(field):
                 self._look_up(field, position, self._at_words, self._word_lengths, found)
             if self._other_starts is not None:
                 for match in self._other_starts.finditer(field):
                     self._look_up(field, match.start(), self._anywhere, self._other_lengths, found)
         positions = set(self._always)
+        present: set[_MatchKey] = set()
         for key in found:
-            if any(self._keywords[key].occurs_in(field) for field in fields):
+            keyword = self._keywords[key]
+            if any(keyword.occurs_in(field) for field in fields):
+                present.add(key)
                 positions.update(self._rules_of[key])
-        return sorted(positions)
+            elif author and keyword.occurs_in(author):  # for author: query terms
+                positions.update(self._rules_of[key])
+        return sorted(positions), present
 
     @staticmethod
     def _look_up(
