@@ -514,17 +514,23 @@ def test_two_feeds_polled_at_once_post_a_shared_article_once(world, tmp_path) ->
     assert titles(world.slack.posts[before:]) == ["Nexperia wins ruling"]
 
 
-def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(world, tmp_path) -> None:
-    # Two guids that are no URLs, so the two items share only their link.
+def feed_a_posts_an_article_slack_does_not_confirm(world, tmp_path) -> tuple[bytes, int]:
+    """Feeds a and b, polled once; then feed a carries an article that Slack posts but answers 500
+    about (on the next poll). Returns feed b's copy of it (another non-URL guid, the same link) and the
+    number of posts before."""
     story_a = rss_item("Nexperia wins ruling", "a-1001", link="https://example.com/ruling")
     story_b = rss_item("Nexperia wins ruling", "b-77", link="https://example.com/ruling")
     url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
     url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
     write_two_feed_rules(tmp_path, url_a, url_b)
     world.run_once()
-    before = len(world.slack.posts)
     world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story_a,)))
     world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    return story_b, len(world.slack.posts)
+
+
+def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(world, tmp_path) -> None:
+    story_b, before = feed_a_posts_an_article_slack_does_not_confirm(world, tmp_path)
     world.run_once()  # feed a: Slack posts it but answers 500
     world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3, extra_items=(story_b,)))
     world.clock.advance(minutes=1)
@@ -535,15 +541,7 @@ def test_an_article_from_a_second_feed_waits_for_the_first_feeds_uncertain_post(
 
 
 def test_after_a_crash_a_second_feeds_copy_of_an_unanswered_post_is_looked_up_first(world, tmp_path) -> None:
-    story_a = rss_item("Nexperia wins ruling", "a-1001", link="https://example.com/ruling")
-    story_b = rss_item("Nexperia wins ruling", "b-77", link="https://example.com/ruling")
-    url_a = world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))
-    url_b = world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3))
-    write_two_feed_rules(tmp_path, url_a, url_b)
-    world.run_once()
-    before = len(world.slack.posts)
-    world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3, extra_items=(story_a,)))
-    world.slack.fail_next("chat.postMessage", status=500, error="internal_error", after_posting=True)
+    story_b, before = feed_a_posts_an_article_slack_does_not_confirm(world, tmp_path)
     app = world.start()
 
     def die(_change) -> None:
