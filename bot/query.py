@@ -248,8 +248,9 @@ def parse_query(text: str) -> Node:
 class ItemText:
     """An item's fields, normalised once, with each word's start for NEAR."""
 
-    def __init__(self, item: Item) -> None:
-        self.fields = {name: normalize(getattr(item, name))[0] for name in FIELDS}
+    def __init__(self, item: Item, normalized: dict[str, str] | None = None) -> None:
+        # `normalized`: fields the caller has normalised already (matching does, for its index).
+        self.fields = normalized or {name: normalize(getattr(item, name))[0] for name in FIELDS}
         self._word_starts: dict[str, list[int]] = {}
 
     def fields_for(self, term: Term) -> tuple[str, ...]:

@@ -320,7 +320,8 @@ class RuleMatcher:
         exclude terms that would suppress it. Only the rules whose terms occur in the item are looked at
         (see _KeywordIndex), so the cost follows the item and its terms, not the number of rules."""
         fields = (normalize(item.title)[0], normalize(item.summary)[0])
-        candidates, present = self._index.candidates(fields, normalize(item.author)[0])
+        author = normalize(item.author)[0]
+        candidates, present = self._index.candidates(fields, author)
         # The same keyword (same pattern) often appears in many rules: search each item field once. The
         # index has already found some terms in the title or summary.
         hits: dict[_MatchKey, bool] = dict.fromkeys(present, True)
@@ -342,7 +343,9 @@ class RuleMatcher:
                 continue
             matched = _distinct_hits(compiled.keywords, occurs)
             if compiled.query is not None:
-                item_text = item_text or ItemText(item)
+                item_text = item_text or ItemText(
+                    item, {"title": fields[0], "summary": fields[1], "author": author}
+                )
                 if evaluate(compiled.query, item_text):
                     # The query's own terms that occur name the match; a query true without any (an OR
                     # with a negated branch) is named by its text.
