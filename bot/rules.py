@@ -7,20 +7,23 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import ahocorasick_rs
+
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
 
 if TYPE_CHECKING:
-    from bot.query import Node as QueryNode
+    from bot.query import Predicate
 
 __all__ = [
     "Keyword",
     "RuleMatcher",
     "compile_keyword",
+    "fold",
     "highlight_spans",
     "match_keywords",
     "normalize",
@@ -171,6 +174,29 @@ def normalize(text: str) -> tuple[str, list[int]]:
     return normalized, starts
 
 
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+_ASCII_SPACES_BUT_SPACE = re.compile("[\t\n\x0b\x0c\r\x1c-\x1f]")
+
+
+def fold(text: str) -> str:
+    """`normalize(text)[0]` without the map back to `text`: what matching compares against, made fast.
+
+    Feed text is nearly always NFC and mostly ASCII, so ASCII letters are lowered in C (through bytes,
+    whose lower() leaves other characters alone) and only the few other characters go through the
+    per-character fold; tests check it agrees with `normalize` on any text.
+    """
+    if text.isascii():
+        folded = text.lower()
+    elif unicodedata.is_normalized("NFC", text):
+        lowered = text.encode("utf-8", "surrogatepass").lower().decode("utf-8", "surrogatepass")
+        folded = _NON_ASCII.sub(lambda match: _FOLD_TABLE[ord(match.group())], lowered)
+    else:
+        return _normalize_with_ends(text)[0]
+    if not folded.isprintable():  # tabs, newlines and other ASCII spaces become " "
+        folded = _ASCII_SPACES_BUT_SPACE.sub(" ", folded)
+    return folded
+
+
 @dataclass(frozen=True)
 class Keyword:
     """A compiled keyword.
@@ -287,215 +313,201 @@ def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]
 @dataclass(frozen=True)
 class _CompiledRule:
     rule: ChannelRule
-    keywords: tuple[tuple[str, Keyword], ...]  # (as written in the rule, compiled)
-    excludes: tuple[tuple[str, Keyword], ...]
-    query: QueryNode | None = None
+    # (term id, as written in the rule): one spelling per term, the first, since "Huawei" and "HUAWEI"
+    # are one keyword to the reader.
+    keywords: tuple[tuple[int, str], ...]
+    excludes: tuple[tuple[int, str], ...]
+    query: Predicate | None = None
+    # The query's positive terms, which name its matches: (term id, where it must occur, as written).
+    query_terms: tuple[tuple[int, str, str], ...] = ()
+
+
+# A term as the messages list it: its id, or for a query true without any of its terms, the query's text.
+_TermName = tuple[int | str, str]
 
 
 class RuleMatcher:
-    """Matches items against a fixed list of channel rules, compiled once."""
+    """Matches items against a fixed list of channel rules, compiled once.
+
+    Every term of every rule (keywords, excludes, query terms) goes into one automaton (TermScanner), so
+    finding which terms an item contains costs the same for 10 rules as for 10,000; then only the rules
+    using a term that occurred are looked at. Rebuilt, by building a new matcher, when the rules change.
+    """
 
     def __init__(self, rules: Sequence[ChannelRule]) -> None:
         # bot.query builds on this module's keywords, so it is imported here, not at the top.
-        from bot.query import parse_query
+        from bot.query import ANY_TEXT, ItemText, compile_query, evaluate, parse_query, terms_of
 
         self.rules: tuple[ChannelRule, ...] = tuple(rules)
-        self._compiled = tuple(
-            _CompiledRule(
-                rule=rule,
-                keywords=tuple((term, compile_keyword(term)) for term in rule.keywords),
-                excludes=tuple((term, compile_keyword(term)) for term in rule.exclude),
-                query=parse_query(rule.query) if rule.query else None,
+        queries = [parse_query(rule.query) if rule.query else None for rule in self.rules]
+        every_keyword = [
+            *(compile_keyword(term) for rule in self.rules for term in (*rule.keywords, *rule.exclude)),
+            *(term.keyword for query in queries if query is not None for term, _ in terms_of(query)),
+        ]
+        self._scanner = TermScanner(every_keyword)
+        term_id = self._scanner.term_id
+
+        def named(terms: Sequence[str]) -> tuple[tuple[int, str], ...]:
+            first: dict[int, str] = {}
+            for term in terms:
+                first.setdefault(term_id(compile_keyword(term)), term)
+            return tuple(first.items())
+
+        compiled: list[_CompiledRule] = []
+        rules_of: dict[int, list[int]] = {}
+        always: list[int] = []
+        nothing = ItemText(Item(feed_id="", key="", link="", title=""))
+        for position, (rule, query) in enumerate(zip(self.rules, queries, strict=True)):
+            query_terms = tuple(
+                (term_id(term.keyword), term.field or ANY_TEXT, term.text)
+                for term, positive in (terms_of(query) if query else ())
+                if positive
             )
-            for rule in self.rules
-        )
+            entry = _CompiledRule(
+                rule,
+                named(rule.keywords),
+                named(rule.exclude),
+                compile_query(query, term_id) if query else None,
+                query_terms,
+            )
+            compiled.append(entry)
+            # Only terms that can make a rule match put it forward; its excludes are checked afterwards.
+            for used in {i for i, _, _ in query_terms} | {i for i, _ in entry.keywords}:
+                rules_of.setdefault(used, []).append(position)
+            if query is not None and evaluate(query, nothing):
+                always.append(position)  # true with none of its terms present ("a OR NOT b")
+        self._compiled = tuple(compiled)
+        self._rules_of = rules_of
+        self._always = always
         # Channel order is fixed by the rules file, not by which entry happened to match an item, so
         # the same channel always posts in the same position.
         channels = dict.fromkeys(rule.channel for rule in self.rules)
         self._channel_order = {channel: position for position, channel in enumerate(channels)}
-        self._index = _KeywordIndex(self._compiled)
+
+    def _judge(
+        self, item: Item, ignore_feed_filter: bool
+    ) -> Iterator[tuple[ChannelRule, list[_TermName], list[_TermName]]]:
+        """(rule, matched terms, excluding terms) for each applicable rule, in rule order, that a term of
+        the item put forward."""
+        from bot.query import ANY_TEXT, ScannedItem
+
+        scan = ScannedItem(item, self._scanner)
+        found = scan.found[ANY_TEXT]
+        positions = set(self._always)
+        rules_of = self._rules_of
+        for term in found | scan.found["author"]:  # author: query terms look there
+            if term in rules_of:
+                positions.update(rules_of[term])
+        for position in sorted(positions):
+            compiled = self._compiled[position]
+            rule = compiled.rule
+            if not ignore_feed_filter and not rule.applies_to(item.feed_id):
+                continue
+            matched: list[_TermName] = [(i, term) for i, term in compiled.keywords if i in found]
+            if compiled.query is not None and compiled.query(scan):
+                # The query's own terms that occur name the match; a query true without any (an OR
+                # with a negated branch) is named by its text.
+                named: list[_TermName] = [
+                    (i, text) for i, where, text in compiled.query_terms if i in scan.found[where]
+                ]
+                query_text = rule.query or "query"
+                matched.extend(named or [(query_text, query_text)])
+            excluded: list[_TermName] = [(i, term) for i, term in compiled.excludes if i in found]
+            if matched or excluded:
+                yield rule, matched, excluded
 
     def explain_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[RuleVerdict, ...]:
         """One verdict per applicable rule, in rule order, that hit a keyword (or its query), with the
-        exclude terms that would suppress it. Only the rules whose terms occur in the item are looked at
-        (see _KeywordIndex), so the cost follows the item and its terms, not the number of rules."""
-        fields = (normalize(item.title)[0], normalize(item.summary)[0])
-        author = normalize(item.author)[0]
-        candidates, present = self._index.candidates(fields, author)
-        # The same keyword (same pattern) often appears in many rules: search each item field once. The
-        # index has already found some terms in the title or summary.
-        hits: dict[_MatchKey, bool] = dict.fromkeys(present, True)
-
-        def occurs(keyword: Keyword) -> bool:
-            key = _match_key(keyword)
-            if key not in hits:
-                # Fields are searched separately so that a phrase never runs from the title into the summary.
-                hits[key] = any(keyword.occurs_in(field) for field in fields)
-            return hits[key]
-
-        from bot.query import ItemText, evaluate, matched_terms
-
-        verdicts: list[RuleVerdict] = []
-        item_text: ItemText | None = None
-        for position in candidates:
-            compiled = self._compiled[position]
-            if not ignore_feed_filter and not compiled.rule.applies_to(item.feed_id):
-                continue
-            matched = _distinct_hits(compiled.keywords, occurs)
-            if compiled.query is not None:
-                item_text = item_text or ItemText(
-                    item, {"title": fields[0], "summary": fields[1], "author": author}
-                )
-                if evaluate(compiled.query, item_text):
-                    # The query's own terms that occur name the match; a query true without any (an OR
-                    # with a negated branch) is named by its text.
-                    named = matched_terms(compiled.query, item_text) or [compiled.rule.query or "query"]
-                    matched = tuple(dict.fromkeys((*matched, *named)))
-            excluded_by = _distinct_hits(compiled.excludes, occurs)
-            if matched or excluded_by:
-                verdicts.append(RuleVerdict(rule=compiled.rule, keywords=matched, excluded_by=excluded_by))
-        return tuple(verdicts)
+        exclude terms that would suppress it."""
+        return tuple(
+            RuleVerdict(rule=rule, keywords=_distinct(matched), excluded_by=_distinct(excluded))
+            for rule, matched, excluded in self._judge(item, ignore_feed_filter)
+        )
 
     def match_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[ChannelMatch, ...]:
         """One match per channel that any entry matched (a keyword hit, no exclude hit), in rules order."""
-        by_channel: dict[str, tuple[list[str], set[_MatchKey | str], list[ChannelRule]]] = {}
-        for verdict in self.explain_item(item, ignore_feed_filter=ignore_feed_filter):
-            if not verdict.matched:
+        by_channel: dict[str, tuple[dict[int | str, str], list[ChannelRule]]] = {}
+        for rule, matched, excluded in self._judge(item, ignore_feed_filter):
+            if not matched or excluded:
                 continue
-            keywords, seen, rules = by_channel.setdefault(verdict.rule.channel, ([], set(), []))
-            rules.append(verdict.rule)
-            for term in verdict.keywords:
-                # "Huawei" in one entry and "HUAWEI" in another are one keyword to the reader: list it once.
-                key = _term_key(term)
-                if key not in seen:
-                    seen.add(key)
-                    keywords.append(term)
+            entry = by_channel.get(rule.channel)
+            if entry is None:
+                entry = by_channel[rule.channel] = ({}, [])
+            keywords, rules = entry
+            rules.append(rule)
+            for term, text in matched:
+                keywords.setdefault(term, text)  # the same term in two entries is listed once
         return tuple(
-            ChannelMatch(channel=channel, item=item, keywords=tuple(keywords), rules=tuple(rules))
-            for channel, (keywords, _, rules) in sorted(
+            ChannelMatch(channel=channel, item=item, keywords=tuple(keywords.values()), rules=tuple(rules))
+            for channel, (keywords, rules) in sorted(
                 by_channel.items(), key=lambda entry: self._channel_order[entry[0]]
             )
         )
 
 
-def _term_key(term: str) -> _MatchKey | str:
-    try:
-        return _match_key(compile_keyword(term))
-    except ValueError:  # a whole query's text, naming a match that no single term explains
-        return term
+def _distinct(terms: list[_TermName]) -> tuple[str, ...]:
+    first: dict[int | str, str] = {}
+    for term, text in terms:
+        first.setdefault(term, text)
+    return tuple(first.values())
 
 
-class _KeywordIndex:
-    """Every distinct term that can make a rule match (keywords, positive query terms), indexed by the
-    first few characters of its normalised text, with the rules that use it. Finding the rules an item
-    may match looks up only the places a term can start: the start of each word for the usual terms, and
-    the characters that begin the others (those starting in a script written without spaces, or with a
-    sign like "."). Then only the terms whose start was seen are checked, whatever the number of rules."""
+class TermScanner:
+    """Finds which of a fixed set of terms occur in normalised text, in one pass whatever their number.
 
-    PREFIX = 8  # long enough that few unrelated terms share a start; at most 8 look-ups per word
+    The terms' literal text (words joined by single spaces, without a prefix's `*`) goes into an
+    Aho-Corasick automaton (ahocorasick_rs, in Rust), which reports every occurrence of every literal,
+    overlapping ones included; each is then kept or not by the term's word boundaries, exactly as
+    Keyword.occurs_in decides (tests compare the two on random text).
+    """
 
-    def __init__(self, compiled: Sequence[_CompiledRule]) -> None:
-        from bot.query import ItemText, evaluate, terms_of
+    def __init__(self, keywords: Iterable[Keyword]) -> None:
+        self._ids: dict[_MatchKey, int] = {}
+        literals: dict[str, list[tuple[int, bool, bool]]] = {}
+        for keyword in keywords:
+            key = _match_key(keyword)
+            if key in self._ids:
+                continue
+            term = self._ids[key] = len(self._ids)
+            literals.setdefault(_literal(keyword), []).append(
+                (term, keyword.bounded_start, keyword.bounded_end)
+            )
+        self._terms_at = [tuple(terms) for terms in literals.values()]
+        self._automaton = ahocorasick_rs.AhoCorasick(list(literals)) if literals else None
 
-        self._keywords: dict[_MatchKey, Keyword] = {}
-        self._rules_of: dict[_MatchKey, list[int]] = {}
-        # Terms starting a word (looked up at word starts), and the others (looked up where their first
-        # character occurs): start text -> terms.
-        self._at_words: dict[str, list[_MatchKey]] = {}
-        self._anywhere: dict[str, list[_MatchKey]] = {}
-        always: list[int] = []
-        empty = ItemText(Item(feed_id="", key="", link="", title=""))
-        for position, rule in enumerate(compiled):
-            # Only terms that can make a rule match put it forward; its excludes are checked afterwards.
-            keywords = [keyword for _, keyword in rule.keywords]
-            if rule.query is not None:
-                keywords.extend(term.keyword for term, positive in terms_of(rule.query) if positive)
-                if evaluate(rule.query, empty):
-                    always.append(position)  # true with none of its terms present ("a OR NOT b")
-            for keyword in keywords:
-                key = _match_key(keyword)
-                if key not in self._keywords:
-                    self._keywords[key] = keyword
-                    start = _literal_start(keyword)[: self.PREFIX]
-                    table = self._at_words if keyword.bounded_start else self._anywhere
-                    table.setdefault(start, []).append(key)
-                users = self._rules_of.setdefault(key, [])
-                if not users or users[-1] != position:
-                    users.append(position)
-        self._always = always
-        self._word_lengths = sorted({len(start) for start in self._at_words})
-        self._other_lengths = sorted({len(start) for start in self._anywhere})
-        firsts = sorted({start[0] for start in self._anywhere if start})
-        self._other_starts = re.compile("[" + "".join(re.escape(c) for c in firsts) + "]") if firsts else None
+    def term_id(self, keyword: Keyword) -> int:
+        return self._ids[_match_key(keyword)]
 
-    def candidates(self, fields: Sequence[str], author: str) -> tuple[list[int], set[_MatchKey]]:
-        """Positions of the rules that may match (those using a term that occurs in the title, summary or
-        author), and the terms found in the title or summary."""
-        found: set[_MatchKey] = set()
-        for field in (*fields, author):
-            for position in _word_starts(field):
-                self._look_up(field, position, self._at_words, self._word_lengths, found)
-            if self._other_starts is not None:
-                for match in self._other_starts.finditer(field):
-                    self._look_up(field, match.start(), self._anywhere, self._other_lengths, found)
-        positions = set(self._always)
-        present: set[_MatchKey] = set()
-        for key in found:
-            keyword = self._keywords[key]
-            if any(keyword.occurs_in(field) for field in fields):
-                present.add(key)
-                positions.update(self._rules_of[key])
-            elif author and keyword.occurs_in(author):  # for author: query terms
-                positions.update(self._rules_of[key])
-        return sorted(positions), present
-
-    @staticmethod
-    def _look_up(
-        field: str,
-        position: int,
-        table: dict[str, list[_MatchKey]],
-        lengths: list[int],
-        found: set[_MatchKey],
-    ) -> None:
-        for length in lengths:
-            keys = table.get(field[position : position + length])
-            if keys:
-                found.update(keys)
+    def find(self, normalized_text: str) -> set[int]:
+        """Ids of the terms occurring in `normalized_text` (see `fold`)."""
+        found: set[int] = set()
+        if self._automaton is None or not normalized_text:
+            return found
+        # A phrase's words are separated by any run of spaces (`\s+` in its pattern).
+        text = _SPACE_RUN.sub(" ", normalized_text) if "  " in normalized_text else normalized_text
+        try:
+            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
+        except UnicodeEncodeError:
+            # A lone surrogate (from a broken numeric character reference) cannot go to Rust as UTF-8.
+            # U+FFFD is no more a word character than a surrogate, so boundaries are unchanged.
+            text = _SURROGATE.sub("\ufffd", text)
+            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
+        size = len(text)
+        for literal, start, end in occurrences:
+            word_before = start > 0 and _is_spaced_word_char(text[start - 1])
+            word_after = end < size and _is_spaced_word_char(text[end])
+            for term, bounded_start, bounded_end in self._terms_at[literal]:
+                if not (bounded_start and word_before) and not (bounded_end and word_after):
+                    found.add(term)
+        return found
 
 
-_WORD_RUN = re.compile(r"\w+")
+_SPACE_RUN = re.compile(" {2,}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _word_starts(field: str) -> Iterator[int]:
-    """Every place a word of a space-separated script starts: where a keyword with a word boundary at its
-    start can begin. A run of `\\w` mixing scripts ("华为mate") holds word starts inside it too."""
-    for match in _WORD_RUN.finditer(field):
-        token, base = match.group(), match.start()
-        if token.isascii():
-            yield base
-            continue
-        previous_is_word = False
-        for offset, char in enumerate(token):
-            is_word = _is_spaced_word_char(char)
-            if is_word and not previous_is_word:
-                yield base + offset
-            previous_is_word = is_word
-
-
-def _literal_start(keyword: Keyword) -> str:
-    """The characters every match of the keyword begins with: its first word, as normalised text."""
+def _literal(keyword: Keyword) -> str:
+    """The text every match of the keyword consists of or, for a prefix, begins with: its normalised
+    words, one space apart."""
     body = keyword.text[:-1] if keyword.text.endswith("*") else keyword.text
-    words = normalize(body)[0].split()
-    return words[0] if words else ""
-
-
-def _distinct_hits(
-    keywords: tuple[tuple[str, Keyword], ...], occurs: Callable[[Keyword], bool]
-) -> tuple[str, ...]:
-    """The terms whose keyword occurs, as written; of several spellings of one keyword, the first."""
-    found: dict[_MatchKey, str] = {}
-    for term, keyword in keywords:
-        key = _match_key(keyword)
-        if key not in found and occurs(keyword):
-            found[key] = term
-    return tuple(found.values())
+    return " ".join(fold(body).split())

@@ -7,12 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.model import Item
+from bot.model import ChannelRule, Item
 from bot.query import QuerySyntaxError, matches, parse_query
+from bot.rules import RuleMatcher
 
 
 def item(title: str, summary: str = "", author: str = "") -> Item:
     return Item(feed_id="f", key="k", link="", title=title, summary=summary, author=author)
+
+
+def engine_matches(query: str, item: Item) -> bool:
+    """The same question asked of the rule engine, which evaluates queries over the terms its automaton
+    found (beside another rule's terms) rather than by searching the item: both must answer alike."""
+    rules = [ChannelRule("C0", ("unrelated",)), ChannelRule("C1", (), query=query)]
+    return [match.channel for match in RuleMatcher(rules).match_item(item)] == ["C1"]
 
 
 POLICY = '("export control*" OR "entity list" OR sanction*) AND (chip* OR semiconductor*) NOT opinion'
@@ -66,10 +74,13 @@ POLICY = '("export control*" OR "entity list" OR sanction*) AND (chip* OR semico
 )
 def test_query_semantics(query: str, title: str, summary: str, expected: bool) -> None:
     assert matches(query, item(title, summary)) is expected
+    assert engine_matches(query, item(title, summary)) is expected
 
 
 def test_author_scope() -> None:
     assert matches("author:Cao", item("x", author="Ann Cao"))
+    assert engine_matches("author:Cao", item("x", author="Ann Cao"))
+    assert not engine_matches("author:Cao", item("Cao", author="Ann Lee"))
 
 
 @pytest.mark.parametrize(
@@ -175,3 +186,4 @@ def test_the_engine_agrees_with_a_reference_evaluator(tree: tuple, words: list[s
             parse_query(query)
         return
     assert matches(query, item(" ".join(words))) is reference(tree, words), query
+    assert engine_matches(query, item(" ".join(words))) is reference(tree, words), query

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot import query as query_module
 from bot import rules
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
 from bot.rules import RuleMatcher, compile_keyword, highlight_spans, match_keywords, normalize
@@ -258,13 +259,13 @@ def test_invalid_keyword_fails_at_construction() -> None:
 def test_item_is_normalised_once_per_call_not_per_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     matcher = RuleMatcher([ChannelRule(f"#c{i}", keywords=("Huawei", f"kw{i}")) for i in range(20)])
     calls: list[str] = []
-    real_normalize = rules.normalize
+    real_fold = rules.fold
 
-    def counting_normalize(text: str) -> tuple[str, list[int]]:
+    def counting_fold(text: str) -> str:
         calls.append(text)
-        return real_normalize(text)
+        return real_fold(text)
 
-    monkeypatch.setattr(rules, "normalize", counting_normalize)
+    monkeypatch.setattr(query_module, "fold", counting_fold)
     assert len(matcher.match_item(make_item("Huawei", "summary"))) == 20
     assert sorted(calls) == ["", "Huawei", "summary"]  # title, summary and (empty) author, once each
 
@@ -376,3 +377,48 @@ def test_the_index_matches_what_trying_every_rule_matches(entries, words) -> Non
     ]
     item = Item(feed_id="f", key="k", link="", title=" ".join(words))
     assert {m.channel for m in RuleMatcher(rules).match_item(item)} == naive_matches(rules, item)
+
+
+# --- The automaton finds exactly what searching each keyword finds --------------------------------------
+
+# Characters chosen to sit on every edge of the word rules: ASCII and accented letters, a combining
+# accent, a no-space script, apostrophes and dashes that normalise, spaces that collapse, a ligature that
+# expands, a dotted capital I, an invisible format character, and control-character whitespace.
+TRICKY = ["a", "b", "ab", "A", "é", "e\u0301", "华", "为", " ", "  ", "\t", "\x1c", "-", "–", "'", "’", "*",
+          ".", "_", "1", "ﬁ", "İ", "\u00ad", "\u200b", "ǰ", "Σ", "ς"]  # fmt: skip
+tricky_text = st.lists(st.sampled_from(TRICKY), max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(tricky_text, st.text()))
+def test_fold_is_normalize_without_the_position_map(text: str) -> None:
+    assert rules.fold(text) == normalize(text)[0]
+
+
+def _keyword_or_none(term: str) -> rules.Keyword | None:
+    try:
+        return compile_keyword(term)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(tricky_text.map(str.strip), min_size=1, max_size=6), st.lists(st.booleans()), tricky_text)
+def test_the_automaton_finds_a_keyword_exactly_where_searching_for_it_does(
+    terms: list[str], prefixes: list[bool], text: str
+) -> None:
+    keywords = [
+        keyword
+        for term, prefix in zip(terms, [*prefixes, *[False] * len(terms)], strict=False)
+        if (keyword := _keyword_or_none(term + ("*" if prefix else ""))) is not None
+    ]
+    scanner = rules.TermScanner(keywords)
+    found = scanner.find(rules.fold(text))
+    for keyword in keywords:
+        assert (scanner.term_id(keyword) in found) is keyword.occurs_in(normalize(text)[0]), keyword.text
+
+
+def test_an_item_with_a_lone_surrogate_still_matches() -> None:
+    # A broken numeric character reference in a feed can leave one; Rust strings cannot hold it.
+    matcher = RuleMatcher([ChannelRule("#a", keywords=("Huawei",))])
+    assert len(matcher.match_item(make_item("Huawei \ud800 chips"))) == 1
