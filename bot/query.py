@@ -280,7 +280,7 @@ class ScannedItem(ItemText):
         super().__init__(item, {name: fold(getattr(item, name)) for name in FIELDS})
         self.term_id = scanner.term_id
         self.found = {name: scanner.find(text) for name, text in self.fields.items()}
-        self.found[ANY_TEXT] = self.found["title"] | self.found["summary"]
+        self.in_text = self.found[ANY_TEXT] = self.found["title"] | self.found["summary"]
 
     def occurs(self, term: Term) -> bool:
         return self.term_id(term.keyword) in self.found[term.field or ANY_TEXT]
@@ -335,6 +335,21 @@ def _near(node: Near, text: ItemText) -> bool:
                 if 0 < gap <= node.distance:
                     return True
     return False
+
+
+def required_terms(node: Node) -> frozenset[Term]:
+    """Terms that occur (each in its field) whenever the query is true: the engine skips the query for
+    an item lacking one of them."""
+    if isinstance(node, Term):
+        return frozenset([node])
+    if isinstance(node, Near):
+        return frozenset([node.left, node.right])
+    if isinstance(node, Not):
+        return frozenset()
+    children = [required_terms(child) for child in node.children]
+    if isinstance(node, And):
+        return frozenset().union(*children)
+    return frozenset.intersection(*children)
 
 
 def matched_terms(node: Node, text: ItemText) -> list[str]:

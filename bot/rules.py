@@ -10,14 +10,15 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from operator import itemgetter
+from typing import TYPE_CHECKING, NamedTuple
 
 import ahocorasick_rs
 
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
 
 if TYPE_CHECKING:
-    from bot.query import Predicate
+    from bot.query import Predicate, ScannedItem
 
 __all__ = [
     "Keyword",
@@ -130,6 +131,17 @@ def _nfc_segments(text: str) -> Iterator[tuple[str, int, int]]:
                 continue
         yield unicodedata.normalize("NFC", text[start:index]), start, index
         start = index
+
+
+class _SpacedWordChars(dict[str, bool]):
+    """_is_spaced_word_char as a dict, filled as characters are met: a lookup is cheaper than a call."""
+
+    def __missing__(self, char: str) -> bool:
+        is_word = self[char] = _is_spaced_word_char(char)
+        return is_word
+
+
+_SPACED_WORD_CHAR = _SpacedWordChars()
 
 
 class _FoldTable(dict[int, str]):
@@ -322,21 +334,47 @@ class _CompiledRule:
     query_terms: tuple[tuple[int, str, str], ...] = ()
 
 
-# A term as the messages list it: its id, or for a query true without any of its terms, the query's text.
-_TermName = tuple[int | str, str]
+class _Hit(NamedTuple):
+    """A term that makes a rule match, unless an exclude or the feed filter says otherwise: ready-made
+    for each (keyword, rule) when the rules are compiled, so matching an item mostly gathers them."""
+
+    channel_order: int
+    position: int  # of the rule
+    place: int  # among the rule's terms: keywords first, then its query's
+    channel: str
+    term: int | str  # the term's id; a query true without any of its terms is named by its text
+    text: str  # as written in the rule
+    rule: ChannelRule
+    excludes: frozenset[int]
+    feeds: frozenset[str] | None
+
+
+_IN_RULE_ORDER = itemgetter(0, 1, 2)
 
 
 class RuleMatcher:
     """Matches items against a fixed list of channel rules, compiled once.
 
     Every term of every rule (keywords, excludes, query terms) goes into one automaton (TermScanner), so
-    finding which terms an item contains costs the same for 10 rules as for 10,000; then only the rules
-    using a term that occurred are looked at. Rebuilt, by building a new matcher, when the rules change.
+    finding which terms an item contains costs the same for 10 rules as for 10,000. Each found keyword
+    then brings its ready-made hits, and only the queries needing nothing but found terms are evaluated:
+    rules none of whose terms occurred are never looked at. Rebuilt, by building a new matcher, when the
+    rules change.
     """
 
     def __init__(self, rules: Sequence[ChannelRule]) -> None:
-        # bot.query builds on this module's keywords, so it is imported here, not at the top.
-        from bot.query import ANY_TEXT, ItemText, compile_query, evaluate, parse_query, terms_of
+        # bot.query builds on this module's keywords, so it is imported here, not at the top, and what
+        # matching each item needs from it is kept on the matcher.
+        from bot.query import (
+            ANY_TEXT,
+            ItemText,
+            ScannedItem,
+            compile_query,
+            evaluate,
+            parse_query,
+            required_terms,
+            terms_of,
+        )
 
         self.rules: tuple[ChannelRule, ...] = tuple(rules)
         queries = [parse_query(rule.query) if rule.query else None for rule in self.rules]
@@ -345,6 +383,7 @@ class RuleMatcher:
             *(term.keyword for query in queries if query is not None for term, _ in terms_of(query)),
         ]
         self._scanner = TermScanner(every_keyword)
+        self._scanned_item = ScannedItem
         term_id = self._scanner.term_id
 
         def named(terms: Sequence[str]) -> tuple[tuple[int, str], ...]:
@@ -353,9 +392,17 @@ class RuleMatcher:
                 first.setdefault(term_id(compile_keyword(term)), term)
             return tuple(first.items())
 
+        # Channel order is fixed by the rules file, not by which entry happened to match an item, so
+        # the same channel always posts in the same position.
+        channels = dict.fromkeys(rule.channel for rule in self.rules)
+        self._channel_order = {channel: position for position, channel in enumerate(channels)}
+
         compiled: list[_CompiledRule] = []
-        rules_of: dict[int, list[int]] = {}
-        always: list[int] = []
+        self._hits_of: dict[int, list[_Hit]] = {}  # keyword's term id -> its hits
+        # term id -> the rules whose query needs it (or, needing none, may be made true by it)
+        self._query_uses: dict[int, list[int]] = {}
+        self._query_needs: dict[int, int] = {}  # rule position -> how many terms its query needs
+        self._always: list[int] = []
         nothing = ItemText(Item(feed_id="", key="", link="", title=""))
         for position, (rule, query) in enumerate(zip(self.rules, queries, strict=True)):
             query_terms = tuple(
@@ -371,84 +418,117 @@ class RuleMatcher:
                 query_terms,
             )
             compiled.append(entry)
-            # Only terms that can make a rule match put it forward; its excludes are checked afterwards.
-            for used in {i for i, _, _ in query_terms} | {i for i, _ in entry.keywords}:
-                rules_of.setdefault(used, []).append(position)
-            if query is not None and evaluate(query, nothing):
-                always.append(position)  # true with none of its terms present ("a OR NOT b")
-        self._compiled = tuple(compiled)
-        self._rules_of = rules_of
-        self._always = always
-        # Channel order is fixed by the rules file, not by which entry happened to match an item, so
-        # the same channel always posts in the same position.
-        channels = dict.fromkeys(rule.channel for rule in self.rules)
-        self._channel_order = {channel: position for position, channel in enumerate(channels)}
-
-    def _judge(
-        self, item: Item, ignore_feed_filter: bool
-    ) -> Iterator[tuple[ChannelRule, list[_TermName], list[_TermName]]]:
-        """(rule, matched terms, excluding terms) for each applicable rule, in rule order, that a term of
-        the item put forward."""
-        from bot.query import ANY_TEXT, ScannedItem
-
-        scan = ScannedItem(item, self._scanner)
-        found = scan.found[ANY_TEXT]
-        positions = set(self._always)
-        rules_of = self._rules_of
-        for term in found | scan.found["author"]:  # author: query terms look there
-            if term in rules_of:
-                positions.update(rules_of[term])
-        for position in sorted(positions):
-            compiled = self._compiled[position]
-            rule = compiled.rule
-            if not ignore_feed_filter and not rule.applies_to(item.feed_id):
+            for place, (term, text) in enumerate(entry.keywords):
+                self._hits_of.setdefault(term, []).append(self._hit(entry, position, place, term, text))
+            if query is None:
                 continue
-            matched: list[_TermName] = [(i, term) for i, term in compiled.keywords if i in found]
-            if compiled.query is not None and compiled.query(scan):
-                # The query's own terms that occur name the match; a query true without any (an OR
-                # with a negated branch) is named by its text.
-                named: list[_TermName] = [
-                    (i, text) for i, where, text in compiled.query_terms if i in scan.found[where]
+            needs = {term_id(term.keyword) for term in required_terms(query)}
+            if evaluate(query, nothing):  # true with none of its terms present ("a OR NOT b")
+                self._always.append(position)
+                self._query_needs[position] = 0
+            else:
+                self._query_needs[position] = len(needs) or 1
+            for term in needs or dict.fromkeys(i for i, _, _ in query_terms):
+                self._query_uses.setdefault(term, []).append(position)
+        self._compiled = tuple(compiled)
+
+    def _hit(self, entry: _CompiledRule, position: int, place: int, term: int | str, text: str) -> _Hit:
+        rule = entry.rule
+        feeds = None if rule.feeds is None else frozenset(rule.feeds)
+        excludes = frozenset(i for i, _ in entry.excludes)
+        return _Hit(
+            self._channel_order[rule.channel],
+            position,
+            place,
+            rule.channel,
+            term,
+            text,
+            rule,
+            excludes,
+            feeds,
+        )
+
+    def _query_hits(self, scan: ScannedItem) -> Iterator[_Hit]:
+        """Hits of the queries true for the item, named by their positive terms that occur (after the
+        rule's keywords); a query true without any is named by its text."""
+        anywhere = scan.in_text | scan.found["author"]  # author: query terms look there
+        # A query is evaluated only once every term it needs is found: count them.
+        found_needs: dict[int, int] = dict.fromkeys(self._always, 0)
+        for term in anywhere:
+            for position in self._query_uses.get(term, ()):
+                found_needs[position] = found_needs.get(position, 0) + 1
+        needs = self._query_needs
+        for position in sorted(
+            position for position, count in found_needs.items() if count >= needs[position]
+        ):
+            entry = self._compiled[position]
+            if entry.query is not None and entry.query(scan):
+                after = len(entry.keywords)
+                named: list[tuple[int | str, str]] = [
+                    (i, text) for i, where, text in entry.query_terms if i in scan.found[where]
                 ]
-                query_text = rule.query or "query"
-                matched.extend(named or [(query_text, query_text)])
-            excluded: list[_TermName] = [(i, term) for i, term in compiled.excludes if i in found]
-            if matched or excluded:
-                yield rule, matched, excluded
+                query_text = entry.rule.query or "query"
+                for place, (name, text) in enumerate(named or [(query_text, query_text)], start=after):
+                    yield self._hit(entry, position, place, name, text)
 
     def explain_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[RuleVerdict, ...]:
         """One verdict per applicable rule, in rule order, that hit a keyword (or its query), with the
         exclude terms that would suppress it."""
-        return tuple(
-            RuleVerdict(rule=rule, keywords=_distinct(matched), excluded_by=_distinct(excluded))
-            for rule, matched, excluded in self._judge(item, ignore_feed_filter)
-        )
+        scan = self._scanned_item(item, self._scanner)
+        by_rule: dict[int, list[_Hit]] = {}
+        for term in scan.in_text:
+            for hit in self._hits_of.get(term, ()):
+                by_rule.setdefault(hit.position, []).append(hit)
+        for hit in self._query_hits(scan):
+            by_rule.setdefault(hit.position, []).append(hit)
+        verdicts = []
+        for position, hits in sorted(by_rule.items()):
+            entry = self._compiled[position]
+            if ignore_feed_filter or entry.rule.applies_to(item.feed_id):
+                excluded = tuple(text for term, text in entry.excludes if term in scan.in_text)
+                verdicts.append(RuleVerdict(entry.rule, keywords=_terms(hits), excluded_by=excluded))
+        return tuple(verdicts)
 
     def match_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[ChannelMatch, ...]:
         """One match per channel that any entry matched (a keyword hit, no exclude hit), in rules order."""
-        by_channel: dict[str, tuple[dict[int | str, str], list[ChannelRule]]] = {}
-        for rule, matched, excluded in self._judge(item, ignore_feed_filter):
-            if not matched or excluded:
+        scan = self._scanned_item(item, self._scanner)
+        found, feed_id = scan.in_text, item.feed_id
+        hits: list[_Hit] = []
+        for term in found:
+            if term in self._hits_of:
+                hits.extend(self._hits_of[term])
+        if self._query_uses or self._always:
+            hits.extend(self._query_hits(scan))
+        hits.sort(key=_IN_RULE_ORDER)
+        matches: list[ChannelMatch] = []
+        gathered: list[_Hit] = []  # the hits of one channel: more than one only when several apply
+        for hit in hits:
+            if hit.excludes and not hit.excludes.isdisjoint(found):
                 continue
-            entry = by_channel.get(rule.channel)
-            if entry is None:
-                entry = by_channel[rule.channel] = ({}, [])
-            keywords, rules = entry
-            rules.append(rule)
-            for term, text in matched:
-                keywords.setdefault(term, text)  # the same term in two entries is listed once
-        return tuple(
-            ChannelMatch(channel=channel, item=item, keywords=tuple(keywords.values()), rules=tuple(rules))
-            for channel, (keywords, rules) in sorted(
-                by_channel.items(), key=lambda entry: self._channel_order[entry[0]]
-            )
-        )
+            if hit.feeds is not None and feed_id not in hit.feeds and not ignore_feed_filter:
+                continue
+            if gathered and hit.channel != gathered[0].channel:
+                matches.append(_channel_match(item, gathered))
+                gathered = [hit]
+            else:
+                gathered.append(hit)
+        if gathered:
+            matches.append(_channel_match(item, gathered))
+        return tuple(matches)
 
 
-def _distinct(terms: list[_TermName]) -> tuple[str, ...]:
+def _channel_match(item: Item, hits: list[_Hit]) -> ChannelMatch:
+    if len(hits) == 1:  # nearly always: the answer is ready-made
+        return ChannelMatch(hits[0].channel, item, (hits[0].text,), (hits[0].rule,))
+    rules = tuple({hit.position: hit.rule for hit in hits}.values())  # hits come in rule order
+    return ChannelMatch(hits[0].channel, item, _terms(hits), rules)
+
+
+def _terms(hits: list[_Hit]) -> tuple[str, ...]:
+    """The terms as written, in the rules' order, each once (the same term in two entries is one)."""
     first: dict[int | str, str] = {}
-    for term, text in terms:
-        first.setdefault(term, text)
+    for hit in sorted(hits, key=_IN_RULE_ORDER):
+        first.setdefault(hit.term, hit.text)
     return tuple(first.values())
 
 
@@ -492,13 +572,16 @@ class TermScanner:
             # U+FFFD is no more a word character than a surrogate, so boundaries are unchanged.
             text = _SURROGATE.sub("\ufffd", text)
             occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
-        size = len(text)
+        # Padded, so that every occurrence has a character on each side (a space ends a word).
+        text = f" {text} "
+        is_word = _SPACED_WORD_CHAR
         for literal, start, end in occurrences:
-            word_before = start > 0 and _is_spaced_word_char(text[start - 1])
-            word_after = end < size and _is_spaced_word_char(text[end])
             for term, bounded_start, bounded_end in self._terms_at[literal]:
-                if not (bounded_start and word_before) and not (bounded_end and word_after):
-                    found.add(term)
+                if bounded_start and is_word[text[start]]:  # the character before, after padding
+                    continue
+                if bounded_end and is_word[text[end + 1]]:
+                    continue
+                found.add(term)
         return found
 
 

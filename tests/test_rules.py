@@ -376,7 +376,10 @@ def test_the_index_matches_what_trying_every_rule_matches(entries, words) -> Non
         for n, (keywords, exclude, query) in enumerate(entries)
     ]
     item = Item(feed_id="f", key="k", link="", title=" ".join(words))
-    assert {m.channel for m in RuleMatcher(rules).match_item(item)} == naive_matches(rules, item)
+    expected = naive_matches(rules, item)
+    assert {m.channel for m in RuleMatcher(rules).match_item(item)} == expected
+    # /feeds test and preview explain the same decision rule by rule.
+    assert {v.rule.channel for v in RuleMatcher(rules).explain_item(item) if v.matched} == expected
 
 
 # --- The automaton finds exactly what searching each keyword finds --------------------------------------
