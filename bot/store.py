@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -22,7 +22,25 @@ DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfac
 ACKED_RETENTION = timedelta(
     days=7
 )  # an acknowledged alert is kept a while, so a late second click is harmless
-TABLES = ("feeds", "channels", "pending", "meta", "uncertain", "subscriptions", "pauses", "open", "queued")
+# How often the stored keys and deliveries are swept for ones past their retention: a sweep reads them
+# all, so it runs with the first cycle of the hour, not with every cycle.
+SWEEP_EVERY = timedelta(hours=1)
+# A key still in its feed has its "last present" stamp renewed only this often, so an unchanged feed's
+# keys are not rewritten every cycle; retention is measured in days, so a day's slack is harmless.
+SEEN_RENEWAL = timedelta(days=1)
+TABLES = (
+    "feeds",
+    "seen",  # one document per (feed, key): a cycle writes only the keys it adds
+    "delivered",  # one document per (channel, delivery key)
+    "channels",  # before 0.5: every delivery of a channel in one document; moved to "delivered" on load
+    "pending",
+    "meta",
+    "uncertain",
+    "subscriptions",
+    "pauses",
+    "open",
+    "queued",
+)
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
 
@@ -147,6 +165,19 @@ class CycleChange:
     new_queued: list[QueuedAlert] = field(default_factory=list)
 
 
+def _pair(first: str, second: str) -> str:
+    """A document's name from two parts (feed and key, channel and key), split at the first \x1f: feed
+    ids and channels never hold one (a delivery key may)."""
+    return f"{first}\x1f{second}"
+
+
+class _DocsView:
+    """A table whose documents are built from an index when written: `get(name)`, as _flush asks."""
+
+    def __init__(self, build: Callable[[str], dict[str, Any] | None]) -> None:
+        self.get = build
+
+
 def delivery_key(item: Item) -> str:
     """An item's identity across feeds. A URL guid names the article wherever it appears; any other guid
     ("1001", "t3_abc") only means something within its own feed, so two feeds' "1001" stay two items."""
@@ -191,7 +222,12 @@ class Store:
         # TinyDB numbers documents; we key them by name, keeping a name -> doc id map per table.
         self._ids: dict[str, dict[str, str]] = {name: {} for name in TABLES}
         self._feeds: dict[str, dict[str, Any]] = {}
-        self._channels: dict[str, dict[str, Any]] = {}
+        # Keys by feed, with when each was last present in it (see SEEN_RENEWAL).
+        self._seen: dict[str, dict[str, str]] = {}
+        # Deliveries by channel: delivery key -> its document; and its links -> when.
+        self._delivered: dict[str, dict[str, dict[str, Any]]] = {}
+        self._links: dict[str, dict[str, str]] = {}
+        self._legacy_channels: dict[str, dict[str, Any]] = {}
         self._pending: dict[str, dict[str, Any]] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         # Posts whose outcome is unknown (Slack may have them): pending id -> since when.
@@ -206,7 +242,7 @@ class Store:
         self._archive_dirty: set[str] = set()
         for name, target, key_field in (
             ("feeds", self._feeds, "feed_id"),
-            ("channels", self._channels, "channel"),
+            ("channels", self._legacy_channels, "channel"),
             ("pending", self._pending, "id"),
             ("meta", self._meta, "key"),
             ("uncertain", self._uncertain, "id"),
@@ -220,6 +256,14 @@ class Store:
                 self._ids[name][doc[key_field]] = doc_id
         self._next_id = {name: max((int(i) for i in tables.get(name, {})), default=0) + 1 for name in TABLES}
         self._dirty: dict[str, set[str]] = {name: set() for name in TABLES}
+        for doc_id, doc in tables.get("seen", {}).items():
+            self._seen.setdefault(doc["feed_id"], {})[doc["key"]] = doc["at"]
+            self._ids["seen"][_pair(doc["feed_id"], doc["key"])] = doc_id
+        for doc_id, doc in tables.get("delivered", {}).items():
+            self._index_delivery(doc)
+            self._ids["delivered"][_pair(doc["channel"], doc["key"])] = doc_id
+        self._move_legacy_state()
+        self._swept_at: datetime | None = None
         # Deliveries from a run that stopped before its cycle was written: fold them in now.
         for record in backend.read_deliveries():
             if record.get("kind") == "uncertain":
@@ -267,22 +311,21 @@ class Store:
 
     def unseen(self, feed_id: str, items: Iterable[Item]) -> list[Item]:
         with self._lock:
-            seen = self._feeds.get(feed_id, {}).get("seen", {})
+            seen = self._seen.get(feed_id, {})
             return [item for item in items if item.key not in seen]
 
     def seen_count(self, feed_id: str) -> int:
         with self._lock:
-            return len(self._feeds.get(feed_id, {}).get("seen", {}))
+            return len(self._seen.get(feed_id, {}))
 
     # -- channels ----------------------------------------------------------------------------------
 
     def is_delivered(self, channel: str, item: Item) -> bool:
         """By identity key or canonical link: the same article through two feeds or two guids is one."""
         with self._lock:
-            doc = self._channels.get(channel)
-            if doc is None:
-                return False
-            return delivery_key(item) in doc["delivered"] or (bool(item.link) and item.link in doc["links"])
+            if delivery_key(item) in self._delivered.get(channel, {}):
+                return True
+            return bool(item.link) and item.link in self._links.get(channel, {})
 
     def record_delivery(
         self, channel: str, item: Item, at: datetime, open_alert: OpenAlert | None = None
@@ -402,11 +445,40 @@ class Store:
             ):
                 del self._uncertain[alert_id]
                 self._dirty["uncertain"].add(alert_id)
-        doc = self._channels.setdefault(channel, {"channel": channel, "delivered": {}, "links": {}})
-        doc["delivered"][key] = at
-        if link:
-            doc["links"][link] = at
-        self._dirty["channels"].add(channel)
+        self._index_delivery({"channel": channel, "key": key, "link": link, "at": at})
+        self._dirty["delivered"].add(_pair(channel, key))
+
+    def _index_delivery(self, doc: dict[str, Any]) -> None:
+        self._delivered.setdefault(doc["channel"], {})[doc["key"]] = doc
+        if doc.get("link"):
+            self._links.setdefault(doc["channel"], {})[doc["link"]] = doc["at"]
+
+    def _seen_doc(self, name: str) -> dict[str, Any] | None:
+        feed_id, key = name.split("\x1f", 1)
+        at = self._seen.get(feed_id, {}).get(key)
+        return None if at is None else {"feed_id": feed_id, "key": key, "at": at}
+
+    def _delivered_doc(self, name: str) -> dict[str, Any] | None:
+        channel, key = name.split("\x1f", 1)
+        return self._delivered.get(channel, {}).get(key)
+
+    def _move_legacy_state(self) -> None:
+        """State written before seen keys and deliveries had a document each: move them over, once."""
+        for feed_id, doc in self._feeds.items():
+            for key, at in doc.pop("seen", {}).items():
+                self._seen.setdefault(feed_id, {})[key] = at
+                self._dirty["seen"].add(_pair(feed_id, key))
+                self._dirty["feeds"].add(feed_id)
+        for channel, doc in list(self._legacy_channels.items()):
+            for key, at in doc.get("delivered", {}).items():
+                self._index_delivery({"channel": channel, "key": key, "link": "", "at": at})
+                self._dirty["delivered"].add(_pair(channel, key))
+            for link, at in doc.get("links", {}).items():
+                # The old format kept links apart from keys: each becomes a delivery of its own.
+                self._index_delivery({"channel": channel, "key": "link:" + link, "link": link, "at": at})
+                self._dirty["delivered"].add(_pair(channel, "link:" + link))
+            del self._legacy_channels[channel]
+            self._dirty["channels"].add(channel)
 
     # -- channel names -----------------------------------------------------------------------------
 
@@ -544,7 +616,7 @@ class Store:
         with self._lock:
             now = change.polled_at
             doc = self._feeds.setdefault(
-                change.feed_id, {"feed_id": change.feed_id, "first_polled": _iso(now), "seen": {}}
+                change.feed_id, {"feed_id": change.feed_id, "first_polled": _iso(now)}
             )
             doc.update(
                 etag=change.etag,
@@ -552,16 +624,13 @@ class Store:
                 body_hash=change.body_hash,
                 last_polled=_iso(now),
             )
-            seen: dict[str, str] = doc["seen"]
+            seen = self._seen.setdefault(change.feed_id, {})
             stamp = _iso(now)
-            present = set(change.keys_in_feed)
-            for key in present:
-                seen[key] = stamp
-            horizon = now - SEEN_RETENTION
-            for key in [
-                k for k, last in seen.items() if k not in present and datetime.fromisoformat(last) < horizon
-            ]:
-                del seen[key]
+            renew_before = _iso(now - SEEN_RENEWAL)
+            for key in change.keys_in_feed:
+                if key not in seen or seen[key] < renew_before:
+                    seen[key] = stamp
+                    self._dirty["seen"].add(_pair(change.feed_id, key))
             self._dirty["feeds"].add(change.feed_id)
             for alert in change.new_pending:
                 if alert.id not in self._pending:  # an older record keeps its history (attempts, backoff)
@@ -576,7 +645,8 @@ class Store:
                 if key not in self._archive:
                     self._archive[key] = {"key": key, "item": item.to_dict(), "archived_at": stamp}
                     self._archive_dirty.add(key)
-            self._prune_deliveries(now)
+            if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
+                self._sweep(now)
             self._flush()
 
     def commit(self) -> None:
@@ -620,9 +690,10 @@ class Store:
         """The newest (channel, delivery key, when) deliveries to these channels, newest first."""
         with self._lock:
             entries = [
-                (channel, key, at)
+                (channel, key, doc["at"])
                 for channel in set(channels)
-                for key, at in self._channels.get(channel, {}).get("delivered", {}).items()
+                for key, doc in self._delivered.get(channel, {}).items()
+                if not key.startswith("link:")
             ]
         entries.sort(key=lambda entry: entry[2], reverse=True)
         return [(channel, key, datetime.fromisoformat(at)) for channel, key, at in entries[:limit]]
@@ -704,7 +775,14 @@ class Store:
             self._flush()
             return held
 
-    def _prune_deliveries(self, now: datetime) -> None:
+    def _sweep(self, now: datetime) -> None:
+        """Forgets keys gone from their feed and deliveries past their retention (reads them all)."""
+        self._swept_at = now
+        seen_horizon = _iso(now - SEEN_RETENTION)
+        for feed_id, seen in self._seen.items():
+            for key in [key for key, at in seen.items() if at < seen_horizon]:
+                del seen[key]
+                self._dirty["seen"].add(_pair(feed_id, key))
         horizon = _iso(now - DELIVERED_RETENTION)
         acked_horizon = _iso(now - ACKED_RETENTION)
         for alert_id in [
@@ -717,22 +795,24 @@ class Store:
         for alert_id in [i for i, doc in self._uncertain.items() if doc["since"] < horizon]:
             del self._uncertain[alert_id]  # its alert was dropped long ago (its channel left the rules)
             self._dirty["uncertain"].add(alert_id)
-        for channel, doc in self._channels.items():
-            for index in ("delivered", "links"):
-                stale = [k for k, at in doc[index].items() if at < horizon]
-                for key in stale:
-                    del doc[index][key]
-                if stale:
-                    self._dirty["channels"].add(channel)
+        for channel, deliveries in self._delivered.items():
+            for key in [key for key, doc in deliveries.items() if doc["at"] < horizon]:
+                del deliveries[key]
+                self._dirty["delivered"].add(_pair(channel, key))
+            links = self._links.get(channel, {})
+            for link in [link for link, at in links.items() if at < horizon]:
+                del links[link]
 
     def _flush(self) -> None:
         if self._archive_dirty:
             # Before the main file: an item the main file calls seen is always searchable.
             self._backend.write_archive({key: self._archive.get(key) for key in self._archive_dirty})
             self._archive_dirty.clear()
-        sources = {
+        sources: dict[str, Any] = {
             "feeds": self._feeds,
-            "channels": self._channels,
+            "seen": _DocsView(self._seen_doc),
+            "delivered": _DocsView(self._delivered_doc),
+            "channels": self._legacy_channels,
             "pending": self._pending,
             "meta": self._meta,
             "uncertain": self._uncertain,

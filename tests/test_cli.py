@@ -81,10 +81,10 @@ def test_preview_changes_no_state(tmp_path: Path) -> None:
 def test_preview_after_a_run_shows_items_as_seen(tmp_path: Path) -> None:
     environ = {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "state.json")}
     run_cli(["run", "--once"], environ)
-    before = (tmp_path / "state.json").read_bytes()
+    before = {path.name: path.read_bytes() for path in tmp_path.glob("state*")}
     code, out = run_cli(["preview"], environ)
     assert code == 0 and "0 alert(s) would be posted" in out and "already seen in an earlier poll" in out
-    assert (tmp_path / "state.json").read_bytes() == before
+    assert {path.name: path.read_bytes() for path in tmp_path.glob("state*")} == before
 
 
 def test_preview_feed_ignores_seen_state_and_feed_filters_and_marks_exclusions(tmp_path: Path) -> None:

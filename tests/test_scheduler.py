@@ -21,6 +21,7 @@ import pytest
 
 from bot.app import build_app, run_scheduler
 from bot.config import environment_from
+from bot.storage import open_store
 from tests.conftest import REPO, Clock, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
@@ -63,8 +64,7 @@ def test_run_polls_every_feed_at_start_and_saves_state_on_stop(
         stop.set()
         runner.join(timeout=30)
     assert not runner.is_alive()
-    saved = json.loads((tmp_path / "data" / "state.json").read_text())
-    assert len(next(iter(saved["feeds"].values()))["seen"]) == 50
+    assert open_store(tmp_path / "data" / "state.json").seen_count("scmp") == 50
     assert len(slack.posts) == 3
 
 
@@ -159,7 +159,7 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
     assert process.returncode == 0, stderr
     assert "stopped; state saved" in stderr
     assert "Traceback" not in stderr
-    assert json.loads(db.read_text())["feeds"]
+    assert open_store(db).seen_count("scmp-semiconductors") == 50
 
     again = subprocess.run(
         [sys.executable, "-m", "bot", "run", "--once"], cwd=REPO, env=environ, capture_output=True, text=True
@@ -248,7 +248,9 @@ def test_stopping_during_a_failing_poll_finishes_and_saves(tmp_path: Path) -> No
         server.shutdown()
         server.server_close()
     assert app.health["slow"].consecutive_failures == 1
-    assert json.loads((tmp_path / "data" / "state.json").read_text())["feeds"]  # the healthy feed was saved
+    assert (
+        open_store(tmp_path / "data" / "state.json").seen_count("sample") == 50
+    )  # the healthy feed was saved
 
 
 def write_single_feed_rules(folder: Path, url: str, interval: str) -> Path:

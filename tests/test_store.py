@@ -11,7 +11,7 @@ import pytest
 
 from bot.errors import StateError
 from bot.model import ChannelMatch, Item, Subscription
-from bot.storage import TinyDBBackend, open_store, outbox_path
+from bot.storage import JournaledTinyDB, TinyDBBackend, open_store, outbox_path
 from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -85,7 +85,7 @@ def test_pending_alerts_survive_a_restart_and_go_when_delivered(reopen) -> None:
     assert reopen().pending() == []
 
 
-def test_tinydb_writes_the_main_file_once_per_cycle_and_atomically(tmp_path: Path, monkeypatch) -> None:
+def test_a_cycle_appends_one_journal_line_and_leaves_the_main_file_alone(tmp_path: Path, monkeypatch) -> None:
     store = open_store(tmp_path / "state.json")
     replaced: list[str] = []
     import os
@@ -96,11 +96,79 @@ def test_tinydb_writes_the_main_file_once_per_cycle_and_atomically(tmp_path: Pat
         store.record_delivery("C1", item(f"k{n}"), T0)
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=[f"k{n}" for n in range(100)]))
 
-    assert replaced.count("state.json") == 1
+    assert "state.json" not in replaced  # small changes go to the journal, not a rewrite
     assert replaced.count("state.outbox.json") == 4  # one per delivery, then emptied after the commit
-    data = json.loads((tmp_path / "state.json").read_text())
-    assert set(data) == {"feeds", "channels"}
+    [line] = (tmp_path / "state.journal.jsonl").read_text().splitlines()
+    assert set(json.loads(line)) == {"feeds", "seen", "delivered"}
     assert json.loads(outbox_path(tmp_path / "state.json").read_text()) == {"_default": {}}
+    assert open_store(tmp_path / "state.json").seen_count("f") == 100
+
+
+def test_a_cycle_writes_what_it_changes_whatever_is_stored(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "state.json")
+    store.commit_cycle(CycleChange("big", T0, keys_in_feed=[f"old-{n}" for n in range(20_000)]))
+    for n in range(50):  # each is fsynced to the outbox: a few, not thousands
+        store.record_delivery("C1", item(f"old-{n}"), T0)
+    store.commit_cycle(CycleChange("big", T0 + timedelta(hours=2)))  # the hourly sweep, nothing stale
+    journal = tmp_path / "state.journal.jsonl"
+    before = journal.stat().st_size if journal.exists() else 0
+
+    store.commit_cycle(CycleChange("f", T0 + timedelta(hours=2, minutes=5), keys_in_feed=["new-1", "new-2"]))
+
+    assert journal.stat().st_size - before < 600  # two keys and the feed's headers: not 20,000 keys
+    assert open_store(tmp_path / "state.json").seen_count("big") == 20_000
+
+
+def test_the_journal_is_folded_into_the_main_file_once_it_outgrows_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(JournaledTinyDB, "MIN_COMPACT_BYTES", 2_000)
+    store = open_store(tmp_path / "state.json")
+    for n in range(60):
+        store.commit_cycle(CycleChange("f", T0 + timedelta(minutes=n), keys_in_feed=[f"k{n}"]))
+    main = json.loads((tmp_path / "state.json").read_text())
+    assert len(main["seen"]) > 40  # rewritten whole at least once, with most keys
+    assert (tmp_path / "state.journal.jsonl").stat().st_size < 2_000 + len(json.dumps(main))
+    assert open_store(tmp_path / "state.json").seen_count("f") == 60
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_ignored(tmp_path: Path, caplog) -> None:
+    store = open_store(tmp_path / "state.json")
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
+    with open(tmp_path / "state.journal.jsonl", "a") as journal:
+        journal.write('{"seen":{"9":{"feed_id":"f","key":"b","a')  # the crash came mid-append
+    reopened = open_store(tmp_path / "state.json")
+    assert [i.key for i in reopened.unseen("f", [item("a"), item("b")])] == ["b"]
+    assert "incomplete last line" in caplog.text
+    reopened.commit_cycle(CycleChange("f", T0 + timedelta(minutes=5), keys_in_feed=["a", "c"]))
+    assert open_store(tmp_path / "state.json").seen_count("f") == 2  # appends after it read back fine
+
+
+def test_a_damaged_journal_line_is_a_clear_error(tmp_path: Path) -> None:
+    store = open_store(tmp_path / "state.json")
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
+    journal = tmp_path / "state.journal.jsonl"
+    journal.write_text("not json\n" + journal.read_text())
+    with pytest.raises(StateError, match=r"state\.journal\.jsonl line 1 is damaged"):
+        open_store(tmp_path / "state.json")
+
+
+def test_state_from_before_per_key_documents_is_moved_over(tmp_path: Path) -> None:
+    legacy = {
+        "feeds": {"1": {"feed_id": "f", "first_polled": T0.isoformat(), "seen": {"a": T0.isoformat()}}},
+        "channels": {
+            "1": {
+                "channel": "C1",
+                "delivered": {"https://example.com/a": T0.isoformat()},
+                "links": {"https://example.com/x": T0.isoformat()},
+            }
+        },
+    }
+    (tmp_path / "state.json").write_text(json.dumps(legacy))
+    open_store(tmp_path / "state.json").close()
+    store = open_store(tmp_path / "state.json")
+    assert [i.key for i in store.unseen("f", [item("a"), item("b")])] == ["b"]
+    assert store.is_delivered("C1", item("https://example.com/a"))
+    assert store.is_delivered("C1", item("other", link="https://example.com/x"))
+    assert store.feed_state("f") is not None
 
 
 def test_a_damaged_state_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -183,9 +251,10 @@ def test_the_archive_lives_in_its_own_file(tmp_path: Path) -> None:
     store = open_store(tmp_path / "state.json")
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], items=[item("a")]))
     store.close()
-    assert "archive" not in json.loads((tmp_path / "state.json").read_text()).get("items", {})
-    archive = json.loads((tmp_path / "state.archive.json").read_text())
-    assert [doc["item"]["title"] for doc in archive["items"].values()] == ["Title a"]
+    main_files = [tmp_path / "state.json", tmp_path / "state.journal.jsonl"]
+    assert not any("Title a" in path.read_text() for path in main_files if path.exists())
+    [line] = (tmp_path / "state.archive.journal.jsonl").read_text().splitlines()
+    assert [doc["item"]["title"] for doc in json.loads(line)["items"].values()] == ["Title a"]
 
 
 def test_subscriptions_and_pauses_are_written_at_once(reopen) -> None:
