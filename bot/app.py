@@ -4,6 +4,7 @@ and runs the scheduler. Everything it wires together can be built separately in 
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import signal
@@ -457,7 +458,13 @@ class App:
             log.exception("on-call tick crashed")
 
     def poll_all_once(self) -> list[PollReport]:
-        return [self.poll(feed) for feed in self.rules.feeds]
+        """Every feed once, `settings.poll_concurrency` at a time; the reports in the rules' order."""
+        feeds = self.rules.feeds
+        workers = min(self.rules.settings.poll_concurrency, len(feeds))
+        if workers <= 1:
+            return [self.poll(feed) for feed in feeds]
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="poll") as pool:
+            return list(pool.map(self.poll, feeds))
 
     def poll(self, feed: FeedConfig) -> PollReport:
         """A job boundary: whatever goes wrong is logged and reported, and the other feeds carry on."""
@@ -639,7 +646,12 @@ def run_scheduler(
     now; the rules file is checked for changes every few seconds."""
     stop = stop or threading.Event()
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=4)},
+        # Feed polls share a bounded pool (a change of its size takes a restart); the pending, tick and
+        # prune jobs have their own, so 500 feeds falling due together never hold up an escalation.
+        executors={
+            "default": ThreadPoolExecutor(max_workers=app.rules.settings.poll_concurrency),
+            "housekeeping": ThreadPoolExecutor(max_workers=2),
+        },
         job_defaults={"coalesce": True, "max_instances": 1},
         timezone="UTC",
     )
@@ -650,6 +662,7 @@ def run_scheduler(
         app.retry_pending,
         IntervalTrigger(seconds=PENDING_RETRY_SECONDS, timezone="UTC"),
         id="pending",
+        executor="housekeeping",
         next_run_time=start + timedelta(seconds=5),
         misfire_grace_time=PENDING_RETRY_SECONDS,
     )
@@ -657,18 +670,20 @@ def run_scheduler(
         app.safe_tick,
         IntervalTrigger(seconds=TICK_SECONDS, timezone="UTC"),
         id="tick",
+        executor="housekeeping",
         next_run_time=start + timedelta(seconds=1),
     )
     scheduler.add_job(
         app.prune_archive,
         IntervalTrigger(seconds=ARCHIVE_PRUNE_SECONDS, timezone="UTC"),
         id="prune",
+        executor="housekeeping",
         next_run_time=start + timedelta(seconds=60),
     )
 
     def deliver_held_now() -> None:
         # A one-off run of the pending job, so a resumed channel gets its alerts at once.
-        scheduler.add_job(app.retry_pending, id="pending-now", replace_existing=True)
+        scheduler.add_job(app.retry_pending, id="pending-now", replace_existing=True, executor="housekeeping")
 
     def request_stop(signum: int, _frame: object) -> None:
         if stop.is_set():

@@ -89,7 +89,8 @@ _SCALAR_KINDS = {
 
 _TOP_KEYS = ("settings", "feeds", "channels")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins", "max_alerts_per_cycle")
+_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins", "max_alerts_per_cycle", "poll_concurrency")
+MAX_POLL_CONCURRENCY = 64
 _FEED_KEYS = ("id", "url", "interval")
 _CHANNEL_KEYS = (
     "channel",
@@ -401,12 +402,24 @@ class _RulesReader:
                 )
             elif parsed_max is not None:
                 max_alerts = parsed_max
+        concurrency = defaults.poll_concurrency
+        if "poll_concurrency" in fields:
+            parsed_concurrency = self.count(fields["poll_concurrency"], "settings.poll_concurrency")
+            if parsed_concurrency is not None and not 1 <= parsed_concurrency <= MAX_POLL_CONCURRENCY:
+                self.problem(
+                    fields["poll_concurrency"],
+                    "settings.poll_concurrency",
+                    f"must be from 1 to {MAX_POLL_CONCURRENCY}",
+                )
+            elif parsed_concurrency is not None:
+                concurrency = parsed_concurrency
         return Settings(
             interval_seconds=interval,
             backfill=backfill,
             retention_seconds=retention,
             admins=admins,
             max_alerts_per_cycle=max_alerts,
+            poll_concurrency=concurrency,
         )
 
     def user_ids(self, node: Node, path: str) -> tuple[str, ...]:

@@ -28,6 +28,7 @@ class Settings:
     retention_seconds: int = 30 * 86400  # how long every polled item stays searchable
     admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
     max_alerts_per_cycle: int = 5  # per channel and poll; the rest go into one grouped message
+    poll_concurrency: int = 8  # feeds fetched at once: waiting on slow hosts overlaps, the load stays bounded
 
 
 @dataclass(frozen=True)

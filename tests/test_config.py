@@ -274,7 +274,7 @@ SINGLE_MISTAKES = [
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
         "rules.yaml:3: settings.intervall: unknown key "
-        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle)",
+        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -898,6 +898,19 @@ def test_max_alerts_per_cycle_must_be_positive() -> None:
     with pytest.raises(ConfigError) as raised:
         load("settings:\n  max_alerts_per_cycle: 0\n" + ONCALL)
     assert raised.value.problems == ("rules.yaml:2: settings.max_alerts_per_cycle: must be 1 or more",)
+
+
+@pytest.mark.parametrize("value", ["0", "65", "many"])
+def test_poll_concurrency_is_bounded(value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(f"settings:\n  poll_concurrency: {value}\n" + ONCALL)
+    [problem] = raised.value.problems
+    assert problem.startswith("rules.yaml:2: settings.poll_concurrency: ")
+
+
+def test_poll_concurrency_is_read() -> None:
+    assert load("settings:\n  poll_concurrency: 16\n" + ONCALL).settings.poll_concurrency == 16
+    assert load(ONCALL).settings.poll_concurrency == 8
 
 
 # ---------------------------------------------------------------------------------------------------------

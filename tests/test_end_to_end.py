@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -621,3 +623,60 @@ def test_on_shutdown_alerts_not_yet_started_wait_as_pending(world) -> None:
     world.clock.advance(minutes=1)
     world.run_once()
     assert len(world.slack.posts) == 5
+
+
+class _CountingInFlight(BaseHTTPRequestHandler):
+    """Holds each request until `limit` are in flight at once (or every expected one has come), so the
+    most seen together shows whether the bot fetches in parallel, and that it stays within its bound."""
+
+    limit = 3
+    expected = 8
+    body = b""
+    state: ClassVar[dict[str, int]] = {}
+    changed = threading.Condition()
+
+    def do_GET(self) -> None:
+        with self.changed:
+            self.state["in_flight"] += 1
+            self.state["arrived"] += 1
+            self.state["most"] = max(self.state["most"], self.state["in_flight"])
+            self.changed.notify_all()
+            self.changed.wait_for(
+                lambda: self.state["in_flight"] >= self.limit or self.state["arrived"] == self.expected,
+                timeout=5,
+            )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/rss+xml")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+        with self.changed:
+            self.state["in_flight"] -= 1
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_feeds_are_fetched_in_parallel_up_to_poll_concurrency(tmp_path: Path) -> None:
+    handler = type(
+        "Handler",
+        (_CountingInFlight,),
+        {"body": scmp_feed(), "state": {"in_flight": 0, "arrived": 0, "most": 0}},
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        feeds = "".join(f"  - id: f{n}\n    url: {url}/feed/{n}\n" for n in range(8))
+        rules = tmp_path / "rules.yaml"
+        channels = "channels:\n  - channel: C1\n    keywords: [x]\n"
+        rules.write_text(f"settings:\n  poll_concurrency: 3\nfeeds:\n{feeds}{channels}")
+        app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path))
+        reports = app.poll_all_once()
+        app.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [report.feed_id for report in reports] == [f"f{n}" for n in range(8)]  # in the rules' order
+    assert all(report.status == "ok" for report in reports)
+    assert handler.state["most"] == 3  # three at once, never more
