@@ -5,11 +5,11 @@ records each delivery the moment Slack accepts it.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +49,15 @@ class AtomicJSONStorage(Storage):
         return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
+        self.write_text(json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).iterencode(data))
+
+    def write_text(self, chunks: Iterable[str]) -> None:
+        """The file's new text, already JSON, in one atomic step."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, separators=(",", ":"))
+                handle.writelines(chunks)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
@@ -80,10 +84,12 @@ class JournaledTinyDB:
     therefore costs what it changes, not what is stored (amortised: each rewrite follows as many bytes
     of changes), which is what keeps a cycle fast at 100,000 stored keys.
 
-    TinyDB's own table updates rebuild a whole table for each one, so documents are kept here as plain
-    dicts in TinyDB's file layout ({table: {doc id: doc}}) and the file is read and written through
-    TinyDB's storage interface. A crash leaves at worst a last, incomplete journal line, which was never
-    acknowledged and is ignored; replaying lines the rewritten file already holds changes nothing.
+    TinyDB's own table updates rebuild a whole table for each one, so documents are kept here in
+    TinyDB's file layout ({table: {doc id: doc}}), each as its JSON text: compact in memory, written as
+    is, and a copy that later changes to the caller's dicts cannot alter. The file is read and written
+    through TinyDB's storage interface. A crash leaves at worst a last, incomplete journal line, which
+    was never acknowledged and is ignored; replaying lines the rewritten file already holds changes
+    nothing.
     """
 
     MIN_COMPACT_BYTES = 1 << 20  # below this a journal is not worth a rewrite
@@ -92,16 +98,23 @@ class JournaledTinyDB:
         self.path = path
         self.journal_path = path.with_name(path.stem + ".journal.jsonl")
         self._storage = AtomicJSONStorage(str(path))
-        self.tables: dict[str, dict[str, Any]] = self._storage.read() or {}
+        self._texts: dict[str, dict[str, str]] = {
+            table: {doc_id: _json(doc) for doc_id, doc in docs.items()}
+            for table, docs in (self._storage.read() or {}).items()
+        }
         if not path.exists():
             try:
                 self._storage.write({})  # the file is there from the start, and the folder is writable
             except OSError as e:
                 raise StateError(f"cannot write state file {path}: {e.strerror or e}") from e
-        self._file_bytes = path.stat().st_size if path.exists() else 0
+        self._file_bytes = path.stat().st_size
         self._journal_bytes = 0
         self.rewrites = 0  # for tests and the benchmark
         self._replay_journal()
+
+    def documents(self, table: str) -> dict[str, dict[str, Any]]:
+        """A table's documents by doc id, as fresh dicts."""
+        return {doc_id: json.loads(text) for doc_id, text in self._texts.get(table, {}).items()}
 
     def _replay_journal(self) -> None:
         try:
@@ -125,20 +138,25 @@ class JournaledTinyDB:
         if unfinished:
             self._compact()  # leaves a clean journal to append to
 
-    def _apply(self, changes: Changes) -> None:
+    def _apply(self, changes: Changes) -> dict[str, dict[str, str | None]]:
+        """Applies the changes; returns them as JSON texts (None: removed)."""
+        applied: dict[str, dict[str, str | None]] = {}
         for table_name, docs in changes.items():
-            table = self.tables.setdefault(table_name, {})
+            table = self._texts.setdefault(table_name, {})
+            texts = applied[table_name] = {}
             for doc_id, doc in docs.items():
                 if doc is None:
                     table.pop(doc_id, None)
+                    texts[doc_id] = None
                 else:
-                    table[doc_id] = doc
+                    texts[doc_id] = table[doc_id] = _json(doc)
+        return applied
 
     def write(self, changes: Changes) -> None:
         if not changes:
             return
-        line = json.dumps(changes, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-        self._apply(changes)
+        applied = self._apply(changes)
+        line = _layout(applied).encode("utf-8") + b"\n"
         if self._journal_bytes + len(line) > max(self._file_bytes, self.MIN_COMPACT_BYTES):
             self._compact()
             return
@@ -150,12 +168,32 @@ class JournaledTinyDB:
         self._journal_bytes += len(line)
 
     def _compact(self) -> None:
-        self._storage.write(self.tables)  # atomic: a crash before the rename keeps the old file + journal
+        # Atomic: a crash before the rename keeps the old file and the whole journal.
+        self._storage.write_text(_layout_chunks(self._texts))
         self._file_bytes = self.path.stat().st_size
         with open(self.journal_path, "wb") as journal:
             os.fsync(journal.fileno())
         self._journal_bytes = 0
         self.rewrites += 1
+
+
+def _json(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
+def _layout_chunks(tables: Mapping[str, Mapping[str, str | None]]) -> Iterator[str]:
+    """TinyDB's file layout, {table: {doc id: doc}}, from documents already in JSON (None: null)."""
+    yield "{"
+    for table_number, (table, docs) in enumerate(tables.items()):
+        yield ("," if table_number else "") + _json(table) + ":{"
+        for doc_number, (doc_id, text) in enumerate(docs.items()):
+            yield ("," if doc_number else "") + _json(doc_id) + ":" + ("null" if text is None else text)
+        yield "}"
+    yield "}"
+
+
+def _layout(tables: dict[str, dict[str, str | None]]) -> str:
+    return "".join(_layout_chunks(tables))
 
 
 class TinyDBBackend:
@@ -167,17 +205,21 @@ class TinyDBBackend:
         self._main = JournaledTinyDB(path)
         self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
         self._archive = JournaledTinyDB(archive_path(path))
-        items = self._archive.tables.get("items", {})
+        items = self._archive.documents("items")
         self._archive_ids: dict[str, str] = {doc["key"]: doc_id for doc_id, doc in items.items()}
         self._next_archive_id = max((int(doc_id) for doc_id in items), default=0) + 1
 
+    @property
+    def rewrites(self) -> int:
+        """How many times the main file has been rewritten whole since it was opened."""
+        return self._main.rewrites
+
     def load(self) -> dict[str, dict[str, dict[str, Any]]]:
-        # Copies: the store changes its documents in place, and what is written must be what it passed.
-        return {name: copy.deepcopy(self._main.tables.get(name, {})) for name in TABLES}
+        return {name: self._main.documents(name) for name in TABLES}
 
     def write(self, changes: Changes) -> None:
         try:
-            self._main.write(_detached(changes))
+            self._main.write(changes)
         except OSError as e:
             raise StateError(f"cannot write state file {self.path}: {e.strerror or e}") from e
 
@@ -197,7 +239,7 @@ class TinyDBBackend:
             raise StateError(f"cannot write outbox {outbox_path(self.path)}: {e.strerror or e}") from e
 
     def load_archive(self) -> dict[str, dict[str, Any]]:
-        return {doc["key"]: copy.deepcopy(doc) for doc in self._archive.tables.get("items", {}).values()}
+        return {doc["key"]: doc for doc in self._archive.documents("items").values()}
 
     def write_archive(self, changes: dict[str, dict[str, Any] | None]) -> None:
         docs: dict[str, dict[str, Any] | None] = {}
@@ -211,20 +253,12 @@ class TinyDBBackend:
                 self._next_archive_id += 1
             docs[self._archive_ids[key]] = doc
         try:
-            self._archive.write(_detached({"items": docs}))
+            self._archive.write({"items": docs})
         except OSError as e:
             raise StateError(f"cannot write archive {archive_path(self.path)}: {e.strerror or e}") from e
 
     def close(self) -> None:
         pass  # every write is on disk when it returns
-
-
-def _detached(changes: Changes) -> Changes:
-    """The changes as they are now, not as the store's documents may later become."""
-    return {
-        table: {doc_id: None if doc is None else copy.deepcopy(doc) for doc_id, doc in docs.items()}
-        for table, docs in changes.items()
-    }
 
 
 def open_store(path: Path) -> Store:

@@ -280,6 +280,10 @@ class Store:
         if any(self._dirty.values()):
             self._flush()
 
+    @property
+    def backend(self) -> Backend:
+        return self._backend
+
     @classmethod
     def in_memory(cls, backend: MemoryBackend | None = None) -> Store:
         return cls(backend or MemoryBackend())
