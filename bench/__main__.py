@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+import time
 
-from bench import matching
+from bench import cycle, matching, memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     print(f"# feedwatch benchmarks · Python {platform.python_version()} · {platform.machine()}")
     print()
+    started = time.perf_counter()
     matching.run(quick=args.quick)
+    cycle.run(quick=args.quick)
+    memory.run(quick=args.quick)
+    print(f"(benchmarks took {time.perf_counter() - started:.0f} s)")
     return 0
 
 
