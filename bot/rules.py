@@ -347,6 +347,8 @@ class _Hit(NamedTuple):
     rule: ChannelRule
     excludes: frozenset[int]
     feeds: frozenset[str] | None
+    # What a channel matched by this hit alone lists, made once rather than for every item.
+    alone: tuple[tuple[str, ...], tuple[ChannelRule, ...]]
 
 
 _IN_RULE_ORDER = itemgetter(0, 1, 2)
@@ -446,6 +448,7 @@ class RuleMatcher:
             rule,
             excludes,
             feeds,
+            ((text,), (rule,)),
         )
 
     def _query_hits(self, scan: ScannedItem) -> Iterator[_Hit]:
@@ -500,28 +503,40 @@ class RuleMatcher:
         if self._query_uses or self._always:
             hits.extend(self._query_hits(scan))
         hits.sort(key=_IN_RULE_ORDER)
+        kept = [
+            hit
+            for hit in hits
+            if not (hit.excludes and not hit.excludes.isdisjoint(found))
+            and (hit.feeds is None or feed_id in hit.feeds or ignore_feed_filter)
+        ]
         matches: list[ChannelMatch] = []
-        gathered: list[_Hit] = []  # the hits of one channel: more than one only when several apply
-        for hit in hits:
-            if hit.excludes and not hit.excludes.isdisjoint(found):
-                continue
-            if hit.feeds is not None and feed_id not in hit.feeds and not ignore_feed_filter:
-                continue
-            if gathered and hit.channel != gathered[0].channel:
-                matches.append(_channel_match(item, gathered))
-                gathered = [hit]
+        last = len(kept) - 1
+        start = 0  # of the current channel's hits
+        for index, hit in enumerate(kept):
+            if index < last and kept[index + 1].channel == hit.channel:
+                continue  # the channel has more hits: made into one match at its last
+            if index == start:  # nearly always: one hit, and its match is ready-made
+                matches.append(_new_match(hit.channel, item, *hit.alone))
             else:
-                gathered.append(hit)
-        if gathered:
-            matches.append(_channel_match(item, gathered))
+                matches.append(_channel_match(item, kept[start : index + 1]))
+            start = index + 1
         return tuple(matches)
 
 
 def _channel_match(item: Item, hits: list[_Hit]) -> ChannelMatch:
-    if len(hits) == 1:  # nearly always: the answer is ready-made
-        return ChannelMatch(hits[0].channel, item, (hits[0].text,), (hits[0].rule,))
     rules = tuple({hit.position: hit.rule for hit in hits}.values())  # hits come in rule order
-    return ChannelMatch(hits[0].channel, item, _terms(hits), rules)
+    return _new_match(hits[0].channel, item, _terms(hits), rules)
+
+
+def _new_match(
+    channel: str, item: Item, keywords: tuple[str, ...], rules: tuple[ChannelRule, ...]
+) -> ChannelMatch:
+    """ChannelMatch(channel, item, keywords, rules), made faster: a frozen dataclass's __init__ sets each
+    field through object.__setattr__, a third of the cost of a match when 10,000 rules give an item 50
+    of them. The fields are set at once instead (a test checks the two ways give equal matches)."""
+    match = object.__new__(ChannelMatch)
+    match.__dict__.update(channel=channel, item=item, keywords=keywords, rules=rules)
+    return match
 
 
 def _terms(hits: list[_Hit]) -> tuple[str, ...]:

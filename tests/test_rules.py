@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -425,3 +427,15 @@ def test_an_item_with_a_lone_surrogate_still_matches() -> None:
     # A broken numeric character reference in a feed can leave one; Rust strings cannot hold it.
     matcher = RuleMatcher([ChannelRule("#a", keywords=("Huawei",))])
     assert len(matcher.match_item(make_item("Huawei \ud800 chips"))) == 1
+
+
+def test_matches_made_the_fast_way_are_ordinary_channel_matches() -> None:
+    # The matcher sets a ChannelMatch's fields at once (rules._new_match); were a field added to
+    # ChannelMatch, or a check to its constructor, this would notice.
+    assert [f.name for f in fields(ChannelMatch)] == ["channel", "item", "keywords", "rules"]
+    rule = ChannelRule("#a", keywords=("Huawei",))
+    [match] = RuleMatcher([rule]).match_item(make_item("Huawei"))
+    assert match == ChannelMatch("#a", make_item("Huawei"), ("Huawei",), (rule,))
+    assert match.rules == (rule,) and hash(match) == hash(
+        ChannelMatch("#a", make_item("Huawei"), ("Huawei",))
+    )
