@@ -10,7 +10,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import ahocorasick_rs
@@ -349,9 +348,7 @@ class _Hit(NamedTuple):
     feeds: frozenset[str] | None
     # What a channel matched by this hit alone lists, made once rather than for every item.
     alone: tuple[tuple[str, ...], tuple[ChannelRule, ...]]
-
-
-_IN_RULE_ORDER = itemgetter(0, 1, 2)
+    unconditional: bool  # neither excludes nor a feed filter: the hit always counts
 
 
 class RuleMatcher:
@@ -449,6 +446,7 @@ class RuleMatcher:
             excludes,
             feeds,
             ((text,), (rule,)),
+            not excludes and feeds is None,
         )
 
     def _query_hits(self, scan: ScannedItem) -> Iterator[_Hit]:
@@ -502,12 +500,17 @@ class RuleMatcher:
                 hits.extend(self._hits_of[term])
         if self._query_uses or self._always:
             hits.extend(self._query_hits(scan))
-        hits.sort(key=_IN_RULE_ORDER)
+        # Hits compare as tuples: channel order, rule position, place. No two hits share a rule and a
+        # place, so the comparison never reaches the later fields.
+        hits.sort()
         kept = [
             hit
             for hit in hits
-            if not (hit.excludes and not hit.excludes.isdisjoint(found))
-            and (hit.feeds is None or feed_id in hit.feeds or ignore_feed_filter)
+            if hit.unconditional
+            or (
+                (not hit.excludes or hit.excludes.isdisjoint(found))
+                and (hit.feeds is None or feed_id in hit.feeds or ignore_feed_filter)
+            )
         ]
         matches: list[ChannelMatch] = []
         last = len(kept) - 1
@@ -542,7 +545,7 @@ def _new_match(
 def _terms(hits: list[_Hit]) -> tuple[str, ...]:
     """The terms as written, in the rules' order, each once (the same term in two entries is one)."""
     first: dict[int | str, str] = {}
-    for hit in sorted(hits, key=_IN_RULE_ORDER):
+    for hit in sorted(hits):
         first.setdefault(hit.term, hit.text)
     return tuple(first.values())
 
