@@ -358,6 +358,16 @@ class _RulesReader:
             return None
         return value
 
+    def positive_count(self, node: Node, path: str, maximum: int | None = None) -> int | None:
+        """A count of 1 or more (and at most `maximum`); None, with the problem noted, otherwise."""
+        value = self.count(node, path)
+        if value is not None and (value == 0 or (maximum is not None and value > maximum)):
+            self.problem(
+                node, path, "must be 1 or more" if maximum is None else f"must be from 1 to {maximum}"
+            )
+            return None
+        return value
+
     # -- sections ----------------------------------------------------------------------------------------
 
     def read(self, root: Node) -> RuleSet | None:
@@ -395,24 +405,14 @@ class _RulesReader:
             admins = self.user_ids(fields["admins"], "settings.admins")
         max_alerts = defaults.max_alerts_per_cycle
         if "max_alerts_per_cycle" in fields:
-            parsed_max = self.count(fields["max_alerts_per_cycle"], "settings.max_alerts_per_cycle")
-            if parsed_max == 0:
-                self.problem(
-                    fields["max_alerts_per_cycle"], "settings.max_alerts_per_cycle", "must be 1 or more"
-                )
-            elif parsed_max is not None:
-                max_alerts = parsed_max
+            node = fields["max_alerts_per_cycle"]
+            max_alerts = self.positive_count(node, "settings.max_alerts_per_cycle") or max_alerts
         concurrency = defaults.poll_concurrency
         if "poll_concurrency" in fields:
-            parsed_concurrency = self.count(fields["poll_concurrency"], "settings.poll_concurrency")
-            if parsed_concurrency is not None and not 1 <= parsed_concurrency <= MAX_POLL_CONCURRENCY:
-                self.problem(
-                    fields["poll_concurrency"],
-                    "settings.poll_concurrency",
-                    f"must be from 1 to {MAX_POLL_CONCURRENCY}",
-                )
-            elif parsed_concurrency is not None:
-                concurrency = parsed_concurrency
+            node = fields["poll_concurrency"]
+            concurrency = (
+                self.positive_count(node, "settings.poll_concurrency", MAX_POLL_CONCURRENCY) or concurrency
+            )
         return Settings(
             interval_seconds=interval,
             backfill=backfill,
