@@ -331,6 +331,9 @@ class _CompiledRule:
     query: Predicate | None = None
     # The query's positive terms, which name its matches: (term id, where it must occur, as written).
     query_terms: tuple[tuple[int, str, str], ...] = ()
+    # For its hits, made once per rule: the excludes' term ids, and the feed filter as a set.
+    exclude_ids: frozenset[int] = frozenset()
+    feeds: frozenset[str] | None = None
 
 
 class _Hit(NamedTuple):
@@ -409,12 +412,15 @@ class RuleMatcher:
                 for term, positive in (terms_of(query) if query else ())
                 if positive
             )
+            excludes = named(rule.exclude)
             entry = _CompiledRule(
                 rule,
                 named(rule.keywords),
-                named(rule.exclude),
+                excludes,
                 compile_query(query, term_id) if query else None,
                 query_terms,
+                exclude_ids=frozenset(i for i, _ in excludes),
+                feeds=None if rule.feeds is None else frozenset(rule.feeds),
             )
             compiled.append(entry)
             for place, (term, text) in enumerate(entry.keywords):
@@ -432,9 +438,7 @@ class RuleMatcher:
         self._compiled = tuple(compiled)
 
     def _hit(self, entry: _CompiledRule, position: int, place: int, term: int | str, text: str) -> _Hit:
-        rule = entry.rule
-        feeds = None if rule.feeds is None else frozenset(rule.feeds)
-        excludes = frozenset(i for i, _ in entry.excludes)
+        rule, excludes, feeds = entry.rule, entry.exclude_ids, entry.feeds
         return _Hit(
             self._channel_order[rule.channel],
             position,
