@@ -64,3 +64,11 @@ class FetchError(BotError):
 
 class StateError(BotError):
     """The state files cannot be read or written."""
+
+
+class DamagedStateError(StateError):
+    """A state file is there but is not what the bot wrote: it is moved aside and the bot starts afresh."""
+
+
+class StateLockedError(StateError):
+    """Another process holds the state files."""

@@ -43,7 +43,7 @@ def snapshot_store(db_path: Path) -> Store:
     """A copy of the saved state in memory, so nothing the preview does can reach the files."""
     if not db_path.exists():
         return Store.in_memory()
-    disk = TinyDBBackend(db_path)
+    disk = TinyDBBackend(db_path, owner=False)
     memory = MemoryBackend()
     memory.tables = disk.load()
     memory.deliveries = disk.read_deliveries()

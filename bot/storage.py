@@ -9,14 +9,20 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from tinydb import TinyDB
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 from tinydb.storages import Storage
 
-from bot.errors import StateError
+from bot.errors import DamagedStateError, StateError, StateLockedError
 from bot.store import TABLES, Changes, Store
 
 log = logging.getLogger(__name__)
@@ -34,18 +40,18 @@ class AtomicJSONStorage(Storage):
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as e:
-            raise StateError(
-                f"cannot read state file {self.path}: {getattr(e, 'strerror', None) or e}"
-            ) from e
+        except UnicodeDecodeError as e:
+            raise DamagedStateError(f"state file {self.path} is damaged (not UTF-8: {e.reason})") from e
+        except OSError as e:
+            raise StateError(f"cannot read state file {self.path}: {e.strerror or e}") from e
         if not text.strip():
             return None
         try:
             data = json.loads(text)
         except ValueError as e:
-            raise StateError(f"state file {self.path} is damaged ({e}); move it aside to start afresh") from e
-        if not isinstance(data, dict):
-            raise StateError(f"state file {self.path} is not a TinyDB file; move it aside to start afresh")
+            raise DamagedStateError(f"state file {self.path} is damaged ({e})") from e
+        if not isinstance(data, dict) or not all(isinstance(table, dict) for table in data.values()):
+            raise DamagedStateError(f"state file {self.path} is damaged (not a TinyDB file)")
         return data
 
     def write(self, data: dict[str, dict[str, Any]]) -> None:
@@ -94,33 +100,48 @@ class JournaledTinyDB:
 
     MIN_COMPACT_BYTES = 1 << 20  # below this a journal is not worth a rewrite
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: bool = True) -> None:
+        """`owner`: this process runs the bot on these files, and may set damaged ones aside and tidy the
+        journal; otherwise (a preview's snapshot) they are only read."""
         self.path = path
         self.journal_path = path.with_name(path.stem + ".journal.jsonl")
         self._storage = AtomicJSONStorage(str(path))
-        self._texts: dict[str, dict[str, str]] = {
-            table: {doc_id: _json(doc) for doc_id, doc in docs.items()}
-            for table, docs in (self._storage.read() or {}).items()
-        }
+        self._journal_bytes = 0
+        self.rewrites = 0  # for tests and the benchmark
+        # Where a damaged file and its journal were moved, when they were (None: read as they were).
+        self.set_aside: Path | None = None
+        try:
+            self._texts: dict[str, dict[str, str]] = {
+                table: {doc_id: _json(doc) for doc_id, doc in docs.items()}
+                for table, docs in (self._storage.read() or {}).items()
+            }
+            unfinished = self._replay_journal()
+        except DamagedStateError as e:
+            if not owner:
+                raise
+            self.set_aside = set_aside(e, path, self.journal_path)
+            self._texts, self._journal_bytes, unfinished = {}, 0, False
+        if not owner:
+            return
         if not path.exists():
             try:
                 self._storage.write({})  # the file is there from the start, and the folder is writable
             except OSError as e:
                 raise StateError(f"cannot write state file {path}: {e.strerror or e}") from e
         self._file_bytes = path.stat().st_size
-        self._journal_bytes = 0
-        self.rewrites = 0  # for tests and the benchmark
-        self._replay_journal()
+        if unfinished:
+            self._compact()  # leaves a clean journal to append to
 
     def documents(self, table: str) -> dict[str, dict[str, Any]]:
         """A table's documents by doc id, as fresh dicts."""
         return {doc_id: json.loads(text) for doc_id, text in self._texts.get(table, {}).items()}
 
-    def _replay_journal(self) -> None:
+    def _replay_journal(self) -> bool:
+        """Applies the journal's lines; True when its last line was cut short (and ignored)."""
         try:
             data = self.journal_path.read_bytes()
         except FileNotFoundError:
-            return
+            return False
         except OSError as e:
             raise StateError(f"cannot read journal {self.journal_path}: {e.strerror or e}") from e
         complete, _, unfinished = data.rpartition(b"\n")
@@ -130,13 +151,9 @@ class JournaledTinyDB:
             try:
                 self._apply(json.loads(line))
             except (ValueError, AttributeError, TypeError) as e:
-                raise StateError(
-                    f"journal {self.journal_path} line {number} is damaged ({e}); "
-                    "move it and the state file aside to start afresh"
-                ) from e
+                raise DamagedStateError(f"journal {self.journal_path} line {number} is damaged ({e})") from e
         self._journal_bytes = len(complete) + (1 if complete else 0)
-        if unfinished:
-            self._compact()  # leaves a clean journal to append to
+        return bool(unfinished)
 
     def _apply(self, changes: Changes) -> dict[str, dict[str, str | None]]:
         """Applies the changes; returns them as JSON texts (None: removed)."""
@@ -177,6 +194,25 @@ class JournaledTinyDB:
         self.rewrites += 1
 
 
+def set_aside(error: DamagedStateError, *paths: Path) -> Path:
+    """Moves damaged state files out of the way, so the bot starts afresh instead of not at all, and says
+    so loudly: the next poll of each feed is a first poll (its items are taken as seen, only the newest
+    few posted per the backfill rule), so nothing floods, but alerts of the gap may be missed."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    moved = []
+    for path in paths:
+        if path.exists():
+            target = path.with_name(f"{path.name}.damaged-{stamp}")
+            path.replace(target)
+            moved.append(target)
+    log.error(
+        "%s: moved aside to %s; starting afresh, each feed's next poll is a first poll",
+        error,
+        ", ".join(str(target) for target in moved),
+    )
+    return moved[0]
+
+
 def _json(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
 
@@ -200,11 +236,25 @@ class TinyDBBackend:
     """The main state (a JournaledTinyDB), the archive of polled items (another), and a small outbox
     TinyDB file that records each delivery the moment Slack accepts it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, owner: bool = True) -> None:
+        """`owner`: this process runs the bot on these files. It holds a lock on them for its lifetime,
+        so that a second bot on the same BOT_DB is refused rather than both posting every alert, and it
+        sets damaged files aside. Otherwise (a preview's snapshot) they are only read."""
         self.path = path
-        self._main = JournaledTinyDB(path)
-        self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
-        self._archive = JournaledTinyDB(archive_path(path))
+        self._lock = StateLock(path) if owner else None
+        try:
+            self._main = JournaledTinyDB(path, owner=owner)
+            self._outbox = TinyDB(str(outbox_path(path)), storage=AtomicJSONStorage)
+            try:
+                self._outbox.all()
+            except DamagedStateError as e:
+                if not owner:
+                    raise
+                set_aside(e, outbox_path(path))
+            self._archive = JournaledTinyDB(archive_path(path), owner=owner)
+        except BaseException:
+            self.close()
+            raise
         items = self._archive.documents("items")
         self._archive_ids: dict[str, str] = {doc["key"]: doc_id for doc_id, doc in items.items()}
         self._next_archive_id = max((int(doc_id) for doc_id in items), default=0) + 1
@@ -257,8 +307,50 @@ class TinyDBBackend:
         except OSError as e:
             raise StateError(f"cannot write archive {archive_path(self.path)}: {e.strerror or e}") from e
 
+    @property
+    def set_aside(self) -> Path | None:
+        """Where the main state file was moved because it was damaged, if it was."""
+        return self._main.set_aside
+
     def close(self) -> None:
-        pass  # every write is on disk when it returns
+        # Every write is on disk when it returns: only the lock is left to let go of.
+        if self._lock is not None:
+            self._lock.release()
+
+
+class StateLock:
+    """An exclusive lock on `<BOT_DB>.lock`, held while the bot runs. The kernel lets go of it when the
+    process ends in any way, SIGKILL included, so a crash never leaves a stale lock behind."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+        except OSError as e:
+            raise StateError(f"cannot write lock file {self.path}: {e.strerror or e}") from e
+        if fcntl is None:  # Windows: no flock; running two bots there is left to the operator
+            return
+        try:
+            fcntl.flock(self._handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            self._handle.seek(0)
+            holder = self._handle.read().strip() or "unknown"
+            self._handle.close()
+            self._handle = None
+            raise StateLockedError(
+                f"state file {db_path} is in use by another feedwatch process (pid {holder}, per "
+                f"{self.path}): stop that one, or give this one its own BOT_DB"
+            ) from e
+        self._handle.seek(0)
+        self._handle.truncate()
+        self._handle.write(f"{os.getpid()}\n")
+        self._handle.flush()
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file lets go of the lock
+            self._handle = None
 
 
 def open_store(path: Path) -> Store:

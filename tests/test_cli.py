@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import main
+from bot.storage import open_store
 from tests.conftest import REPO, SAMPLE_FEED, scmp_feed
 
 DEMO_RULES = REPO / "bot" / "sample" / "demo-rules.yaml"
@@ -66,6 +67,30 @@ def test_a_missing_rules_file_is_one_line(tmp_path: Path, capsys: pytest.Capture
     code = main(["run", "--once"], environ={"BOT_RULES": str(tmp_path / "nope.yaml")})
     err = capsys.readouterr().err
     assert code == 1 and "nope.yaml" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_second_bot_on_the_same_state_file_stops_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environ = {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "state.json")}
+    running = open_store(tmp_path / "state.json")  # the first bot
+    code = main(["run", "--once"], environ=environ, stdout=io.StringIO())
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert "state.json is in use by another feedwatch process" in err and "BOT_DB" in err
+    running.close()
+    assert main(["run", "--once"], environ=environ, stdout=io.StringIO()) == 0
+
+
+def test_a_damaged_state_file_is_moved_aside_and_the_run_starts_afresh(tmp_path: Path) -> None:
+    environ = {"BOT_RULES": str(DEMO_RULES), "BOT_DB": str(tmp_path / "state.json")}
+    _, first = run_cli(["run", "--once"], environ)
+    (tmp_path / "state.json").write_text('{"feeds": {"1": {"feed_id"')  # a disk that filled up mid-write
+    (tmp_path / "state.journal.jsonl").unlink(missing_ok=True)
+    code, again = run_cli(["run", "--once"], environ)
+    assert code == 0
+    assert again.count("▶") == first.count("▶")  # a first poll again: its backfill, never the whole feed
+    assert list(tmp_path.glob("state.json.damaged-*"))
 
 
 def test_preview_changes_no_state(tmp_path: Path) -> None:

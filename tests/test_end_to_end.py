@@ -261,6 +261,12 @@ class CrashAfter:
         return self.sink.deliver(match, source, since=since)
 
 
+def killed(app) -> None:
+    """What the kernel does for a killed process: its lock on the state files goes, and nothing it held in
+    memory is written (the backend's close only lets go of the lock; the store's would flush)."""
+    app.store._backend.close()
+
+
 def test_a_crash_mid_cycle_neither_reposts_nor_drops(world) -> None:
     world.run_once()
     before = len(world.slack.posts)
@@ -270,6 +276,7 @@ def test_a_crash_mid_cycle_neither_reposts_nor_drops(world) -> None:
     app.pipeline.sink = CrashAfter(app.pipeline.sink, 1)
     with pytest.raises(SystemExit):
         app.poll_all_once()  # one alert is posted, then the process dies before the cycle is written
+    killed(app)
     assert len(world.slack.posts) == before + 1
 
     world.run_once()  # restart: the cycle is redone from the feed; the posted alert is known from the outbox
@@ -552,6 +559,7 @@ def test_after_a_crash_a_second_feeds_copy_of_an_unanswered_post_is_looked_up_fi
     app.store.commit_cycle = die
     with pytest.raises(SystemExit):
         app.poll(app.rules.feeds[0])  # posted, unanswered, and the pending alert never written
+    killed(app)
     world.feed_host.serve("/a.xml", scmp_feed(drop_newest=3))  # feed a has dropped it again
     world.feed_host.serve("/b.xml", scmp_feed(drop_newest=3, extra_items=(story_b,)))
     world.clock.advance(minutes=1)
@@ -572,6 +580,7 @@ def test_a_crash_after_an_unanswered_post_still_checks_before_posting_again(worl
     app.store.commit_cycle = die
     with pytest.raises(SystemExit):
         app.poll_all_once()  # the first post is unanswered, the cycle's write never happens
+    killed(app)
     world.clock.advance(minutes=1)
     world.run_once()  # the cycle is redone from the feed; the unanswered one is looked up, not reposted
     assert len(world.slack.posts) == before + 2

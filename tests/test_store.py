@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from bot.errors import StateError
+from bot.errors import StateError, StateLockedError
 from bot.model import ChannelMatch, Item, Subscription
 from bot.storage import JournaledTinyDB, TinyDBBackend, open_store, outbox_path
 from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
@@ -27,7 +30,21 @@ def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], Store
     if request.param == "memory":
         backend = MemoryBackend()
         return lambda: Store.in_memory(backend)
-    return lambda: open_store(tmp_path / "state.json")
+    return _restarts(tmp_path / "state.json")
+
+
+def _restarts(path: Path) -> Callable[[], Store]:
+    """Opens the store on `path`, first closing the one opened before, as a process that ended would
+    have let go of its lock."""
+    opened: list[Store] = []
+
+    def reopen() -> Store:
+        if opened:
+            opened.pop().close()
+        opened.append(open_store(path))
+        return opened[-1]
+
+    return reopen
 
 
 def test_a_feed_is_unknown_until_its_first_cycle_is_committed(reopen) -> None:
@@ -101,6 +118,7 @@ def test_a_cycle_appends_one_journal_line_and_leaves_the_main_file_alone(tmp_pat
     [line] = (tmp_path / "state.journal.jsonl").read_text().splitlines()
     assert set(json.loads(line)) == {"feeds", "seen", "delivered"}
     assert json.loads(outbox_path(tmp_path / "state.json").read_text()) == {"_default": {}}
+    store.close()
     assert open_store(tmp_path / "state.json").seen_count("f") == 100
 
 
@@ -116,6 +134,7 @@ def test_a_cycle_writes_what_it_changes_whatever_is_stored(tmp_path: Path) -> No
     store.commit_cycle(CycleChange("f", T0 + timedelta(hours=2, minutes=5), keys_in_feed=["new-1", "new-2"]))
 
     assert journal.stat().st_size - before < 600  # two keys and the feed's headers: not 20,000 keys
+    store.close()
     assert open_store(tmp_path / "state.json").seen_count("big") == 20_000
 
 
@@ -127,6 +146,7 @@ def test_the_journal_is_folded_into_the_main_file_once_it_outgrows_it(tmp_path: 
     main = json.loads((tmp_path / "state.json").read_text())
     assert len(main["seen"]) > 40  # rewritten whole at least once, with most keys
     assert (tmp_path / "state.journal.jsonl").stat().st_size < 2_000 + len(json.dumps(main))
+    store.close()
     assert open_store(tmp_path / "state.json").seen_count("f") == 60
 
 
@@ -135,20 +155,33 @@ def test_a_journal_line_cut_short_by_a_crash_is_ignored(tmp_path: Path, caplog) 
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
     with open(tmp_path / "state.journal.jsonl", "a") as journal:
         journal.write('{"seen":{"9":{"feed_id":"f","key":"b","a')  # the crash came mid-append
+    store.close()
     reopened = open_store(tmp_path / "state.json")
     assert [i.key for i in reopened.unseen("f", [item("a"), item("b")])] == ["b"]
     assert "incomplete last line" in caplog.text
     reopened.commit_cycle(CycleChange("f", T0 + timedelta(minutes=5), keys_in_feed=["a", "c"]))
+    reopened.close()
     assert open_store(tmp_path / "state.json").seen_count("f") == 2  # appends after it read back fine
 
 
-def test_a_damaged_journal_line_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_damaged_journal_is_set_aside_with_its_file_and_the_bot_starts_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = open_store(tmp_path / "state.json")
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
+    store.close()
     journal = tmp_path / "state.journal.jsonl"
     journal.write_text("not json\n" + journal.read_text())
-    with pytest.raises(StateError, match=r"state\.journal\.jsonl line 1 is damaged"):
-        open_store(tmp_path / "state.json")
+    reopened = open_store(tmp_path / "state.json")
+    assert reopened.feed_state("f") is None  # a first poll again: backfill rules, no flood
+    assert "state.journal.jsonl line 1 is damaged" in caplog.text
+    assert "moved aside" in caplog.text and "first poll" in caplog.text
+    moved = sorted(p.name for p in tmp_path.glob("*.damaged-*"))
+    assert [name.split(".damaged-")[0] for name in moved] == ["state.journal.jsonl", "state.json"]
+    assert "not json" in next(tmp_path.glob("state.journal.jsonl.damaged-*")).read_text()
+    reopened.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
+    reopened.close()
+    assert open_store(tmp_path / "state.json").feed_state("f") is not None  # the fresh files work
 
 
 def test_state_from_before_per_key_documents_is_moved_over(tmp_path: Path) -> None:
@@ -171,11 +204,64 @@ def test_state_from_before_per_key_documents_is_moved_over(tmp_path: Path) -> No
     assert store.feed_state("f") is not None
 
 
-def test_a_damaged_state_file_is_a_clear_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda text: text[: len(text) // 2], id="truncated"),
+        pytest.param(lambda text: "\0" * len(text), id="zeroed"),
+        pytest.param(lambda text: "[1, 2]", id="not-tinydb"),
+    ],
+)
+def test_a_damaged_state_file_is_set_aside_and_never_read_as_empty_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: Callable[[str], str]
+) -> None:
+    path = tmp_path / "state.json"
+    store = open_store(path)
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"]))
+    store._backend._main._compact()  # type: ignore[attr-defined]  # everything in the file itself
+    store.close()
+    original = path.read_text()
+    path.write_text(damage(original))
+    reopened = Store(TinyDBBackend(path))
+    assert reopened.feed_state("f") is None
+    [record] = [r for r in caplog.records if "moved aside" in r.getMessage()]
+    assert record.levelname == "ERROR" and "state.json is damaged" in record.getMessage()
+    [moved] = tmp_path.glob("state.json.damaged-*")
+    assert moved.read_text() == damage(original)  # kept for a person to look at
+
+
+def test_a_preview_never_moves_damaged_files(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     path.write_text('{"feeds": {"1": {"feed_id": "f", "se')
     with pytest.raises(StateError, match=r"state\.json is damaged"):
-        Store(TinyDBBackend(path))
+        TinyDBBackend(path, owner=False)
+    assert path.exists() and not list(tmp_path.glob("*.damaged-*"))
+
+
+def test_a_second_bot_on_the_same_state_is_refused_until_the_first_stops(tmp_path: Path) -> None:
+    first = open_store(tmp_path / "state.json")
+    with pytest.raises(StateLockedError, match=rf"in use by another feedwatch process \(pid {os.getpid()}"):
+        open_store(tmp_path / "state.json")
+    TinyDBBackend(tmp_path / "state.json", owner=False).load()  # a preview still reads it
+    first.close()
+    open_store(tmp_path / "state.json").close()
+
+
+def test_the_lock_goes_with_a_killed_process(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from pathlib import Path; from bot.storage import open_store; "
+        f"store = open_store(Path({str(tmp_path / 'state.json')!r})); "
+        "print('locked', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(StateLockedError, match=f"pid {holder.pid}"):
+            open_store(tmp_path / "state.json")
+    finally:
+        holder.kill()
+        holder.wait()
+    open_store(tmp_path / "state.json").close()  # SIGKILL left no stale lock
 
 
 def test_non_url_guids_of_two_feeds_are_two_items_but_url_guids_are_one(reopen) -> None:
