@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 
 # Runs the bot once on the bundled sample feed, in console mode, from a fresh demo state.
 demo: $(VENV)/.installed
-	rm -f data/demo-state.json data/demo-state.outbox.json data/demo-state.archive.json
+	rm -f data/demo-state.*
 	env -u SLACK_BOT_TOKEN BOT_RULES=bot/sample/demo-rules.yaml BOT_DB=data/demo-state.json $(PY) -m bot run --once
 
 test: $(VENV)/.installed
