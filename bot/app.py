@@ -25,6 +25,7 @@ from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
 from bot.home import FeedStatus
+from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
 from bot.oncall import (
     ESCALATION_EVENT_TYPE,
@@ -145,12 +146,21 @@ class App:
     rules_path: Path | None = None
     loaded_stamp: tuple[int, int] | None = None
     started: datetime | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     # Slash commands and the rules-file watcher both recompute the merged rules: one at a time, so a
     # stale merge never overwrites a newer one.
     _rules_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Backoff of grouped messages (by channel) and escalations (by alert) after Slack refused them.
     _retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
     _failures: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pipeline.observer = self.metrics
+        self.metrics.watch(
+            pending=lambda: len(self.store.pending()),
+            failing_feeds=lambda: sum(1 for health in self.health.values() if health.consecutive_failures),
+            slack_auth_ok=lambda: self.pipeline.token_refused is None,
+        )
 
     @property
     def rules(self) -> RuleSet:
@@ -228,9 +238,17 @@ class App:
         feed is."""
         feeds = self.feed_statuses()
         failing = [feed for feed in feeds if feed.consecutive_failures]
+        refused = self.pipeline.token_refused
+        if refused is not None:
+            verdict = "slack_auth_failed"
+        elif feeds and len(failing) == len(feeds):
+            verdict = "failing"
+        else:
+            verdict = "ok"
         return {
-            "status": "failing" if feeds and len(failing) == len(feeds) else "ok",
+            "status": verdict,
             "mode": "console" if self.console else "slack",
+            "slack_error": refused.error if refused is not None else None,
             "feeds": {
                 feed.id: {
                     "last_poll": feed.last_poll.isoformat() if feed.last_poll else None,
@@ -472,7 +490,8 @@ class App:
             report = self.pipeline.poll_feed(feed)
         except Exception as e:  # a bug or a broken disk must not stop the scheduler
             log.exception("poll crashed feed=%s", feed.id)
-            report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}")
+            report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}", error_kind="crash")
+        self.metrics.observe_poll(report)
         health = self.health.setdefault(feed.id, FeedHealth())
         health.last_report = report
         if report.status == "error":

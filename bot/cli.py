@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="feedwatch: posts news feed items that match channel keyword rules to Slack.",
         epilog="Environment: SLACK_BOT_TOKEN (absent: console mode), SLACK_API_URL, BOT_RULES, BOT_DB, "
-        "BOT_LOG_LEVEL.",
+        "BOT_LOG_LEVEL, BOT_LOG_FORMAT (text or json).",
     )
     parser.add_argument("--version", action="version", version=f"feedwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,7 +55,7 @@ def main(
     out = stdout or sys.stdout
     try:
         env = load_environment() if environ is None else environment_from(environ, Path.cwd())
-        configure_logging(env.log_level)
+        configure_logging(env.log_level, env.log_format)
         if args.command == "check":
             return _check(env, out)
         if args.command == "preview":

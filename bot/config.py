@@ -18,6 +18,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.errors import ConfigError
+from bot.logs import LOG_FORMATS
 from bot.model import (
     PRIORITIES,
     ChannelRule,
@@ -803,6 +804,7 @@ class Environment:
     rules_path: Path = Path(DEFAULT_RULES_PATH)
     db_path: Path = Path(DEFAULT_DB_PATH)
     log_level: str = "INFO"
+    log_format: str = "text"  # or json: one JSON object per line
     signing_secret: str | None = field(default=None, repr=False)  # HTTP mode: verifies Slack's requests
     app_token: str | None = field(default=None, repr=False)  # Socket Mode (xapp-...)
     port: int = DEFAULT_PORT
@@ -819,8 +821,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
     """Build an Environment from SLACK_BOT_TOKEN, SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN,
-    PORT, BOT_COMMAND, BOT_RULES, BOT_DB and BOT_LOG_LEVEL; relative paths resolve against `cwd`. Empty or
-    blank values count as unset."""
+    PORT, BOT_COMMAND, BOT_RULES, BOT_DB, BOT_LOG_LEVEL and BOT_LOG_FORMAT; relative paths resolve against
+    `cwd`. Empty or blank values count as unset."""
 
     def setting(name: str) -> str | None:
         value = environ.get(name, "").strip()
@@ -841,6 +843,9 @@ def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
     log_level = (setting("BOT_LOG_LEVEL") or "INFO").upper()
     if log_level not in LOG_LEVELS:
         raise ConfigError([f"BOT_LOG_LEVEL: expected one of {', '.join(LOG_LEVELS)}, got {log_level!r}"])
+    log_format = (setting("BOT_LOG_FORMAT") or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError([f"BOT_LOG_FORMAT: expected one of {', '.join(LOG_FORMATS)}, got {log_format!r}"])
 
     port_text = setting("PORT") or str(DEFAULT_PORT)
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
@@ -859,6 +864,7 @@ def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
         rules_path=cwd / (setting("BOT_RULES") or DEFAULT_RULES_PATH),
         db_path=cwd / (setting("BOT_DB") or DEFAULT_DB_PATH),
         log_level=log_level,
+        log_format=log_format,
     )
 
 

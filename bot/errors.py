@@ -26,6 +26,10 @@ class FeedError(BotError):
         super().__init__(f"feed {feed_id}: {reason}")
 
 
+# Slack's answers when the bot token itself is refused: no channel will fare better until a person acts.
+AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
+
+
 class DeliveryError(BotError):
     """Slack did not accept a message. `transient` errors are retried later; the others need a person.
     `affects_all` says no other channel will fare better (an outage, a refused token); `uncertain` says
@@ -51,14 +55,27 @@ class DeliveryError(BotError):
         self.uncertain = uncertain
         super().__init__(f"channel {channel}: {error}")
 
+    @property
+    def token_refused(self) -> bool:
+        return self.error in AUTH_ERRORS
+
 
 class FetchError(BotError):
     """Getting a feed's bytes failed: timeout, HTTP error, too large, too many redirects."""
 
-    def __init__(self, reason: str, *, status: int | None = None, retry_after: float | None = None):
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        kind: str | None = None,
+    ):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
+        # For metrics: timeout, too_large, redirects, decode, bad_url, file, network, or http_<status>.
+        self.kind = kind or (f"http_{status}" if status is not None else "network")
         super().__init__(reason)
 
 

@@ -93,15 +93,15 @@ class HttpFetcher:
         try:
             return self._get(url, headers)
         except httpx.TooManyRedirects as e:
-            raise FetchError(f"more than {self.limits.max_redirects} redirects") from e
+            raise FetchError(f"more than {self.limits.max_redirects} redirects", kind="redirects") from e
         except httpx.ConnectTimeout as e:
-            raise FetchError(f"connect timeout after {self.limits.connect_timeout:g}s") from e
+            raise FetchError(f"connect timeout after {self.limits.connect_timeout:g}s", kind="timeout") from e
         except httpx.ReadTimeout as e:
-            raise FetchError(f"read timeout after {self.limits.read_timeout:g}s") from e
+            raise FetchError(f"read timeout after {self.limits.read_timeout:g}s", kind="timeout") from e
         except httpx.DecodingError as e:
-            raise FetchError(f"body could not be decoded: {e}") from e
+            raise FetchError(f"body could not be decoded: {e}", kind="decode") from e
         except httpx.UnsupportedProtocol as e:
-            raise FetchError(f"unsupported URL: {e}") from e
+            raise FetchError(f"unsupported URL: {e}", kind="bad_url") from e
         except httpx.HTTPError as e:
             raise FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
@@ -124,15 +124,17 @@ class HttpFetcher:
                 )
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.limits.max_bytes:  # compressed size: a lower bound
-                raise FetchError(f"body of {declared} bytes is over the {self.limits.max_bytes} byte cap")
+                raise FetchError(
+                    f"body of {declared} bytes is over the {self.limits.max_bytes} byte cap", kind="too_large"
+                )
             chunks: list[bytes] = []
             size = 0
             for chunk in response.iter_bytes():
                 size += len(chunk)
                 if size > self.limits.max_bytes:
-                    raise FetchError(f"body is over the {self.limits.max_bytes} byte cap")
+                    raise FetchError(f"body is over the {self.limits.max_bytes} byte cap", kind="too_large")
                 if self._monotonic() - started > self.limits.total_timeout:
-                    raise FetchError(f"download took over {self.limits.total_timeout:g}s")
+                    raise FetchError(f"download took over {self.limits.total_timeout:g}s", kind="timeout")
                 chunks.append(chunk)
             return FetchResult(
                 not_modified=False,
@@ -148,10 +150,12 @@ class HttpFetcher:
         try:
             size = path.stat().st_size
             if size > self.limits.max_bytes:
-                raise FetchError(f"{path} is {size} bytes, over the {self.limits.max_bytes} byte cap")
+                raise FetchError(
+                    f"{path} is {size} bytes, over the {self.limits.max_bytes} byte cap", kind="too_large"
+                )
             body = path.read_bytes()
         except OSError as e:
-            raise FetchError(f"cannot read {path}: {e.strerror or e}") from e
+            raise FetchError(f"cannot read {path}: {e.strerror or e}", kind="file") from e
         # A file has no Content-Type; without one feedparser flags every local feed as suspect. The XML
         # declaration inside still decides the encoding.
         return FetchResult(

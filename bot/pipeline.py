@@ -63,6 +63,7 @@ class PollReport:
     error: str | None = None
     warning: str | None = None
     retry_after: float | None = None
+    error_kind: str | None = None  # for metrics: see FetchError.kind; "parse" for a feed that is not one
 
     def log_line(self) -> str:
         parts = [f"poll feed={self.feed_id} status={self.status}"]
@@ -164,6 +165,22 @@ def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
     return float(min(interval_seconds * 2 ** (consecutive_failures - 1), cap))
 
 
+class DeliveryObserver(Protocol):
+    """Told of each delivery's outcome (metrics)."""
+
+    def observe_posted(self, first_seen: datetime, posted: datetime) -> None: ...
+
+    def observe_failed(self, error: DeliveryError) -> None: ...
+
+
+class _Unobserved:
+    def observe_posted(self, first_seen: datetime, posted: datetime) -> None:
+        pass
+
+    def observe_failed(self, error: DeliveryError) -> None:
+        pass
+
+
 class Pipeline:
     def __init__(
         self,
@@ -173,6 +190,7 @@ class Pipeline:
         fetcher: Fetcher,
         sink: AlertSink,
         now: Callable[[], datetime] = utc_now,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         # Rules and their compiled matcher, swapped together in one assignment: a poll reads them once.
         self._current = (rules, RuleMatcher(rules.channels))
@@ -185,6 +203,9 @@ class Pipeline:
         self._delivery_lock = threading.Lock()
         self._last_success: datetime | None = None
         self._stopping = threading.Event()
+        self.observer: DeliveryObserver = observer or _Unobserved()
+        # Slack's refusal of the bot token at the last post, until a post succeeds again (for /healthz).
+        self.token_refused: DeliveryError | None = None
 
     @property
     def rules(self) -> RuleSet:
@@ -219,7 +240,9 @@ class Pipeline:
                 last_modified=state.last_modified if state else None,
             )
         except FetchError as e:
-            return PollReport(feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after)
+            return PollReport(
+                feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after, error_kind=e.kind
+            )
         if fetched.not_modified and state is not None:
             return PollReport(feed.id, "not_modified")
         body_hash = hashlib.sha256(fetched.body).hexdigest()
@@ -231,7 +254,7 @@ class Pipeline:
         try:
             parsed = parse_feed(fetched.body, feed.id, headers=fetched.headers, url=fetched.url)
         except FeedError as e:
-            return PollReport(feed.id, "error", first_poll, error=e.reason)
+            return PollReport(feed.id, "error", first_poll, error=e.reason, error_kind="parse")
 
         if first_poll and not parsed.items:
             # An empty first answer is no baseline: committing it would make the next poll, with the real
@@ -329,6 +352,8 @@ class Pipeline:
                 if error is None:
                     posted += 1
                     self._last_success = self.now()
+                    self.token_refused = None
+                    self.observer.observe_posted(alert.created, self._last_success)
                     try:
                         self.store.record_delivery(
                             match.channel,
@@ -343,6 +368,9 @@ class Pipeline:
                         )
                         blocked_everywhere = DeliveryError("*", "state not writable", transient=True)
                     continue
+                self.observer.observe_failed(error)
+                if error.token_refused:
+                    self.token_refused = error
                 if error.affects_all:
                     blocked_everywhere = error
                 else:

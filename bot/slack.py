@@ -28,7 +28,7 @@ from bot.blocks import (
     render_console,
     without_image,
 )
-from bot.errors import DeliveryError
+from bot.errors import AUTH_ERRORS, DeliveryError
 from bot.fetch import retry_after_seconds
 from bot.model import ChannelMatch, Item, Message, RuleSet
 from bot.oncall import SPECIAL_MENTIONS, policy_of
@@ -43,7 +43,6 @@ TRANSIENT_ERRORS = frozenset(
     {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout", "timeout"}
 )
 # Errors that stop every post, not just one channel's.
-AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 CHANNEL_HINTS = {
     "channel_not_found": "no such channel, or a private one the bot is not in: check the ID, /invite the bot",
     "not_in_channel": "the bot is not in this private channel: /invite it there",

@@ -28,6 +28,7 @@ from bot.commands import CommandError, Reply, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
+from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.model import ChannelMatch
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
@@ -311,8 +312,10 @@ class HttpServer:
         port: int,
         host: str = "0.0.0.0",
         slack: SlackRequestHandler | None = None,
+        metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._status = status
+        self._metrics = metrics
         self._slack = slack
         self._server = wsgi.Server((host, port), self.wsgi, numthreads=10, server_name="feedwatch")
         self._thread: threading.Thread | None = None
@@ -329,6 +332,12 @@ class HttpServer:
             code = "200 OK" if status.get("status") == "ok" else "503 Service Unavailable"
             start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
             return [body]
+        if path == "/metrics" and method in ("GET", "HEAD") and self._metrics is not None:
+            body = self._metrics()
+            start_response(
+                "200 OK", [("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(body)))]
+            )
+            return [body]
         if path == "/slack/events" and self._slack is not None:
             return self._slack(environ, start_response)
         body = b'{"error": "not found"}'
@@ -341,9 +350,12 @@ class HttpServer:
         self._server.prepare()
         self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
         self._thread.start()
-        log.info(
-            "listening port=%d paths=%s", self.port, "/healthz" + (", /slack/events" if self._slack else "")
+        paths = (
+            ["/healthz"]
+            + (["/metrics"] if self._metrics else [])
+            + (["/slack/events"] if self._slack else [])
         )
+        log.info("listening port=%d paths=%s", self.port, ", ".join(paths))
         return self
 
     def stop(self) -> None:
@@ -390,5 +402,7 @@ def serve(
             log.warning("slack socket mode not connected yet; retrying in the background")
     elif interface is not None:
         slack_http = SlackRequestHandler(interface.bolt)
-    http = HttpServer(app.status, port=env.port, host=host, slack=slack_http).start()
+    http = HttpServer(
+        app.status, port=env.port, host=host, slack=slack_http, metrics=app.metrics.exposition
+    ).start()
     return Serving(http, interface, socket)

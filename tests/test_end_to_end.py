@@ -3,18 +3,26 @@ changes, and a Slack Web API stand-in that slack_sdk talks to. Time is a test cl
 
 from __future__ import annotations
 
+import json
+import logging
+import subprocess
+import sys
 import threading
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import App, build_app
 from bot.config import environment_from
 from bot.errors import BotError
-from tests.conftest import Clock, rss_item, scmp_feed
+from bot.logs import LOG_FORMATS, configure_logging
+from bot.slackapp import HttpServer
+from tests.conftest import REPO, Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
 
@@ -689,3 +697,134 @@ def test_feeds_are_fetched_in_parallel_up_to_poll_concurrency(tmp_path: Path) ->
     assert [report.feed_id for report in reports] == [f"f{n}" for n in range(8)]  # in the rules' order
     assert all(report.status == "ok" for report in reports)
     assert handler.state["most"] == 3  # three at once, never more
+
+
+# -- health and metrics ------------------------------------------------------------------------------
+
+
+def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics from the bot's own HTTP server, parsed as Prometheus would: {(sample, labels): value}."""
+    server = HttpServer(app.status, port=0, host="127.0.0.1", metrics=app.metrics.exposition).start()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+    finally:
+        server.stop()
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def healthz(app: App) -> httpx.Response:
+    server = HttpServer(app.status, port=0, host="127.0.0.1").start()
+    try:
+        return httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+    finally:
+        server.stop()
+
+
+def test_metrics_count_polls_new_items_alerts_and_their_latency(world) -> None:
+    world.run_once()
+    world.publish(scmp_feed())  # three new items, two of them alerts
+    app = world.start()
+    try:
+        app.poll_all_once()
+        world.feed_host.fail_next(world.feed_path, status=503)
+        world.clock.advance(minutes=2)
+        app.poll_all_once()
+        metrics = scrape(app)
+    finally:
+        app.close()
+    assert metrics[("feedwatch_polls_total", (("feed", "scmp"), ("status", "ok")))] == 1
+    assert metrics[("feedwatch_polls_total", (("feed", "scmp"), ("status", "error")))] == 1
+    assert metrics[("feedwatch_fetch_errors_total", (("feed", "scmp"), ("kind", "http_503")))] == 1
+    assert metrics[("feedwatch_items_seen_total", (("feed", "scmp"),))] == 3
+    assert metrics[("feedwatch_alerts_posted_total", ())] == 2
+    assert metrics[("feedwatch_alert_latency_seconds_count", ())] == 2
+    assert metrics[("feedwatch_failing_feeds", ())] == 1
+    assert metrics[("feedwatch_pending_alerts", ())] == 0
+    assert metrics[("feedwatch_slack_auth_ok", ())] == 1
+
+
+def test_alert_latency_runs_from_first_seen_to_posted_through_an_outage(world) -> None:
+    world.run_once()
+    world.publish(scmp_feed())
+    world.slack.set_down(True)
+    app = world.start()
+    try:
+        app.poll_all_once()  # seen now, posted nowhere: pending
+        world.slack.set_down(False)
+        world.clock.advance(minutes=10)
+        app.retry_pending()
+        metrics = scrape(app)
+    finally:
+        app.close()
+    assert metrics[("feedwatch_alerts_posted_total", ())] == 2
+    assert metrics[("feedwatch_alert_latency_seconds_count", ())] == 2
+    assert metrics[("feedwatch_alert_latency_seconds_sum", ())] >= 2 * 600  # both waited out the outage
+    assert metrics[("feedwatch_alert_latency_seconds_bucket", (("le", "300.0"),))] == 0
+    assert metrics[("feedwatch_alerts_failed_total", (("error", "other"),))] >= 1
+
+
+def test_a_refused_token_stops_posting_turns_healthz_503_and_it_recovers_once_fixed(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+    app = world.start()
+    try:
+        real_token = world.slack.state.token
+        world.slack.state.token = "xoxb-reissued"  # the bot's token is revoked while it runs
+        app.poll_all_once()
+        assert len(world.slack.posts) == before  # refused: the cycle's alerts wait as pending
+        assert len(app.store.pending()) == 2
+        response = healthz(app)
+        assert response.status_code == 503
+        assert response.json()["status"] == "slack_auth_failed"
+        assert response.json()["slack_error"] == "invalid_auth"
+        assert scrape(app)[("feedwatch_slack_auth_ok", ())] == 0
+
+        world.slack.state.token = real_token  # an admin restores the app's install
+        world.clock.advance(minutes=5)
+        app.retry_pending()
+        assert len(world.slack.posts) == before + 2  # nothing lost
+        assert healthz(app).status_code == 200
+    finally:
+        app.close()
+
+
+def test_json_log_lines_carry_each_field_and_never_a_token(tmp_path: Path, feed_host: FeedHost) -> None:
+    feed_url = feed_host.serve("/feed", scmp_feed())
+    write_rules(tmp_path, feed_url)
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "BOT_RULES": str(tmp_path / "rules.yaml"),
+        "BOT_DB": str(tmp_path / "state.json"),
+        "BOT_LOG_FORMAT": "json",
+        "SLACK_SIGNING_SECRET": "xoxb-pasted-into-the-wrong-variable",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run", "--once"], env=environ, cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    [poll] = [line for line in lines if line["event"] == "poll"]
+    assert poll["feed"] == "scmp" and poll["status"] == "ok" and poll["level"] == "INFO"
+    assert poll["first_poll"] == "yes" and int(poll["new"]) == 50
+    assert "xoxb-pasted" not in done.stderr
+
+
+def test_tokens_are_masked_in_log_lines_whatever_logged_them(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for log_format in LOG_FORMATS:
+            configure_logging("INFO", log_format)
+            logging.getLogger("slack_bolt").warning(
+                "request failed: token=xoxb-1234-5678-abcdef xapp-1-A0-99"
+            )
+            err = capsys.readouterr().err
+            assert "1234-5678" not in err and "A0-99" not in err and "xoxb-…(masked)" in err
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]

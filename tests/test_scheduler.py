@@ -188,7 +188,7 @@ def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, s
         started = read_until(
             process, "listening port=", "poll feed=scmp-semiconductors status=ok", timeout=30
         )
-        port = re.search(r"listening port=(\d+) paths=/healthz, /slack/events", started)
+        port = re.search(r"listening port=(\d+) paths=/healthz, /metrics, /slack/events", started)
         assert port, started
         body = b"command=%2Ffeeds&text=search+nexperia&channel_id=C0CHIPS01&user_id=U0ALICE01"
         request = Request(
