@@ -240,6 +240,20 @@ def without_image(message: Message) -> Message:
     return Message(channel=message.channel, text=message.text, blocks=blocks, metadata=message.metadata)
 
 
+def as_plain_text(message: Message) -> Message:
+    """The message without blocks, for when Slack refuses them: the notification text, which carries the
+    title and link (and any on-call mentions), kept within Slack's limit for plain text."""
+    return Message(
+        channel=message.channel,
+        text=trim(message.text, PLAIN_TEXT_LIMIT),
+        blocks=(),
+        metadata=message.metadata,
+    )
+
+
+PLAIN_TEXT_LIMIT = 3000
+
+
 def render_console(match: ChannelMatch, *, source: str, channel_label: str | None = None) -> str:
     """What console mode prints instead of posting: the same facts as the Slack message, as plain text."""
     item = match.item

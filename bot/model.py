@@ -209,14 +209,16 @@ class Message:
     metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def payload(self) -> dict[str, Any]:
-        return {
+        payload: dict[str, Any] = {
             "channel": self.channel,
             "text": self.text,
-            "blocks": list(self.blocks),
             "metadata": self.metadata,
             "unfurl_links": False,
             "unfurl_media": False,
         }
+        if self.blocks:  # a plain-text message has none, and sends no empty list
+            payload["blocks"] = list(self.blocks)
+        return payload
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from bot.blocks import (
     ALERT_EVENT_TYPE,
     GROUP_EVENT_TYPE,
     Paging,
+    as_plain_text,
     render_alert,
     render_console,
     without_image,
@@ -268,6 +269,10 @@ def check_mentions(rules: RuleSet, resolver: MentionResolver) -> list[str]:
     ]
 
 
+# Slack's answers to a message it cannot take as formatted, though plain text would do.
+FORMAT_ERRORS = frozenset({"msg_too_long", "invalid_blocks", "invalid_blocks_format", "too_many_blocks"})
+
+
 class SlackSink:
     """Posts alerts with chat.postMessage, joining public channels first (the bot must be a member to read
     its own history later). Each failure is logged once per channel and error, not once per alert."""
@@ -305,11 +310,28 @@ class SlackSink:
         try:
             return self._post(message)
         except DeliveryError as e:
-            if e.error == "invalid_blocks" and any("accessory" in block for block in message.blocks):
-                # Slack refuses the whole message when it cannot fetch the thumbnail: send it without.
+            error = e
+        if error.error == "invalid_blocks" and any("accessory" in block for block in message.blocks):
+            # Slack refuses the whole message when it cannot fetch the thumbnail: send it without.
+            try:
                 return self._post(without_image(message))
-            self._report(e)
-            raise
+            except DeliveryError as e:
+                error = e
+        if error.error in FORMAT_ERRORS:
+            # Something in the feed's text broke the formatted message: the alert still goes, as the
+            # plain text notifications show (title and link), with its metadata.
+            log.warning(
+                "slack refused the formatted alert channel=%s key=%s error=%s; posting it as plain text",
+                match.channel,
+                match.item.key,
+                error.error,
+            )
+            try:
+                return self._post(as_plain_text(message))
+            except DeliveryError as e:
+                error = e
+        self._report(error)
+        raise error
 
     def deliver_group(
         self, message: Message, items: Sequence[Item], *, since: datetime | None = None

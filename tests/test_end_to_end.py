@@ -828,3 +828,26 @@ def test_tokens_are_masked_in_log_lines_whatever_logged_them(capsys: pytest.Capt
             assert "1234-5678" not in err and "A0-99" not in err and "xoxb-…(masked)" in err
     finally:
         root.handlers[:], root.level = saved[0], saved[1]
+
+
+# -- Slack refusing a message's format ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", ["msg_too_long", "invalid_blocks"])
+def test_a_message_slack_refuses_as_formatted_goes_as_plain_text_instead_of_being_dropped(
+    world, error: str
+) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+    # invalid_blocks twice: once with the thumbnail, once without it
+    world.slack.fail_next("chat.postMessage", times=2 if error == "invalid_blocks" else 1, error=error)
+    world.run_once()
+    posts = world.slack.posts[before:]
+    assert len(posts) == 2  # both alerts, none dropped
+    [plain] = [post for post in posts if "blocks" not in post]
+    assert plain["text"].startswith("Wingtech says core of Nexperia China unit now based on mainland")
+    assert "https://www.scmp.com/" in plain["text"]
+    assert plain["metadata"]["event_type"] == "feed_alert"  # still found by a later check before reposting
+    world.run_once()
+    assert len(world.slack.posts) == before + 2
