@@ -260,6 +260,10 @@ class App:
                 for feed in feeds
             },
             "pending_alerts": len(self.store.pending()),
+            "broken_channels": {
+                problem.channel: {"error": problem.error, "since": problem.since.isoformat()}
+                for problem in self.store.channel_problems()
+            },
         }
 
     def tick(self) -> int:

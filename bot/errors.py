@@ -29,6 +29,10 @@ class FeedError(BotError):
 # Slack's answers when the bot token itself is refused: no channel will fare better until a person acts.
 AUTH_ERRORS = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired"})
 
+# Slack's answers when one channel cannot take posts until a person acts: deleted, archived, or private
+# without the bot in it.
+CHANNEL_ERRORS = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
+
 
 class DeliveryError(BotError):
     """Slack did not accept a message. `transient` errors are retried later; the others need a person.
@@ -58,6 +62,10 @@ class DeliveryError(BotError):
     @property
     def token_refused(self) -> bool:
         return self.error in AUTH_ERRORS
+
+    @property
+    def channel_broken(self) -> bool:
+        return self.error in CHANNEL_ERRORS
 
 
 class FetchError(BotError):

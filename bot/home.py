@@ -9,6 +9,7 @@ from datetime import datetime
 
 from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, slack_date, trim
 from bot.model import ChannelRule, Item
+from bot.store import ChannelProblem
 
 MAX_BLOCKS = 100  # Slack's limit for a view
 
@@ -55,6 +56,13 @@ def feed_line(feed: FeedStatus) -> str:
     return f"*{escape_mrkdwn(feed.id)}* · {state}\nlast poll {polled} · {feed.items_seen} items seen"
 
 
+CHANNEL_PROBLEMS = {
+    "channel_not_found": "Slack says there is no such channel (deleted, or private without the bot)",
+    "is_archived": "the channel is archived",
+    "not_in_channel": "the bot is not in this private channel: `/invite` it",
+}
+
+
 def home_view(
     *,
     command: str,
@@ -62,6 +70,7 @@ def home_view(
     channel_rules: Mapping[str, Sequence[ChannelRule]],
     recent: Sequence[RecentAlert],
     paused: Mapping[str, datetime],
+    broken: Sequence[ChannelProblem] = (),
 ) -> dict[str, object]:
     """`channel_rules`: the user's channels (and personal watch, keyed by DM channel) with their rules."""
     blocks: list[dict[str, object]] = [
@@ -74,6 +83,17 @@ def home_view(
         blocks.append(_section(feed_line(feed)))
     if not feeds:
         blocks.append(_section("No feeds configured (see rules.yaml)."))
+
+    if broken:
+        blocks.append(_header("Channels not receiving alerts"))
+        for problem in broken:
+            reason = CHANNEL_PROBLEMS.get(problem.error, problem.error)
+            blocks.append(
+                _section(
+                    f"⚠️ <#{problem.channel}>: {reason} (since {slack_date(problem.since)}). Tried again "
+                    "hourly; alerts for it are kept for a day."
+                )
+            )
 
     blocks.append(_header("Your channels"))
     for channel, rules in channel_rules.items():

@@ -144,6 +144,12 @@ def plan_alerts(
     return Plan(tuple(m for alerts in reversed(alerts_per_item) for m in alerts), tuple(suppressed))
 
 
+# A channel that cannot take posts (archived, deleted, bot not invited) is tried again this often, and
+# an alert for it waits this long before it is given up.
+CHANNEL_RECHECK = timedelta(hours=1)
+BROKEN_CHANNEL_GIVE_UP = timedelta(days=1)
+
+
 def next_pending_attempt(
     attempts: int, now: datetime, retry_after: float | None, *, outage: bool = False
 ) -> datetime:
@@ -346,6 +352,21 @@ class Pipeline:
                 )
                 continue
             error = blocked_everywhere or blocked_channels.get(match.channel)
+            if error is None:
+                problem = self.store.channel_problem(match.channel)
+                if problem is not None and self.now() < problem.last_try + CHANNEL_RECHECK:
+                    # Known not to take posts: tried again hourly, not with every alert meanwhile.
+                    failed.append(
+                        replace(
+                            alert,
+                            next_attempt=problem.last_try + CHANNEL_RECHECK,
+                            last_error=problem.error,
+                            failed_at=self.now(),
+                            blocked_everywhere=False,
+                            held=False,
+                        )
+                    )
+                    continue
             attempted = error is None
             if error is None:
                 error, ts = self._attempt(alert)
@@ -353,6 +374,8 @@ class Pipeline:
                     posted += 1
                     self._last_success = self.now()
                     self.token_refused = None
+                    if self.store.clear_channel_problem(match.channel):
+                        log.info("channel takes posts again channel=%s", match.channel)
                     self.observer.observe_posted(alert.created, self._last_success)
                     try:
                         self.store.record_delivery(
@@ -371,6 +394,8 @@ class Pipeline:
                 self.observer.observe_failed(error)
                 if error.token_refused:
                     self.token_refused = error
+                if error.channel_broken:
+                    self.store.record_channel_problem(match.channel, error.error, self.now())
                 if error.affects_all:
                     blocked_everywhere = error
                 else:
@@ -452,6 +477,17 @@ class Pipeline:
                     (m for m in matcher.match_item(alert.match.item) if m.channel == alert.match.channel),
                     None,
                 )
+                problem = self.store.channel_problem(alert.match.channel)
+                if problem is not None and now - alert.created > BROKEN_CHANNEL_GIVE_UP:
+                    log.warning(
+                        "pending alert dropped channel=%s key=%s (the channel has answered %s for over "
+                        "a day; new items are posted once it takes posts again)",
+                        alert.match.channel,
+                        alert.match.item.key,
+                        problem.error,
+                    )
+                    self.store.discard_pending(alert.id)
+                    continue
                 if current is None:
                     # The rule that asked for it is gone (the channel left the rules, the topic was
                     # unsubscribed or muted): posting it later would surprise everyone.

@@ -248,6 +248,7 @@ class SlackInterface:
             channel_rules={channel: by_channel[channel] for channel in by_channel if channel in mine},
             recent=recent,
             paused=paused,
+            broken=self.app.store.channel_problems(),
         )
 
     def _channels_of(self, user: str, candidates: Iterable[str]) -> set[str]:

@@ -40,6 +40,7 @@ TABLES = (
     "pauses",
     "open",
     "queued",
+    "broken",  # channels Slack says cannot take posts (archived, deleted, bot not invited)
 )
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
@@ -123,6 +124,17 @@ class Pause:
     channel: str
     until: datetime
     by: str
+
+
+@dataclass(frozen=True)
+class ChannelProblem:
+    """A channel Slack refused a post to for a reason only a person can fix: since when, and when the bot
+    last tried (it tries again hourly, not with every alert)."""
+
+    channel: str
+    error: str
+    since: datetime
+    last_try: datetime
 
 
 @dataclass(frozen=True)
@@ -236,6 +248,7 @@ class Store:
         self._pauses: dict[str, dict[str, Any]] = {}
         self._open: dict[str, dict[str, Any]] = {}  # alerts with an Acknowledge button (bot.oncall)
         self._queued: dict[str, dict[str, Any]] = {}  # alerts waiting for a grouped message (bot.oncall)
+        self._broken: dict[str, dict[str, Any]] = {}  # channel -> its ChannelProblem
         # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
         # feed publishes, so the main file's per-cycle write stays small.
         self._archive: dict[str, dict[str, Any]] = backend.load_archive()
@@ -250,6 +263,7 @@ class Store:
             ("pauses", self._pauses, "channel"),
             ("open", self._open, "id"),
             ("queued", self._queued, "id"),
+            ("broken", self._broken, "channel"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -765,6 +779,33 @@ class Store:
             return None
         return Pause(channel, datetime.fromisoformat(doc["until"]), doc.get("by", ""))
 
+    def channel_problem(self, channel: str) -> ChannelProblem | None:
+        with self._lock:
+            doc = self._broken.get(channel)
+        return None if doc is None else _channel_problem(doc)
+
+    def channel_problems(self) -> list[ChannelProblem]:
+        with self._lock:
+            return [_channel_problem(doc) for doc in self._broken.values()]
+
+    def record_channel_problem(self, channel: str, error: str, at: datetime) -> ChannelProblem:
+        """Written at once: the mark must outlive a restart, or the bot would try every alert again."""
+        with self._lock:
+            doc = self._broken.get(channel)
+            since = doc["since"] if doc is not None and doc["error"] == error else _iso(at)
+            self._broken[channel] = {"channel": channel, "error": error, "since": since, "last_try": _iso(at)}
+            self._dirty["broken"].add(channel)
+            self._flush()
+            return _channel_problem(self._broken[channel])
+
+    def clear_channel_problem(self, channel: str) -> bool:
+        with self._lock:
+            if self._broken.pop(channel, None) is None:
+                return False
+            self._dirty["broken"].add(channel)
+            self._flush()
+            return True
+
     def resume(self, channel: str) -> int:
         """Ends the channel's pause; its held alerts are due at once. Returns how many were held."""
         with self._lock:
@@ -824,6 +865,7 @@ class Store:
             "pauses": self._pauses,
             "open": self._open,
             "queued": self._queued,
+            "broken": self._broken,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():
@@ -852,3 +894,12 @@ class Store:
             if any(self._dirty.values()) or self._archive_dirty:
                 self._flush()
             self._backend.close()
+
+
+def _channel_problem(doc: dict[str, Any]) -> ChannelProblem:
+    return ChannelProblem(
+        doc["channel"],
+        doc["error"],
+        datetime.fromisoformat(doc["since"]),
+        datetime.fromisoformat(doc["last_try"]),
+    )

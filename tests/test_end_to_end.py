@@ -365,10 +365,10 @@ def test_a_private_channel_the_bot_is_not_in_is_reported_once(world, tmp_path, c
         world.feed_host.url(world.feed_path),
         extra_channels="  - channel: CPRIVATE1\n    keywords: [Nexperia, Huawei]\n",
     )
+    caplog.clear()
     world.run_once()
     world.publish(scmp_feed())
-    caplog.clear()
-    app = world.start()
+    app = world.start()  # a restart: the channel is still known not to take posts
     app.poll_all_once()
     world.clock.advance(minutes=1)
     app.retry_pending()
@@ -851,3 +851,63 @@ def test_a_message_slack_refuses_as_formatted_goes_as_plain_text_instead_of_bein
     assert plain["metadata"]["event_type"] == "feed_alert"  # still found by a later check before reposting
     world.run_once()
     assert len(world.slack.posts) == before + 2
+
+
+# -- a channel that cannot take posts -----------------------------------------------------------------
+
+
+def nexperia_story(n: int) -> bytes:
+    return rss_item(f"Nexperia update {n}", f"https://www.scmp.com/tech/nexperia-{n}")
+
+
+def test_an_archived_channel_is_marked_broken_tried_hourly_and_its_alerts_given_up_after_a_day(world) -> None:
+    world.run_once()
+    world.slack.archive(NEXPERIA)
+    world.publish(scmp_feed())
+
+    def attempts() -> int:
+        return len([c for c in world.slack.calls("chat.postMessage") if c["channel"] == NEXPERIA]) - earlier
+
+    earlier = 0
+    earlier = attempts()
+    app = world.start()
+    try:
+        app.poll_all_once()  # the Nexperia alert is refused: is_archived
+        assert attempts() == 1
+        broken = healthz(app).json()["broken_channels"]
+        assert broken == {NEXPERIA: {"error": "is_archived", "since": world.clock.now.isoformat()}}
+
+        # More news for the channel within the hour: kept pending, not tried again.
+        world.publish(scmp_feed(extra_items=(nexperia_story(1),)))
+        world.clock.advance(minutes=20)
+        app.poll_all_once()
+        app.retry_pending()
+        assert attempts() == 1 and len(app.store.pending()) == 2
+
+        world.clock.advance(minutes=41)  # an hour since the last try: one more
+        app.retry_pending()
+        assert attempts() == 2
+
+        world.clock.advance(days=1)
+        app.retry_pending()  # a day on, still archived: its alerts are given up, with a log line
+        assert app.store.pending() == [] and attempts() == 2
+        assert healthz(app).json()["broken_channels"][NEXPERIA]["error"] == "is_archived"
+    finally:
+        app.close()
+
+
+def test_a_channel_that_takes_posts_again_gets_its_waiting_alerts_and_loses_its_mark(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts_to(NEXPERIA))
+    world.slack.archive(NEXPERIA)
+    world.publish(scmp_feed())
+    app = world.start()
+    try:
+        app.poll_all_once()
+        world.slack.state.channels[NEXPERIA].archived = False  # someone unarchives it
+        world.clock.advance(hours=1)
+        app.retry_pending()
+        assert len(world.slack.posts_to(NEXPERIA)) == before + 1
+        assert healthz(app).json()["broken_channels"] == {}
+    finally:
+        app.close()

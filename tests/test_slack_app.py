@@ -477,6 +477,20 @@ def test_app_home_shows_feed_health_my_channels_and_the_latest_alerts(bot: Bot) 
     latest = text.split("Latest alerts")[1]
     assert "Huawei unveils a new AI chip" in latest and f"<#{CHINA}>" in latest
     assert f"<#{OTHER}>" not in text  # never another channel's alerts
+    assert "not receiving alerts" not in text
+
+
+def test_app_home_names_a_channel_that_cannot_take_posts(bot: Bot) -> None:
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.slack.archive(CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    response = bot.event({"type": "app_home_opened", "user": ALICE, "channel": "D0SOMEDM1", "tab": "home"})
+    assert response.status_code == 200
+    wait_for(lambda: bot.slack.state.views)
+    text = reply_text(bot.slack.state.views[0]["view"])
+    assert "Channels not receiving alerts" in text
+    assert f"⚠️ <#{CHINA}>: the channel is archived" in text
 
 
 # -- slow answers and rules reloads -----------------------------------------------------------------------
