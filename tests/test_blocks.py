@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bot.blocks import (
     SECTION_TEXT_LIMIT,
@@ -55,6 +58,37 @@ def test_hostile_feed_text_cannot_ping_or_forge_links() -> None:
     section = message.blocks[0]
     assert "accessory" not in section  # a javascript: thumbnail is dropped
     assert section["text"]["text"].startswith("*<https://example.com/a%7Cb%3Ec|&lt;!channel&gt;")
+
+
+SLACK_SPECIAL = st.lists(
+    st.sampled_from(
+        ["<", ">", "|", "&", "!", "@", "#", "^", "*", "_", "~", "`", " ", "\n", "\x00", "\u202e", "a"]
+    )
+    | st.sampled_from(["<!channel>", "<!here>", "<@U0123ABCD>", "<!subteam^S123|@team>", "<#C0123|x>"])
+    | st.sampled_from(["<https://evil.example|click>", "&lt;", "&amp;", "<mailto:a@b.c>", "<!date^1^x|y>"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(title=SLACK_SPECIAL, summary=SLACK_SPECIAL, author=SLACK_SPECIAL, source=SLACK_SPECIAL)
+def test_no_feed_text_can_ping_link_or_format_as_slack_markup(title, summary, author, source) -> None:
+    item = Item(
+        feed_id="f", key="k", link="https://example.com/item", title=title, summary=summary, author=author
+    )
+    message = render_alert(ChannelMatch("C1", item, ("a",)), source=source)
+    texts = [message.text] + [
+        text
+        for block in message.blocks
+        for text in [block.get("text", {}).get("text", "")]
+        + [element.get("text", "") for element in block.get("elements", [])]
+    ]
+    for text in texts:
+        # The only markup in a message is the bot's own: the item's link and Slack's date formatting.
+        for markup in re.findall(r"<[^>]*>?", text):
+            assert markup.startswith(("<https://example.com/item", "<!date^")), (markup, text)
+        assert "\x00" not in text and "\u202e" not in text
+        assert not re.search(r"&(?!amp;|lt;|gt;)", text)  # a bare & would start an entity of the feed's
 
 
 def test_a_javascript_link_is_shown_as_text_not_linked() -> None:

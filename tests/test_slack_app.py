@@ -207,6 +207,26 @@ def test_a_request_without_a_valid_signature_is_refused_and_changes_nothing(bot:
     assert bot.app.store.subscriptions() == []
 
 
+def test_tokens_and_the_signing_secret_never_reach_logs_or_replies(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    replies = [
+        bot.say(text)
+        for text in ("help", "subscribe query:(Huawei", "nonsense", "search", "export", "list", "test x")
+    ]
+    replies.append(bot.command("list", headers=sign(b"forged")).text)
+    bot.slack.fail_next("chat.postMessage", error="invalid_auth")
+    bot.say("subscribe Huawei", channel=CHINA)
+    bot.publish(HUAWEI_NEWS)
+    bot.poll()
+    replies.append(bot.http.get(bot.url + "/healthz").text)
+    replies.append(bot.http.get(bot.url + "/metrics").text)
+    for secret in (SECRET, bot.slack.state.token):
+        assert secret not in caplog.text
+        assert not [reply for reply in replies if secret in reply]
+
+
 def test_healthz_needs_no_signature_and_shows_each_feed(bot: Bot) -> None:
     response = bot.http.get(bot.url + "/healthz")
     assert response.status_code == 200
