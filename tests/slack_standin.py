@@ -51,6 +51,10 @@ class SlackState:
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     failures: dict[str, list[Failure]] = field(default_factory=dict)
     down: bool = False  # every call answers 503
+    # hang_call: calls to let through before one hangs, and whether that one is carried out first
+    hang_after: int | None = None
+    hang_carries_out: bool = False
+    hang_method: str | None = None  # count only calls of this method
 
 
 class SlackStandIn:
@@ -97,6 +101,16 @@ class SlackStandIn:
     def release(self) -> None:
         self._released.set()
 
+    def hang_call(self, number: int, *, carry_out: bool, method: str | None = None) -> None:
+        """The `number`th call from now (of `method`, or of any) holds its answer until `release()`; a post
+        is first carried out if `carry_out` (Slack has it, the caller never hears so)."""
+        with self._lock:
+            self.state.hang_after = number - 1
+            self.state.hang_carries_out = carry_out
+            self.state.hang_method = method
+            self.hanging.clear()
+            self._released.clear()
+
     def set_down(self, down: bool) -> None:
         with self._lock:
             self.state.down = down
@@ -130,6 +144,18 @@ class SlackStandIn:
     ) -> tuple[int, dict[str, str], str] | None:
         with self._lock:
             self.state.calls.append((method, params))
+            counted = (
+                method == self.state.hang_method
+                if self.state.hang_method
+                else not method.startswith("response/")
+            )
+            if self.state.hang_after is not None and counted:
+                if self.state.hang_after == 0:
+                    self.state.hang_after = None
+                    if self.state.hang_carries_out and method == "chat.postMessage":
+                        self._api_chat_postMessage(params)
+                    return None
+                self.state.hang_after -= 1
             if self.state.down:
                 return 503, {}, "<html>Service Unavailable</html>"
             queued = self.state.failures.get(method)
