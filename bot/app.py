@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -36,6 +36,7 @@ from bot.oncall import (
     due_groups,
 )
 from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, next_pending_attempt, utc_now
+from bot.recovery import recover_deliveries
 from bot.service import merge_rules
 from bot.slack import (
     ConsoleSink,
@@ -43,6 +44,7 @@ from bot.slack import (
     SlackChannel,
     SlackClient,
     SlackSink,
+    channel_history,
     check_auth,
     check_mentions,
     list_channels,
@@ -64,6 +66,43 @@ class FeedHealth:
     consecutive_failures: int = 0
     last_report: PollReport | None = None
     retry_at: datetime | None = None  # a failing feed is not polled again before this
+
+
+def recover_state(
+    client: SlackClient, rules: RuleSet, store: Store, now: datetime, *, bot_id: str | None
+) -> None:
+    """With no state at start (a first start, or files wiped by the host), rebuilds what was delivered and
+    when the bot last posted from its own messages in each channel of the rules, before anything is
+    posted. Finding none, the bot starts as on a first poll."""
+    channels = sorted({rule.channel for rule in rules.channels if rule.channel[:1] in ("C", "G")})
+    oldest = now - RECOVERY_WINDOW
+    try:
+        recovery = recover_deliveries(
+            (
+                (channel, message)
+                for channel in channels
+                for message in channel_history(client, channel, oldest)
+            ),
+            bot_id=bot_id,
+        )
+    except DeliveryError as e:
+        log.warning("cannot look for earlier alerts error=%s; starting as on a first poll", e.error)
+        return
+    if recovery.newest_alert is None:
+        log.info("no state and no earlier alerts in %d channels: first poll", len(channels))
+        return
+    store.record_recovery(recovery.newest_alert, recovery.deliveries, [feed.id for feed in rules.feeds])
+    log.warning(
+        "state rebuilt from slack channels=%d alerts=%d newest=%s (the state files were missing: items "
+        "published before then count as seen, later ones as new)",
+        len(channels),
+        len(recovery.deliveries),
+        recovery.newest_alert.isoformat(),
+    )
+
+
+# How far back a start without state looks for the bot's own alerts.
+RECOVERY_WINDOW = timedelta(days=30)
 
 
 def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
@@ -568,6 +607,7 @@ def build_app(
     mentions: MentionResolver | None = None
     if env.slack_token:
         client = SlackClient(env.slack_token, env.slack_api_url, sleep=sleep)
+        identity: dict[str, Any] | None = None
         try:
             identity = check_auth(client)
             log.info("slack connected team=%s bot=%s", identity.get("team"), identity.get("user"))
@@ -580,6 +620,9 @@ def build_app(
                 "slack unreachable at start error=%s (alerts wait as pending until it answers)", e.error
             )
         rules = resolve_rules(rules, client, store)
+        if store.is_blank():
+            bot_id = identity.get("bot_id") if identity else None
+            recover_state(client, rules, store, now(), bot_id=str(bot_id) if bot_id else None)
         mentions = MentionResolver(client)
         try:
             problems = check_mentions(rules, mentions)

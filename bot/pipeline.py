@@ -268,6 +268,12 @@ class Pipeline:
             return PollReport(feed.id, "ok", first_poll, warning=parsed.warning or "no items yet")
         source = parsed.title.strip() or feed.id
         unseen = self.store.unseen(feed.id, parsed.items)
+        recovered_until = self.store.recovered_until(feed.id) if first_poll else None
+        if recovered_until is not None:
+            # The state was lost and rebuilt from the bot's messages (bot.recovery): not a first poll.
+            # What was published before the bot's newest alert was seen then; later items are news.
+            first_poll = False
+            unseen = [item for item in unseen if item.published and item.published > recovered_until]
         with self._delivery_lock:
             rules, matcher = self._current
             plan = plan_alerts(

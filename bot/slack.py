@@ -443,5 +443,33 @@ def list_channels(client: SlackClient, names: Iterable[str]) -> list[SlackChanne
     return listed
 
 
+def channel_history(client: SlackClient, channel: str, oldest: datetime) -> list[dict[str, Any]]:
+    """The channel's messages since `oldest`, newest first, metadata included (for bot.recovery); none
+    when the bot cannot read the channel, which is logged."""
+    try:
+        return list(
+            client.paginate(
+                "conversations.history",
+                "messages",
+                channel=channel,
+                oldest=f"{oldest.timestamp():.6f}",
+                include_all_metadata=True,
+                limit=200,
+                max_pages=RECOVERY_MAX_PAGES,
+            )
+        )
+    except DeliveryError as e:
+        if e.affects_all:
+            raise
+        if e.error == "not_in_channel":  # not joined yet: it has posted nothing there since
+            log.info("channel history skipped channel=%s (the bot is not a member)", channel)
+        else:
+            log.warning("cannot read channel history channel=%s error=%s", channel, e.error)
+        return []
+
+
+RECOVERY_MAX_PAGES = 10  # 2,000 messages a channel: far more than a wipe's worth of alerts
+
+
 def check_auth(client: SlackClient) -> dict[str, Any]:
     return client.call("auth.test")

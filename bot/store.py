@@ -127,6 +127,16 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class RecoveredDelivery:
+    """An alert found in a channel's history by its metadata: delivered before the state was lost."""
+
+    channel: str
+    key: str  # delivery_key of the item
+    link: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class ChannelProblem:
     """A channel Slack refused a post to for a reason only a person can fix: since when, and when the bot
     last tried (it tries again hourly, not with every alert)."""
@@ -498,6 +508,36 @@ class Store:
             del self._legacy_channels[channel]
             self._dirty["channels"].add(channel)
 
+    # -- recovery after lost state -----------------------------------------------------------------
+
+    def is_blank(self) -> bool:
+        """Nothing polled, delivered or waiting: a first start, or a start after the files were wiped."""
+        with self._lock:
+            kept = (self._feeds, self._delivered, self._pending, self._queued, self._open, self._uncertain)
+            return not any(kept)
+
+    def record_recovery(
+        self, newest_alert: datetime, deliveries: Iterable[RecoveredDelivery], feed_ids: Iterable[str]
+    ) -> None:
+        """State rebuilt from the bot's own messages after a wipe: their alerts count as delivered, and
+        each feed's next poll takes as new only what was published after the newest of them."""
+        with self._lock:
+            for delivery in deliveries:
+                self._remember_delivery(delivery.channel, delivery.key, delivery.link, _iso(delivery.at))
+            self._meta["recovered"] = {
+                "key": "recovered",
+                "feeds": {feed_id: _iso(newest_alert) for feed_id in feed_ids},
+            }
+            self._dirty["meta"].add("recovered")
+            self._flush()
+
+    def recovered_until(self, feed_id: str) -> datetime | None:
+        """For a feed not yet polled since state was recovered: when the bot's newest recovered alert was
+        posted (what was published before counts as seen)."""
+        with self._lock:
+            stamp = (self._meta.get("recovered") or {}).get("feeds", {}).get(feed_id)
+        return None if stamp is None else datetime.fromisoformat(stamp)
+
     # -- channel names -----------------------------------------------------------------------------
 
     def channel_ids(self) -> dict[str, str]:
@@ -650,6 +690,10 @@ class Store:
                     seen[key] = stamp
                     self._dirty["seen"].add(_pair(change.feed_id, key))
             self._dirty["feeds"].add(change.feed_id)
+            recovery = self._meta.get("recovered")
+            if recovery is not None and change.feed_id in recovery["feeds"]:
+                del recovery["feeds"][change.feed_id]  # its first poll after the wipe is done
+                self._dirty["meta"].add("recovered")
             for alert in change.new_pending:
                 if alert.id not in self._pending:  # an older record keeps its history (attempts, backoff)
                     self._pending[alert.id] = self._doc_from_pending(alert)

@@ -288,7 +288,7 @@ class SlackStandIn:
         oldest = float(params.get("oldest") or 0)
         include_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
         messages = [
-            {"type": "message", "ts": p["ts"], "text": p.get("text", "")}
+            {"type": "message", "ts": p["ts"], "text": p.get("text", ""), "bot_id": "BBOT"}
             | ({"metadata": p["metadata"]} if include_metadata and p.get("metadata") else {})
             for p in reversed(self.state.posts)  # newest first, as Slack answers
             if p["channel"] == channel.id and float(p["ts"]) >= oldest
@@ -299,7 +299,7 @@ class SlackStandIn:
         parent = str(params.get("ts"))
         include_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
         thread = [
-            {"type": "message", "ts": p["ts"], "text": p.get("text", "")}
+            {"type": "message", "ts": p["ts"], "text": p.get("text", ""), "bot_id": "BBOT"}
             | ({"metadata": p["metadata"]} if include_metadata and p.get("metadata") else {})
             for p in self.state.posts
             if p["channel"] == params.get("channel") and (p["ts"] == parent or p.get("thread_ts") == parent)

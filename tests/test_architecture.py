@@ -22,6 +22,7 @@ PURE = [
     "home",
     "oncall",
     "query",
+    "recovery",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import subprocess
 import sys
 import threading
 from datetime import timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -322,10 +324,12 @@ def test_a_post_slack_took_but_answered_500_is_not_posted_twice(world) -> None:
 def test_a_post_slack_refused_is_retried_without_searching_the_channel(world) -> None:
     world.slack.fail_next("chat.postMessage", status=429, retry_after=120, error="ratelimited")
     world.run_once()
+    searched_at_start = len(world.slack.calls("conversations.history"))  # a first start looks for its alerts
     world.clock.advance(minutes=3)
     world.run_once()
     assert len(world.slack.posts) == 3
-    assert not world.slack.calls("conversations.history")  # a refusal is certain: nothing to look for
+    # A refusal is certain: nothing to look for before the retry.
+    assert len(world.slack.calls("conversations.history")) == searched_at_start
 
 
 def test_refused_connections_are_retried_with_backoff_and_a_first_start_says_why_it_cannot_go_on(
@@ -911,3 +915,47 @@ def test_a_channel_that_takes_posts_again_gets_its_waiting_alerts_and_loses_its_
         assert healthz(app).json()["broken_channels"] == {}
     finally:
         app.close()
+
+
+# -- a host that wipes local files at every restart -----------------------------------------------------
+
+
+def wipe(world) -> None:
+    """What a Procfile host does to local files at a restart."""
+    shutil.rmtree(Path(world.environ["BOT_DB"]).parent)
+
+
+def test_a_wipe_of_the_state_files_neither_reposts_nor_drops(world, caplog) -> None:
+    world.run_once()  # the first poll's backfill
+    world.publish(scmp_feed())
+    world.clock.advance(minutes=5)
+    world.run_once()  # two alerts
+    before = sorted((post["channel"], post["text"]) for post in world.slack.posts)
+    assert len(before) == 5
+
+    wipe(world)
+    world.clock.advance(minutes=5)
+    later = rss_item(
+        "Nexperia after the restart",
+        "https://www.scmp.com/tech/nexperia-after-restart",
+        published=format_datetime(world.clock.now + timedelta(minutes=1)),
+    )
+    world.publish(scmp_feed(extra_items=(later,)))
+    world.clock.advance(minutes=2)
+    world.run_once()
+
+    after = sorted((post["channel"], post["text"]) for post in world.slack.posts)
+    assert len(after) == len(before) + 1 and len(set(after)) == len(after)  # nothing twice
+    new = [post for post in after if post not in before]
+    assert [text.split(" https://")[0] for _, text in new] == ["Nexperia after the restart"]  # nothing lost
+    assert "state rebuilt from slack channels=3 alerts=5" in caplog.text
+    world.clock.advance(minutes=2)
+    world.run_once()  # and from then on, the rebuilt state is the state
+    assert len(world.slack.posts) == len(after)
+
+
+def test_a_start_with_no_state_and_no_earlier_alert_is_a_first_poll(world, caplog) -> None:
+    caplog.set_level("INFO")
+    world.run_once()
+    assert "no state and no earlier alerts in 3 channels: first poll" in caplog.text
+    assert len(world.slack.posts) == 3  # the backfill, one per channel
