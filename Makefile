@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	env -u SLACK_BOT_TOKEN BOT_RULES=bot/sample/demo-rules.yaml BOT_DB=data/demo-state.json $(PY) -m bot run --once
 
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check bot tests bench
