@@ -464,6 +464,25 @@ def test_the_same_process_polling_again_posts_nothing(world) -> None:
     assert len(world.slack.posts) == posted + 2
 
 
+def test_a_429_storm_is_waited_out_as_slack_asks_without_a_tight_loop(world) -> None:
+    world.slack.fail_next("chat.postMessage", times=40, status=429, retry_after=3, error="ratelimited")
+    app = world.start()
+    try:
+        app.poll_all_once()
+        calls = lambda: len(world.slack.calls("chat.postMessage"))  # noqa: E731
+        in_the_cycle = calls()
+        assert in_the_cycle <= 4  # a few tries of the first alert; the rest of the cycle waits as pending
+        assert world.clock.slept and min(world.clock.slept) >= 3  # every wait as long as Slack asked
+        for _ in range(30):  # 15 minutes of the pending job, every 30 s
+            world.clock.advance(seconds=30)
+            app.retry_pending()
+        assert calls() == 40 + 3  # each refusal waited out, then each alert posted once: no extra calls
+        assert len(world.slack.posts) == 3  # and once the storm passed, everything went out, once
+        assert len({post["text"] for post in world.slack.posts}) == 3
+    finally:
+        app.close()
+
+
 def test_a_long_retry_after_is_not_waited_out_inline(world) -> None:
     world.slack.fail_next("chat.postMessage", status=429, retry_after=120, error="ratelimited")
     app = world.start()
