@@ -22,6 +22,7 @@ PURE = [
     "home",
     "oncall",
     "query",
+    "addresses",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
