@@ -70,10 +70,15 @@ class Refusal:
     kind: str
     via: str = ""
 
-    def __str__(self) -> str:
+    @property
+    def description(self) -> str:
+        """Like "a loopback address", or "a cloud metadata address (the IPv4-mapped form of ...)"."""
         article = "an" if self.kind[0] in "aeiou" else "a"
-        text = f"{self.address} is {article} {self.kind} address"
+        text = f"{article} {self.kind} address"
         return f"{text} ({self.via})" if self.via else text
+
+    def __str__(self) -> str:
+        return f"{self.address} is {self.description}"
 
 
 def embedded_ipv4(address: IPv6Address) -> tuple[str, IPv4Address] | None:
