@@ -29,6 +29,8 @@ class Settings:
     admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
     max_alerts_per_cycle: int = 5  # per channel and poll; the rest go into one grouped message
     poll_concurrency: int = 8  # feeds fetched at once: waiting on slow hosts overlaps, the load stays bounded
+    # Feeds added from Slack may be on private addresses (loopback, the LAN); cloud metadata stays refused.
+    allow_private_feeds: bool = False
 
 
 @dataclass(frozen=True)
