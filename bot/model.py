@@ -34,11 +34,24 @@ class Settings:
 
 
 @dataclass(frozen=True)
+class AddedFeed:
+    """A feed someone added from Slack (`/feeds add-feed`). Unlike the operator's feeds in rules.yaml its
+    URL is untrusted: it is fetched over http(s) only, from public addresses only (bot.addresses)."""
+
+    id: str
+    url: str
+    added_by: str  # user ID
+    added_at: datetime
+    title: str = ""  # what the feed called itself when it was added
+
+
+@dataclass(frozen=True)
 class FeedConfig:
     id: str
     url: str  # http(s) URL, or an absolute file path / file:// URL (relative paths are resolved on load)
     interval_seconds: int
-    location: Location | None = None
+    location: Location | None = None  # set for a feed of the rules file
+    added: AddedFeed | None = None  # set for a feed added from Slack: fetched through the address guard
 
 
 PRIORITIES = ("low", "normal", "high")

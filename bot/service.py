@@ -33,7 +33,7 @@ from bot.commands import (
     sections,
     text_reply,
 )
-from bot.model import ChannelRule, RuleSet, Subscription
+from bot.model import AddedFeed, ChannelRule, FeedConfig, RuleSet, Subscription
 from bot.query import ItemText, evaluate, parse_query
 from bot.rules import compile_keyword
 from bot.store import Store
@@ -49,11 +49,24 @@ def term_key(term: str) -> str:
         return " ".join(term.split()).casefold()
 
 
-def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> RuleSet:
-    """The rules the pipeline runs: the file's entries, then one entry per term added from Slack. A term
-    for a feed the file no longer has is left out (and logged), not an error."""
-    known = {feed.id for feed in file_rules.feeds}
-    added = []
+def merge_rules(
+    file_rules: RuleSet, subscriptions: Sequence[Subscription], added_feeds: Sequence[AddedFeed] = ()
+) -> RuleSet:
+    """The rules the pipeline runs: the file's feeds, then the feeds added from Slack (polled at the
+    default interval); the file's entries, then one entry per term added from Slack. The file wins an id
+    that both have; a term for a feed neither has is left out. Both are logged, not errors."""
+    feeds = list(file_rules.feeds)
+    file_ids = {feed.id for feed in file_rules.feeds}
+    for added in added_feeds:
+        if added.id in file_ids:
+            log.warning(
+                "feed added from Slack skipped feed=%s (rules.yaml has a feed with this id, which wins)",
+                added.id,
+            )
+            continue
+        feeds.append(FeedConfig(added.id, added.url, file_rules.settings.interval_seconds, added=added))
+    known = {feed.id for feed in feeds}
+    added_rules = []
     for sub in subscriptions:
         if sub.feed is not None and sub.feed not in known:
             log.warning(
@@ -63,7 +76,7 @@ def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> R
                 sub.feed,
             )
             continue
-        added.append(
+        added_rules.append(
             ChannelRule(
                 channel=sub.channel,
                 keywords=() if sub.is_query else (sub.term,),
@@ -72,7 +85,7 @@ def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> R
                 query=sub.term if sub.is_query else None,
             )
         )
-    return replace(file_rules, channels=file_rules.channels + tuple(added))
+    return replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
 
 
 @dataclass(frozen=True)

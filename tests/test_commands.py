@@ -16,7 +16,7 @@ from bot.commands import (
     parse_pause,
     search_archive,
 )
-from bot.model import ChannelRule, FeedConfig, Item, RuleSet, Settings, Subscription
+from bot.model import AddedFeed, ChannelRule, FeedConfig, Item, Location, RuleSet, Settings, Subscription
 from bot.service import CommandService, Invocation, merge_rules
 from bot.store import ArchivedItem, Store
 
@@ -167,3 +167,19 @@ def test_text_people_type_is_echoed_escaped() -> None:
     for text in ("latest <!channel>", "search x days:<!here>", "pause <!channel>", "subscribe <@U1>*x"):
         reply = commands.handle(Invocation(text=text, channel="C1", user="U1"))
         assert "<!" not in reply.text and "<@" not in reply.text, reply.text
+
+
+FILE_FEED = FeedConfig("scmp", "https://www.scmp.com/rss/519752/feed", 120, Location("rules.yaml", 5))
+
+
+def test_merged_rules_let_the_files_feed_win_an_id_added_from_slack_too() -> None:
+    file_rules = RuleSet(Settings(interval_seconds=60), (FILE_FEED,), ())
+    added = [
+        AddedFeed("scmp", "https://evil.example/", "U1", NOW),
+        AddedFeed("hn", "https://h.example/", "U1", NOW),
+    ]
+    merged = merge_rules(file_rules, [], added)
+    assert [(f.id, f.url, f.interval_seconds) for f in merged.feeds] == [
+        ("scmp", FILE_FEED.url, 120),
+        ("hn", "https://h.example/", 60),
+    ]
