@@ -131,6 +131,11 @@ _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _QUOTE_PAIRS = (('"', '"'), ("\u201c", "\u201d"))
 
 
+def is_feed_id(text: str) -> bool:
+    """Letters, digits, '.', '_' and '-': what rules.yaml accepts as a feed id."""
+    return _FEED_ID.fullmatch(text) is not None
+
+
 def load_rules(path: str | Path) -> RuleSet:
     """Read and validate a rules file. Raises ConfigError listing every problem found, one line each."""
     label = str(path)
