@@ -15,7 +15,7 @@ import pytest
 
 from bot.addresses import AddressPolicy
 from bot.errors import FetchError
-from bot.fetch import FetchLimits, GuardedFetcher
+from bot.fetch import FetchLimits, GuardedFetcher, resolve_host
 from tests.conftest import scmp_bytes
 from tests.fake_network import FakeInternet, FakeResolver
 from tests.feed_host import FeedHost, running_feed_host
@@ -252,6 +252,20 @@ def test_allowing_private_feeds_reaches_loopback_but_never_cloud_metadata(
 def test_a_name_that_does_not_resolve_is_one_line(fetcher: GuardedFetcher) -> None:
     with pytest.raises(FetchError, match=r"^cannot resolve nowhere.example: no address$"):
         fetcher.fetch("http://nowhere.example/feed", policy=STRICT)
+
+
+def test_the_system_resolver_is_checked_the_same_way(internal_host: FeedHost) -> None:
+    """The production defaults: getaddrinfo (localhost comes from the hosts file, not the network)."""
+    assert {"127.0.0.1", "::1"} & set(resolve_host("localhost"))
+    fetcher = GuardedFetcher(FetchLimits(connect_timeout=2, read_timeout=2, total_timeout=5))
+    try:
+        with pytest.raises(
+            FetchError, match=r"^not a public address: localhost resolves to (127\.0\.0\.1|::1)"
+        ):
+            fetcher.fetch(f"http://localhost:{port_of(internal_host)}/secret", policy=STRICT)
+    finally:
+        fetcher.close()
+    assert internal_host.requests == []
 
 
 # -- TLS: the connection goes to the checked address, the certificate is checked against the name --------
