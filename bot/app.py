@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_group, trim
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
-from bot.fetch import HttpFetcher
+from bot.fetch import GuardedFetcher, HttpFetcher
 from bot.home import FeedStatus
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
@@ -35,7 +35,16 @@ from bot.oncall import (
     due_escalations,
     due_groups,
 )
-from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, next_pending_attempt, utc_now
+from bot.pipeline import (
+    AddressGuardedFetcher,
+    AlertSink,
+    Fetcher,
+    Pipeline,
+    PollReport,
+    feed_backoff,
+    next_pending_attempt,
+    utc_now,
+)
 from bot.recovery import recover_deliveries
 from bot.service import merge_rules
 from bot.slack import (
@@ -192,6 +201,8 @@ class App:
     # Backoff of grouped messages (by channel) and escalations (by alert) after Slack refused them.
     _retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
     _failures: dict[str, int] = field(default_factory=dict, repr=False)
+    # Under `run`: brings the scheduler's feed jobs in line with the rules in force (see run_scheduler).
+    resync_jobs: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.pipeline.observer = self.metrics
@@ -207,9 +218,21 @@ class App:
         return self.pipeline.rules
 
     def refresh_rules(self) -> None:
-        """Applies the current file rules and Slack subscriptions to the next poll."""
+        """Applies the current file rules, and the feeds and subscriptions added from Slack, to the next
+        poll."""
         with self._rules_lock:
-            self.pipeline.set_rules(merge_rules(self.file_rules, self.store.subscriptions()))
+            self.pipeline.set_rules(
+                merge_rules(self.file_rules, self.store.subscriptions(), self.store.added_feeds())
+            )
+
+    def feeds_changed(self) -> None:
+        """A feed was added or removed from Slack: it is in the rules at once, and under `run` its job is
+        added (first poll now) or dropped without waiting for the next look at the rules file."""
+        self.refresh_rules()
+        for gone in set(self.health) - {feed.id for feed in self.rules.feeds}:
+            self.health.pop(gone, None)
+        if self.resync_jobs is not None:
+            self.resync_jobs()
 
     def reload_rules_if_changed(self) -> bool:
         """Re-reads the rules file when it changed. An invalid edit keeps the last good rules, logged with
@@ -586,6 +609,10 @@ class App:
 
     def close(self) -> None:
         self.store.close()
+        for fetcher in (self.pipeline.fetcher, self.pipeline.guarded_fetcher):
+            close = getattr(fetcher, "close", None)  # test doubles may have none
+            if close is not None:
+                close()
 
 
 def build_app(
@@ -596,6 +623,7 @@ def build_app(
     fetcher: Fetcher | None = None,
     now: Callable[[], datetime] = utc_now,
     listening: bool = False,
+    guarded_fetcher: AddressGuardedFetcher | None = None,
 ) -> App:
     """Raises ConfigError or BotError with a one-line reason when it cannot start. `listening`: this
     process will hear Slack's button presses (`run`, not `run --once`), so alerts may carry buttons."""
@@ -652,11 +680,12 @@ def build_app(
             )
         log.info("console mode: SLACK_BOT_TOKEN is not set, alerts are printed instead of posted")
     pipeline = Pipeline(
-        merge_rules(rules, store.subscriptions()),
+        merge_rules(rules, store.subscriptions(), store.added_feeds()),
         store=store,
         fetcher=fetcher or HttpFetcher(),
         sink=sink,
         now=now,
+        guarded_fetcher=guarded_fetcher or GuardedFetcher(),
     )
     return App(
         file_rules=rules,
@@ -677,8 +706,8 @@ class Stoppable(Protocol):
 
 def sync_feed_jobs(scheduler: BackgroundScheduler, app: App, start: datetime) -> None:
     """One job per feed of the current rules: new feeds polled at once, removed ones dropped, changed
-    intervals rescheduled. Called from the main thread only (changing jobs from inside a job deadlocks
-    the scheduler's shutdown)."""
+    intervals rescheduled. Called from the main thread or a slash command's, never from inside a job
+    (changing jobs from inside a job deadlocks the scheduler's shutdown)."""
     wanted = {f"feed:{feed.id}": feed for feed in app.rules.feeds}
     for job in scheduler.get_jobs():
         if job.id.startswith("feed:") and job.id not in wanted:
@@ -723,7 +752,15 @@ def run_scheduler(
     )
 
     start = utc_now()
-    sync_feed_jobs(scheduler, app, start)
+    jobs_lock = threading.Lock()  # the rules-file watcher and slash commands both resync
+
+    def resync_jobs() -> None:
+        with jobs_lock:
+            sync_feed_jobs(scheduler, app, utc_now())
+
+    with jobs_lock:
+        sync_feed_jobs(scheduler, app, start)
+    app.resync_jobs = resync_jobs
     scheduler.add_job(
         app.retry_pending,
         IntervalTrigger(seconds=PENDING_RETRY_SECONDS, timezone="UTC"),
@@ -777,8 +814,9 @@ def run_scheduler(
         serving = serve(deliver_held_now) if serve is not None else None
         while not stop.wait(timeout=rules_check_seconds):
             if app.reload_rules_if_changed():
-                sync_feed_jobs(scheduler, app, utc_now())
+                resync_jobs()
     finally:
+        app.resync_jobs = None
         app.pipeline.stop_delivering()
         if serving is not None:
             serving.stop()

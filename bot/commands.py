@@ -8,12 +8,14 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import yaml
 
-from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date
-from bot.config import parse_duration
-from bot.model import ChannelRule, Item, OnCall, Subscription
+from bot.addresses import RefusedURL, check_feed_url
+from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date, trim
+from bot.config import is_feed_id, parse_duration
+from bot.model import AddedFeed, ChannelRule, FeedConfig, Item, OnCall, Subscription
 from bot.oncall import OpenAlert, describe_age
 from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query, terms_of
 from bot.rules import RuleMatcher, compile_keyword, match_keywords
@@ -30,6 +32,8 @@ VERBS = (
     "resume",
     "export",
     "oncall",
+    "add-feed",
+    "remove-feed",
     "help",
 )
 ALIASES = {"sub": "subscribe", "unsub": "unsubscribe", "ls": "list", "find": "search"}
@@ -45,6 +49,13 @@ _QUOTES = str.maketrans({"“": '"', "”": '"', "„": '"', "‘": "'", "’": 
 # (so the apostrophe in Huawei's stays part of its word), or a word.
 _TOKEN = re.compile(r"\"([^\"]*)\"?|(?<!\S)'([^']+)'(?!\S)|(\S+)")
 _OPTION = re.compile(r"(?i)^(feed|days):(.*)$")
+_ID_OPTION = re.compile(r"(?i)^id:(.*)$")
+MAX_FEED_ID = 40
+# Slack may send a link as <https://example.com/feed> or <https://example.com/feed|example.com/feed>.
+_SLACK_LINK = re.compile(r"^<([^|>]*)(?:\|[^>]*)?>$")
+# For logs: a URL's user name and password, and its query (where private feeds keep their tokens).
+_URL_CREDENTIALS = re.compile(r"(?i)(https?://)[^/\s@<>|]*@")
+_URL_QUERY = re.compile(r"(?i)(https?://[^\s?<>|]*)\?[^\s<>|]*")
 
 
 class CommandError(ValueError):
@@ -60,6 +71,7 @@ class Command:
     days: int | None = None
     unknown: str | None = None  # the verb the user typed when it is not one we know
     query: str | None = None  # `subscribe query:<query>` / `unsubscribe query:<query>`
+    url: str | None = None  # `add-feed <url>`, checked by bot.addresses (`feed` is the id it asks for)
 
 
 def tokens(text: str) -> list[tuple[str, bool]]:
@@ -88,6 +100,10 @@ def parse_command(text: str) -> Command:
     rest = rest.strip()
     if verb in ("test", "pause"):
         return Command(verb, text=rest)
+    if verb == "add-feed":
+        return parse_add_feed(rest)
+    if verb == "remove-feed":
+        return parse_remove_feed(rest)
     if verb in ("subscribe", "unsubscribe") and rest[:6].lower() == "query:":
         # Everything after query: is the query (it has its own spaces, quotes and parentheses).
         query = rest[6:].translate(_QUOTES).strip()
@@ -123,6 +139,67 @@ def parse_command(text: str) -> Command:
             except ValueError as e:
                 raise CommandError(f"Cannot use {escape_mrkdwn(term)}: {escape_mrkdwn(str(e))}") from e
     return Command(verb, terms=tuple(terms), text=rest, feed=feed, days=days)
+
+
+def link_target(word: str) -> str:
+    """The URL itself, whether typed bare or sent by Slack as a <link|label>."""
+    match = _SLACK_LINK.match(word)
+    return match.group(1) if match else word
+
+
+def redact_urls(text: str) -> str:
+    """The text with each URL's credentials and query cut out, for logs."""
+    return _URL_QUERY.sub(r"\1?…", _URL_CREDENTIALS.sub(r"\1…@", text))
+
+
+def checked_feed_id(value: str) -> str:
+    if not value or len(value) > MAX_FEED_ID or not is_feed_id(value):
+        raise CommandError(
+            f"A feed id is up to {MAX_FEED_ID} letters, digits, `.`, `_` and `-`, like `id:hacker-news` "
+            f"(got `{escape_mrkdwn(trim(value, 60)) or ' '}`)."
+        )
+    return value
+
+
+def parse_add_feed(rest: str) -> Command:
+    """`add-feed <url> [id:<feed-id>]`; the URL is checked here (scheme, host, no credentials), its
+    addresses when the bot connects."""
+    url: str | None = None
+    feed_id: str | None = None
+    for word in rest.split():
+        option = _ID_OPTION.match(word)
+        if option is not None:
+            feed_id = checked_feed_id(option.group(1))
+        elif url is None:
+            url = link_target(word)
+        else:
+            raise CommandError("`add-feed` takes one URL, and optionally `id:name`.")
+    if url is None:
+        return Command("add-feed", feed=feed_id)
+    try:
+        url = check_feed_url(url)
+    except RefusedURL as e:
+        raise CommandError(f"Cannot add that feed: {escape_mrkdwn(str(e))}.") from e
+    return Command("add-feed", url=url, feed=feed_id)
+
+
+def parse_remove_feed(rest: str) -> Command:
+    words = rest.split()
+    if len(words) > 1:
+        raise CommandError("`remove-feed` takes one feed id, like `remove-feed hacker-news`.")
+    return Command("remove-feed", feed=words[0] if words else None)
+
+
+def feed_id_from_url(url: str, taken: set[str]) -> str:
+    """A feed id for a URL added without `id:`: its host without www., numbered when taken."""
+    host = re.sub(r"^www\.", "", (urlsplit(url).hostname or "feed").lower())
+    base = re.sub(r"[^a-z0-9_.-]+", "-", host).strip("-.")[:MAX_FEED_ID] or "feed"
+    candidate, number = base, 2
+    while candidate in taken:
+        suffix = f"-{number}"
+        candidate = base[: MAX_FEED_ID - len(suffix)] + suffix
+        number += 1
+    return candidate
 
 
 def parse_pause(text: str, now: datetime) -> datetime:
@@ -319,13 +396,18 @@ def feeds_label(feeds: Sequence[str] | None) -> str:
 
 
 def list_reply(
-    channel_label: str, rules: Sequence[ChannelRule], pause_until: datetime | None, command: str = "/feeds"
+    channel_label: str,
+    rules: Sequence[ChannelRule],
+    pause_until: datetime | None,
+    command: str = "/feeds",
+    feeds: Sequence[FeedConfig] = (),
 ) -> Reply:
     if not rules:
-        return text_reply(
+        lines = [
             f"{channel_label} has no subscriptions. "
             f'Add one with `{command} subscribe Nexperia "export controls"`.'
-        )
+        ]
+        return text_reply("\n".join(lines + feeds_lines(feeds)))
     lines = [f"*Subscriptions of {channel_label}*"]
     for rule in rules:
         terms = ", ".join(
@@ -343,7 +425,29 @@ def list_reply(
         lines.append(line)
     if pause_until is not None:
         lines.append(f"⏸ Paused until {slack_date(pause_until)}; `{command} resume` delivers what was held.")
-    return text_reply("\n".join(lines))
+    return text_reply("\n".join(lines + feeds_lines(feeds)))
+
+
+def feed_origin(feed: FeedConfig) -> str:
+    if feed.added is not None:
+        return f"added by <@{feed.added.added_by}> {slack_date(feed.added.added_at)}"
+    return f"rules.yaml line {feed.location.line}" if feed.location else "rules.yaml"
+
+
+def feeds_lines(feeds: Sequence[FeedConfig]) -> list[str]:
+    """Every feed the bot polls, and where it comes from (a feed added from Slack shows its host only:
+    its URL may carry a token)."""
+    if not feeds:
+        return []
+    lines = ["*Feeds*"]
+    for feed in feeds:
+        if feed.added is not None:
+            title = escape_mrkdwn(trim(feed.added.title, 80)) or "(untitled)"
+            host = escape_mrkdwn(urlsplit(feed.url).hostname or "")
+            lines.append(f"• `{feed.id}` {title} · {host} · {feed_origin(feed)}")
+        else:
+            lines.append(f"• `{feed.id}` · {feed_origin(feed)}")
+    return lines
 
 
 def describe_oncall(oncall: OnCall) -> str:
@@ -367,8 +471,11 @@ def describe_oncall(oncall: OnCall) -> str:
     return " · ".join(parts)
 
 
-def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscription]) -> str:
-    """The channel's Slack-added subscriptions as `channels:` entries of rules.yaml, one per feed filter."""
+def export_snippet(
+    channel: str, comment: str, subscriptions: Sequence[Subscription], feeds: Sequence[AddedFeed] = ()
+) -> str:
+    """The feeds added from Slack as `feeds:` entries of rules.yaml, and the channel's Slack-added
+    subscriptions as `channels:` entries, one per feed filter."""
     by_feed: dict[str | None, list[str]] = {}
     entries: list[dict[str, object]] = []
     for sub in subscriptions:
@@ -382,7 +489,12 @@ def export_snippet(channel: str, comment: str, subscriptions: Sequence[Subscript
             entry["feeds"] = [feed]
         entry["keywords"] = terms
         entries.append(entry)
-    body = yaml.safe_dump({"channels": entries}, sort_keys=False, allow_unicode=True, width=100)
+    document: dict[str, object] = {}
+    if feeds:
+        document["feeds"] = [{"id": feed.id, "url": feed.url} for feed in feeds]
+    if entries:
+        document["channels"] = entries
+    body = yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
     return f"# {comment}, exported from Slack\n{body}"
 
 
@@ -392,13 +504,22 @@ def export_reply(
     comment: str,
     subscriptions: Sequence[Subscription],
     command: str = "/feeds",
+    feeds: Sequence[AddedFeed] = (),
 ) -> Reply:
-    if not subscriptions:
+    if not subscriptions and not feeds:
         return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
-    snippet = escape_mrkdwn(export_snippet(channel, comment, subscriptions))
-    heading = (
-        f"Add the entries below to the `channels:` list in rules.yaml, then `{command} unsubscribe all` here:"
-    )
+    snippet = escape_mrkdwn(export_snippet(channel, comment, subscriptions, feeds))
+    if feeds:
+        heading = (
+            "Add the entries below to the `feeds:` and `channels:` lists in rules.yaml, then "
+            f"`{command} unsubscribe all` here and `{command} remove-feed ID` for each feed "
+            "(rules.yaml's feed then stays, with its subscriptions):"
+        )
+    else:
+        heading = (
+            f"Add the entries below to the `channels:` list in rules.yaml, then `{command} unsubscribe all` "
+            "here:"
+        )
     return Reply(text=heading, blocks=(section(heading), *sections(snippet, code=True)))
 
 
@@ -417,6 +538,8 @@ def help_reply(command: str, unknown: str | None = None) -> Reply:
         f"`{c} pause 2h` / `{c} resume`: hold alerts here; held ones come on resume.",
         f"`{c} export`: this channel's subscriptions as a rules.yaml snippet.",
         f"`{c} oncall`: this channel's alerts waiting for an acknowledgement.",
+        f"`{c} add-feed https://example.com/feed.xml [id:name]`: poll another feed (public http(s) only).",
+        f"`{c} remove-feed name`: stop polling a feed added here, with the subscriptions only it fed.",
         'Terms: a word (`Nexperia`), a "quoted phrase", or a prefix (`sanction*`). '
         "In a direct message with the app, the same commands manage your personal watch.",
     ]
@@ -442,3 +565,64 @@ def oncall_reply(channel_label: str, alerts: Sequence[OpenAlert], now: datetime)
         marker = "🚨 " if alert.policy.high else ""
         lines.append(f"• {marker}{title}\n   open {describe_age(alert.posted_at, now)} · {step}")
     return text_reply("\n".join(lines))
+
+
+# -- feeds added from Slack ------------------------------------------------------------------------------
+
+
+def duration_label(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def one_line(reason: str, limit: int = 300) -> str:
+    """An error's reason as one short line of mrkdwn."""
+    return escape_mrkdwn(trim(" ".join(reason.split()), limit))
+
+
+def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, command: str) -> Reply:
+    name = escape_mrkdwn(trim(title, 150)) or "(untitled)"
+    count = f"{items} item{'s' if items != 1 else ''}"
+    lines = [
+        f"📡 Added feed `{feed.id}`: *{name}*, {count} now, polled every "
+        f"{duration_label(feed.interval_seconds)} from now on.",
+    ]
+    if backfill:
+        newest = "newest match" if backfill == 1 else f"{backfill} newest matches"
+        lines.append(
+            f"No flood: its first poll posts at most the {newest} per rules.yaml channel that watches every "
+            "feed, as for any new feed, and marks the rest seen; topics added from Slack start with its next "
+            "new item."
+        )
+    else:
+        lines.append(
+            "No flood: what it holds now is marked seen, not posted; alerts start with its next item."
+        )
+    lines.append(
+        f"Topics for every feed cover it already; `{command} subscribe <terms> feed:{feed.id}` watches "
+        "only this one."
+    )
+    return text_reply("\n".join(lines))
+
+
+def removed_feed_reply(feed: FeedConfig, dropped: Sequence[Subscription], command: str) -> Reply:
+    assert feed.added is not None
+    title = escape_mrkdwn(trim(feed.added.title, 150))
+    lines = [
+        f"🗑 Removed feed `{feed.id}`{f' ({title})' if title else ''}, {feed_origin(feed)}: it is no longer "
+        "polled."
+    ]
+    if dropped:
+        terms = ", ".join(
+            f"`{escape_mrkdwn(sub.term)}` in {channel_label_of(sub.channel)}" for sub in dropped
+        )
+        lines.append(f"Removed with it, as they watched only this feed: {terms}. Topics for every feed stay.")
+    lines.append(f"`{command} add-feed` brings it back, starting afresh (no flood).")
+    return text_reply("\n".join(lines))
+
+
+def channel_label_of(channel: str) -> str:
+    """A channel as a mention; a direct message is someone's personal watch, not to be named."""
+    return "a personal watch" if channel.startswith("D") else f"<#{channel}>"

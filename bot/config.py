@@ -90,7 +90,15 @@ _SCALAR_KINDS = {
 
 _TOP_KEYS = ("settings", "feeds", "channels")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins", "max_alerts_per_cycle", "poll_concurrency")
+_SETTINGS_KEYS = (
+    "interval",
+    "backfill",
+    "retention",
+    "admins",
+    "max_alerts_per_cycle",
+    "poll_concurrency",
+    "allow_private_feeds",
+)
 MAX_POLL_CONCURRENCY = 64
 _FEED_KEYS = ("id", "url", "interval")
 _CHANNEL_KEYS = (
@@ -122,6 +130,11 @@ _MAX_CHANNEL_NAME = 80
 _URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 # People paste phrases from documents and chat, so curly quotes arrive as often as straight ones.
 _QUOTE_PAIRS = (('"', '"'), ("\u201c", "\u201d"))
+
+
+def is_feed_id(text: str) -> bool:
+    """Letters, digits, '.', '_' and '-': what rules.yaml accepts as a feed id."""
+    return _FEED_ID.fullmatch(text) is not None
 
 
 def load_rules(path: str | Path) -> RuleSet:
@@ -414,6 +427,10 @@ class _RulesReader:
             concurrency = (
                 self.positive_count(node, "settings.poll_concurrency", MAX_POLL_CONCURRENCY) or concurrency
             )
+        allow_private = defaults.allow_private_feeds
+        if "allow_private_feeds" in fields:
+            parsed_allow = self.boolean(fields["allow_private_feeds"], "settings.allow_private_feeds")
+            allow_private = allow_private if parsed_allow is None else parsed_allow
         return Settings(
             interval_seconds=interval,
             backfill=backfill,
@@ -421,7 +438,14 @@ class _RulesReader:
             admins=admins,
             max_alerts_per_cycle=max_alerts,
             poll_concurrency=concurrency,
+            allow_private_feeds=allow_private,
         )
+
+    def boolean(self, node: Node, path: str) -> bool | None:
+        if not (isinstance(node, ScalarNode) and node.tag == _BOOL):
+            self.wrong_type(node, path, "true or false")
+            return None
+        return bool(SafeConstructor().construct_yaml_bool(node))
 
     def user_ids(self, node: Node, path: str) -> tuple[str, ...]:
         if not isinstance(node, SequenceNode) or not node.value:
@@ -612,10 +636,9 @@ class _RulesReader:
         ack = priority == "high" or "escalate" in fields
         if "ack" in fields:
             node = fields["ack"]
-            if not (isinstance(node, ScalarNode) and node.tag == _BOOL):
-                self.wrong_type(node, f"{path}.ack", "true or false")
-            else:
-                ack = bool(SafeConstructor().construct_yaml_bool(node))
+            parsed_ack = self.boolean(node, f"{path}.ack")
+            if parsed_ack is not None:
+                ack = parsed_ack
                 if not ack and "escalate" in fields:
                     self.problem(
                         node, f"{path}.ack", "must be true when escalate is set (only an ack stops it)"

@@ -29,6 +29,20 @@ class Settings:
     admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
     max_alerts_per_cycle: int = 5  # per channel and poll; the rest go into one grouped message
     poll_concurrency: int = 8  # feeds fetched at once: waiting on slow hosts overlaps, the load stays bounded
+    # Feeds added from Slack may be on private addresses (loopback, the LAN); cloud metadata stays refused.
+    allow_private_feeds: bool = False
+
+
+@dataclass(frozen=True)
+class AddedFeed:
+    """A feed someone added from Slack (`/feeds add-feed`). Unlike the operator's feeds in rules.yaml its
+    URL is untrusted: it is fetched over http(s) only, from public addresses only (bot.addresses)."""
+
+    id: str
+    url: str
+    added_by: str  # user ID
+    added_at: datetime
+    title: str = ""  # what the feed called itself when it was added
 
 
 @dataclass(frozen=True)
@@ -36,7 +50,8 @@ class FeedConfig:
     id: str
     url: str  # http(s) URL, or an absolute file path / file:// URL (relative paths are resolved on load)
     interval_seconds: int
-    location: Location | None = None
+    location: Location | None = None  # set for a feed of the rules file
+    added: AddedFeed | None = None  # set for a feed added from Slack: fetched through the address guard
 
 
 PRIORITIES = ("low", "normal", "high")

@@ -12,8 +12,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from bot.addresses import AddressPolicy
 from bot.errors import DeliveryError, FeedError, FetchError, StateError
-from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, Message, RuleSet
+from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, Message, ParsedFeed, RuleSet, Settings
 from bot.oncall import OpenAlert, QueuedAlert, policy_of, route
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
@@ -35,6 +36,15 @@ class Fetcher(Protocol):
 
     def fetch(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None
+    ) -> FetchResult: ...
+
+
+class AddressGuardedFetcher(Protocol):
+    """Fetches a feed added from Slack: http(s) only, and only from the addresses `policy` allows, checked
+    for the URL and for every redirect at the moment of connecting; raises FetchError."""
+
+    def fetch(
+        self, url: str, *, policy: AddressPolicy, etag: str | None = None, last_modified: str | None = None
     ) -> FetchResult: ...
 
 
@@ -197,11 +207,13 @@ class Pipeline:
         sink: AlertSink,
         now: Callable[[], datetime] = utc_now,
         observer: DeliveryObserver | None = None,
+        guarded_fetcher: AddressGuardedFetcher | None = None,
     ) -> None:
         # Rules and their compiled matcher, swapped together in one assignment: a poll reads them once.
         self._current = (rules, RuleMatcher(rules.channels))
         self.store = store
-        self.fetcher = fetcher
+        self.fetcher = fetcher  # the operator's feeds (rules.yaml): any URL or file path
+        self.guarded_fetcher = guarded_fetcher  # feeds added from Slack; without one they fail to fetch
         self.sink = sink
         self.now = now
         # Deliveries from different feeds' jobs are serialised, so an article in two feeds is never
@@ -236,12 +248,30 @@ class Pipeline:
         """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
         self._stopping.set()
 
+    def fetch(
+        self, feed: FeedConfig, settings: Settings, etag: str | None = None, last_modified: str | None = None
+    ) -> FetchResult:
+        """Through the guarded fetcher for a feed added from Slack, the plain one for the operator's."""
+        if feed.added is None:
+            return self.fetcher.fetch(feed.url, etag=etag, last_modified=last_modified)
+        if self.guarded_fetcher is None:
+            raise FetchError("feeds added from Slack need the guarded fetcher, and this bot has none")
+        policy = AddressPolicy(allow_private=settings.allow_private_feeds)
+        return self.guarded_fetcher.fetch(feed.url, policy=policy, etag=etag, last_modified=last_modified)
+
+    def try_feed(self, feed: FeedConfig) -> ParsedFeed:
+        """Fetches and parses a feed once, remembering nothing: what `/feeds add-feed` checks before it
+        accepts one. Raises FetchError or FeedError."""
+        fetched = self.fetch(feed, self.rules.settings)
+        return parse_feed(fetched.body, feed.id, headers=fetched.headers, url=fetched.url)
+
     def poll_feed(self, feed: FeedConfig) -> PollReport:
         state = self.store.feed_state(feed.id)
         first_poll = state is None
         try:
-            fetched = self.fetcher.fetch(
-                feed.url,
+            fetched = self.fetch(
+                feed,
+                self.rules.settings,
                 etag=state.etag if state else None,
                 last_modified=state.last_modified if state else None,
             )

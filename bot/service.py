@@ -18,22 +18,28 @@ from bot.commands import (
     Command,
     CommandError,
     Reply,
+    added_feed_reply,
     explain_text,
     export_reply,
+    feed_id_from_url,
+    feed_origin,
     help_reply,
     items_reply,
     latest_matches,
     list_reply,
     newest_unique,
     oncall_reply,
+    one_line,
     parse_command,
     parse_count,
     parse_pause,
+    removed_feed_reply,
     search_archive,
     sections,
     text_reply,
 )
-from bot.model import ChannelRule, RuleSet, Subscription
+from bot.errors import FeedError, FetchError
+from bot.model import AddedFeed, ChannelRule, FeedConfig, ParsedFeed, RuleSet, Subscription
 from bot.query import ItemText, evaluate, parse_query
 from bot.rules import compile_keyword
 from bot.store import Store
@@ -49,11 +55,24 @@ def term_key(term: str) -> str:
         return " ".join(term.split()).casefold()
 
 
-def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> RuleSet:
-    """The rules the pipeline runs: the file's entries, then one entry per term added from Slack. A term
-    for a feed the file no longer has is left out (and logged), not an error."""
-    known = {feed.id for feed in file_rules.feeds}
-    added = []
+def merge_rules(
+    file_rules: RuleSet, subscriptions: Sequence[Subscription], added_feeds: Sequence[AddedFeed] = ()
+) -> RuleSet:
+    """The rules the pipeline runs: the file's feeds, then the feeds added from Slack (polled at the
+    default interval); the file's entries, then one entry per term added from Slack. The file wins an id
+    that both have; a term for a feed neither has is left out. Both are logged, not errors."""
+    feeds = list(file_rules.feeds)
+    file_ids = {feed.id for feed in file_rules.feeds}
+    for added in added_feeds:
+        if added.id in file_ids:
+            log.warning(
+                "feed added from Slack skipped feed=%s (rules.yaml has a feed with this id, which wins)",
+                added.id,
+            )
+            continue
+        feeds.append(FeedConfig(added.id, added.url, file_rules.settings.interval_seconds, added=added))
+    known = {feed.id for feed in feeds}
+    added_rules = []
     for sub in subscriptions:
         if sub.feed is not None and sub.feed not in known:
             log.warning(
@@ -63,7 +82,7 @@ def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> R
                 sub.feed,
             )
             continue
-        added.append(
+        added_rules.append(
             ChannelRule(
                 channel=sub.channel,
                 keywords=() if sub.is_query else (sub.term,),
@@ -72,7 +91,7 @@ def merge_rules(file_rules: RuleSet, subscriptions: Sequence[Subscription]) -> R
                 query=sub.term if sub.is_query else None,
             )
         )
-    return replace(file_rules, channels=file_rules.channels + tuple(added))
+    return replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
 
 
 @dataclass(frozen=True)
@@ -90,6 +109,10 @@ class Invocation:
         return self.channel.startswith("D") or self.channel_name == "directmessage"
 
 
+def fetch_nothing(feed: FeedConfig) -> ParsedFeed:
+    raise FetchError("this bot cannot fetch feeds for commands")
+
+
 class CommandService:
     def __init__(
         self,
@@ -102,6 +125,10 @@ class CommandService:
         check_membership: Callable[[str], str | None] = lambda channel: None,
         now: Callable[[], datetime],
         command: str = "/feeds",
+        # A feed added from Slack, fetched and parsed once before it is accepted (FetchError, FeedError).
+        try_feed: Callable[[FeedConfig], ParsedFeed] = fetch_nothing,
+        # A feed was added or removed: the rules take it in, and its poll job is added or dropped.
+        on_feeds_changed: Callable[[], None] | None = None,
     ) -> None:
         self.command = command
         self.store = store
@@ -111,6 +138,8 @@ class CommandService:
         self.open_dm = open_dm
         self.check_membership = check_membership
         self.now = now
+        self.try_feed = try_feed
+        self.on_feeds_changed = on_feeds_changed or on_rules_changed
 
     def handle(self, call: Invocation) -> Reply:
         try:
@@ -141,13 +170,24 @@ class CommandService:
             "watch in a direct message with the app."
         )
 
+    def feed_refusal(self, call: Invocation) -> Reply | None:
+        """Feeds are the whole bot's, so a direct message is no exception here."""
+        admins = self.rules().settings.admins
+        if not admins or call.user in admins:
+            return None
+        names = ", ".join(f"<@{admin}>" for admin in admins)
+        return text_reply(f"Only admins can add or remove feeds: {names}. Ask one of them.")
+
     def feed_titles(self) -> dict[str, str]:
         return {feed.id: feed.id for feed in self.rules().feeds}
 
     def check_feed(self, feed: str | None) -> None:
         if feed is not None and feed not in self.feed_titles():
-            known = ", ".join(f"`{f}`" for f in self.feed_titles()) or "none"
-            raise CommandError(f"There is no feed `{escape_mrkdwn(feed)}`. Feeds: {known}.")
+            raise CommandError(self.no_such_feed(feed))
+
+    def no_such_feed(self, feed: str) -> str:
+        known = ", ".join(f"`{f}`" for f in self.feed_titles()) or "none"
+        return f"There is no feed `{escape_mrkdwn(feed)}`. Feeds: {known}."
 
     # -- verbs -------------------------------------------------------------------------------------
 
@@ -159,7 +199,11 @@ class CommandService:
             refused = self.refusal(call)
             if refused:
                 return refused
-        handler: Callable[[Command, Invocation], Reply] = getattr(self, "_" + verb)
+        if verb in ("add-feed", "remove-feed"):
+            refused = self.feed_refusal(call)
+            if refused:
+                return refused
+        handler: Callable[[Command, Invocation], Reply] = getattr(self, "_" + verb.replace("-", "_"))
         return handler(command, call)
 
     def _subscribe(self, command: Command, call: Invocation) -> Reply:
@@ -263,7 +307,11 @@ class CommandService:
         channel = self.target(call)
         pause = self.store.pause_of(channel, self.now())
         return list_reply(
-            self.label(call), self.channel_rules(channel), pause.until if pause else None, call.command
+            self.label(call),
+            self.channel_rules(channel),
+            pause.until if pause else None,
+            call.command,
+            feeds=self.rules().feeds,
         )
 
     def _search(self, command: Command, call: Invocation) -> Reply:
@@ -374,6 +422,74 @@ class CommandService:
         channel = self.target(call)
         name = call.channel_name if call.channel_name not in ("", "directmessage", "privategroup") else ""
         comment = f"#{name}" if name else ("your personal watch" if call.in_dm else channel)
+        # Only the feeds in force: one that rules.yaml now has under its id is the file's already.
+        in_force = [feed.added for feed in self.rules().feeds if feed.added is not None]
         return export_reply(
-            channel, self.label(call), comment, self.store.subscriptions(channel), call.command
+            channel,
+            self.label(call),
+            comment,
+            self.store.subscriptions(channel),
+            call.command,
+            feeds=in_force,
         )
+
+    def _add_feed(self, command: Command, call: Invocation) -> Reply:
+        if command.url is None:
+            return text_reply(
+                f"Add which feed? Like `{call.command} add-feed https://example.com/feed.xml id:example`."
+            )
+        rules = self.rules()
+        same_url = next((feed for feed in rules.feeds if feed.url == command.url), None)
+        if same_url is not None:
+            return text_reply(f"That feed is already polled, as `{same_url.id}` ({feed_origin(same_url)}).")
+        taken = {feed.id for feed in rules.feeds} | {feed.id for feed in self.store.added_feeds()}
+        if command.feed is not None and command.feed in taken:
+            existing = rules.feed(command.feed)
+            origin = f" ({feed_origin(existing)})" if existing else ""
+            return text_reply(
+                f"There is already a feed `{command.feed}`{origin}. Pick another name with `id:`."
+            )
+        feed_id = command.feed or feed_id_from_url(command.url, taken)
+        added = AddedFeed(feed_id, command.url, call.user, self.now())
+        candidate = FeedConfig(feed_id, command.url, rules.settings.interval_seconds, added=added)
+        try:
+            parsed = self.try_feed(candidate)
+        except (FetchError, FeedError) as e:
+            log.info("feed refused feed=%s user=%s reason=%s", feed_id, call.user, e.reason)
+            return text_reply(f"Could not add that feed: {one_line(e.reason)}. Nothing was changed.")
+        added = replace(added, title=" ".join(parsed.title.split()))
+        if not self.store.add_feed(added):  # someone else took the id meanwhile
+            return text_reply(f"There is already a feed `{feed_id}`. Pick another name with `id:`.")
+        log.info("feed added feed=%s user=%s items=%d", feed_id, call.user, len(parsed.items))
+        self.on_feeds_changed()
+        return added_feed_reply(
+            replace(candidate, added=added),
+            added.title,
+            len(parsed.items),
+            rules.settings.backfill,
+            call.command,
+        )
+
+    def _remove_feed(self, command: Command, call: Invocation) -> Reply:
+        if command.feed is None:
+            return text_reply(f"Remove which feed? Like `{call.command} remove-feed hacker-news`.")
+        feed = self.rules().feed(command.feed)
+        if feed is None:
+            return text_reply(self.no_such_feed(command.feed))
+        stored = any(added.id == feed.id for added in self.store.added_feeds())
+        if feed.added is None:
+            where = f"rules.yaml line {feed.location.line}" if feed.location else "rules.yaml"
+            lines = [f"`{feed.id}` is managed in {where}, so not removable from Slack."]
+            if stored and self.store.remove_feed(feed.id):
+                # It was added from Slack first and then written into rules.yaml (as `export` says).
+                lines.append("The copy added from Slack under that id is gone; rules.yaml's stays.")
+                self.on_feeds_changed()
+            return text_reply(" ".join(lines))
+        dropped = [sub for sub in self.store.subscriptions() if sub.feed == feed.id]
+        self.store.remove_feed(feed.id)
+        self.store.remove_subscriptions(dropped)
+        self.on_feeds_changed()
+        # After the job is gone: should it be added again, its first poll is a first poll (no flood).
+        self.store.forget_feed(feed.id)
+        log.info("feed removed feed=%s user=%s subscriptions=%d", feed.id, call.user, len(dropped))
+        return removed_feed_reply(feed, dropped, call.command)

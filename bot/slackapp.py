@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.app import App
 from bot.blocks import ACK_ACTION_ID, MUTE_ACTION_ID, Paging, render_alert
-from bot.commands import CommandError, Reply, text_reply
+from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
@@ -66,6 +66,8 @@ class SlackInterface:
             check_membership=self.check_membership,
             now=app.pipeline.now,
             command=env.command,
+            try_feed=app.pipeline.try_feed,
+            on_feeds_changed=app.feeds_changed,
         )
         web = WebClient(token=env.slack_token, base_url=env.slack_api_url)
         self.bolt = BoltApp(
@@ -115,7 +117,7 @@ class SlackInterface:
         try:
             return self.service.handle(call)
         except Exception:
-            log.exception("command crashed text=%r channel=%s", call.text, call.channel)
+            log.exception("command crashed text=%r channel=%s", redact_urls(call.text), call.channel)
             return text_reply("Something went wrong on my side; the details are in the bot's log.")
 
     def on_command(
@@ -128,7 +130,8 @@ class SlackInterface:
             command=str(body.get("command") or self.env.command),
             channel_name=str(body.get("channel_name", "")),
         )
-        log.info("command user=%s channel=%s text=%r", call.user, call.channel, call.text[:200])
+        # A feed's URL may carry a token: the log keeps its host and path only.
+        log.info("command user=%s channel=%s text=%r", call.user, call.channel, redact_urls(call.text)[:200])
         work = self._workers.submit(self._answer, call)
         try:
             reply = work.result(timeout=self.budget)

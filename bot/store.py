@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.model import ChannelMatch, Item, Subscription
+from bot.model import AddedFeed, ChannelMatch, Item, Subscription
 from bot.oncall import OpenAlert, QueuedAlert, alert_from_doc, alert_to_doc
 
 SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
@@ -41,6 +41,7 @@ TABLES = (
     "open",
     "queued",
     "broken",  # channels Slack says cannot take posts (archived, deleted, bot not invited)
+    "added_feeds",  # feeds added from Slack, merged with the rules file's
 )
 
 Changes = dict[str, dict[str, dict[str, Any] | None]]  # table -> doc id -> doc (None: removed)
@@ -259,6 +260,7 @@ class Store:
         self._open: dict[str, dict[str, Any]] = {}  # alerts with an Acknowledge button (bot.oncall)
         self._queued: dict[str, dict[str, Any]] = {}  # alerts waiting for a grouped message (bot.oncall)
         self._broken: dict[str, dict[str, Any]] = {}  # channel -> its ChannelProblem
+        self._added_feeds: dict[str, dict[str, Any]] = {}
         # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
         # feed publishes, so the main file's per-cycle write stays small.
         self._archive: dict[str, dict[str, Any]] = backend.load_archive()
@@ -274,6 +276,7 @@ class Store:
             ("open", self._open, "id"),
             ("queued", self._queued, "id"),
             ("broken", self._broken, "channel"),
+            ("added_feeds", self._added_feeds, "id"),
         ):
             for doc_id, doc in tables.get(name, {}).items():
                 target[doc[key_field]] = doc
@@ -809,6 +812,57 @@ class Store:
             if self._dirty["subscriptions"]:
                 self._flush()
 
+    def added_feeds(self) -> list[AddedFeed]:
+        """Feeds added from Slack, oldest first."""
+        with self._lock:
+            docs = sorted(self._added_feeds.values(), key=lambda doc: doc["added_at"])
+        return [
+            AddedFeed(
+                id=doc["id"],
+                url=doc["url"],
+                added_by=doc.get("added_by", ""),
+                added_at=datetime.fromisoformat(doc["added_at"]),
+                title=doc.get("title", ""),
+            )
+            for doc in docs
+        ]
+
+    def add_feed(self, feed: AddedFeed) -> bool:
+        """Adds it unless a feed with its id was added before; returns whether it was added."""
+        with self._lock:
+            if feed.id in self._added_feeds:
+                return False
+            self._added_feeds[feed.id] = {
+                "id": feed.id,
+                "url": feed.url,
+                "added_by": feed.added_by,
+                "added_at": _iso(feed.added_at),
+                "title": feed.title,
+            }
+            self._dirty["added_feeds"].add(feed.id)
+            self._flush()
+            return True
+
+    def remove_feed(self, feed_id: str) -> bool:
+        """Forgets a feed added from Slack; returns whether there was one."""
+        with self._lock:
+            if self._added_feeds.pop(feed_id, None) is None:
+                return False
+            self._dirty["added_feeds"].add(feed_id)
+            self._flush()
+            return True
+
+    def forget_feed(self, feed_id: str) -> None:
+        """Drops a feed's caching headers and seen keys, so that if it comes back its first poll is a first
+        poll again (backfill, no flood) rather than a flood of everything published meanwhile. Its items
+        stay in the archive until the retention ends."""
+        with self._lock:
+            if self._feeds.pop(feed_id, None) is not None:
+                self._dirty["feeds"].add(feed_id)
+            for key in self._seen.pop(feed_id, {}):
+                self._dirty["seen"].add(_pair(feed_id, key))
+            self._flush()
+
     def pause(self, channel: str, until: datetime, by: str) -> None:
         with self._lock:
             self._pauses[channel] = {"channel": channel, "until": _iso(until), "by": by}
@@ -910,6 +964,7 @@ class Store:
             "open": self._open,
             "queued": self._queued,
             "broken": self._broken,
+            "added_feeds": self._added_feeds,
         }
         changes: Changes = {}
         for table, names in self._dirty.items():

@@ -25,6 +25,7 @@ class FeedHost:
     def __init__(self) -> None:
         self._resources: dict[str, Resource] = {}
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
+        self._redirects: dict[str, tuple[int, str]] = {}
         self.requests: list[dict[str, Any]] = []
         self.honour_conditional = True
         self.send_etags = True  # False: only Last-Modified, as some servers do
@@ -63,6 +64,10 @@ class FeedHost:
         with self._lock:
             self._failures.setdefault(path, []).extend([(status, headers or {})] * times)
 
+    def redirect(self, path: str, location: str, status: int = 302) -> None:
+        with self._lock:
+            self._redirects[path] = (status, location)
+
     def requests_for(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.requests if r["path"] == path]
@@ -74,6 +79,9 @@ class FeedHost:
             if failures:
                 status, extra = failures.pop(0)
                 return status, extra, b"<html>error</html>"
+            if path in self._redirects:
+                status, location = self._redirects[path]
+                return status, {"Location": location}, b""
             resource = self._resources.get(path)
         if resource is None:
             return 404, {}, b"not found"

@@ -23,6 +23,7 @@ PURE = [
     "oncall",
     "query",
     "recovery",
+    "addresses",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",

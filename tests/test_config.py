@@ -274,7 +274,8 @@ SINGLE_MISTAKES = [
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
         "rules.yaml:3: settings.intervall: unknown key "
-        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency)",
+        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency, "
+        "allow_private_feeds)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -911,6 +912,21 @@ def test_poll_concurrency_is_bounded(value: str) -> None:
 def test_poll_concurrency_is_read() -> None:
     assert load("settings:\n  poll_concurrency: 16\n" + ONCALL).settings.poll_concurrency == 16
     assert load(ONCALL).settings.poll_concurrency == 8
+
+
+def test_private_feeds_are_refused_unless_the_operator_allows_them() -> None:
+    assert load(ONCALL).settings.allow_private_feeds is False
+    assert load("settings:\n  allow_private_feeds: true\n" + ONCALL).settings.allow_private_feeds is True
+    assert load("settings:\n  allow_private_feeds: false\n" + ONCALL).settings.allow_private_feeds is False
+
+
+@pytest.mark.parametrize(("value", "got"), [("yes please", "a string"), ("1", "a number"), ("", "nothing")])
+def test_allow_private_feeds_is_true_or_false(value: str, got: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(f"settings:\n  allow_private_feeds: {value}\n" + ONCALL)
+    assert raised.value.problems == (
+        f"rules.yaml:2: settings.allow_private_feeds: expected true or false, got {got}",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------

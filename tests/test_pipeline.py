@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.addresses import AddressPolicy
 from bot.errors import DeliveryError, FetchError
 from bot.model import (
+    AddedFeed,
     ChannelMatch,
     ChannelRule,
     FeedConfig,
@@ -198,3 +200,45 @@ def test_one_write_per_changed_cycle_and_none_when_unchanged(clock: Clock) -> No
     fetcher.body = scmp_feed()
     assert pipeline.poll_feed(RULES.feeds[0]).status == "ok"
     assert backend.writes == 2
+
+
+class RecordingGuardedFetcher:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.policies: list[AddressPolicy] = []
+
+    def fetch(
+        self, url: str, *, policy: AddressPolicy, etag: str | None = None, last_modified: str | None = None
+    ) -> FetchResult:
+        self.policies.append(policy)
+        return FetchResult(not_modified=False, body=self.body)
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_a_feed_added_from_slack_goes_through_the_guarded_fetcher(clock: Clock, allow_private: bool) -> None:
+    added = FeedConfig("hn", "https://hnrss.org/frontpage", 60, added=AddedFeed("hn", "u", "U1", T0))
+    rules = RuleSet(Settings(allow_private_feeds=allow_private), (RULES.feeds[0], added), RULES.channels)
+    plain = FakeFetcher(b"<rss>not this one</rss>")
+    plain.error = FetchError("the operator's fetcher must not be used for this feed")
+    guarded = RecordingGuardedFetcher(scmp_feed())
+    pipeline = Pipeline(
+        rules,
+        store=Store.in_memory(),
+        fetcher=plain,
+        sink=RecordingSink(),
+        now=clock,
+        guarded_fetcher=guarded,
+    )
+    assert pipeline.poll_feed(added).status == "ok"
+    assert pipeline.try_feed(added).title == "Semiconductors: Companies - South China Morning Post"
+    assert guarded.policies == [AddressPolicy(allow_private=allow_private)] * 2
+
+
+def test_without_a_guarded_fetcher_a_feed_added_from_slack_is_not_fetched(clock: Clock) -> None:
+    added = FeedConfig("hn", "https://hnrss.org/frontpage", 60, added=AddedFeed("hn", "u", "U1", T0))
+    fetcher = FakeFetcher(scmp_feed())
+    report = make_pipeline(MemoryBackend(), fetcher, RecordingSink(), clock).poll_feed(added)
+    assert (report.status, report.error) == (
+        "error",
+        "feeds added from Slack need the guarded fetcher, and this bot has none",
+    )

@@ -18,9 +18,12 @@ from pathlib import Path
 from urllib.request import Request, urlopen
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.app import build_app, run_scheduler
+from bot.app import build_app, run_scheduler, sync_feed_jobs
 from bot.config import environment_from
+from bot.model import AddedFeed
+from bot.pipeline import utc_now
 from bot.storage import open_store
 from tests.conftest import REPO, Clock, scmp_feed
 from tests.feed_host import FeedHost
@@ -103,6 +106,62 @@ def test_a_feed_added_to_the_rules_file_is_polled_without_a_restart(
         runner.join(timeout=30)
     assert not runner.is_alive()
     assert [feed.id for feed in app.rules.feeds] == ["a", "b"]
+
+
+def write_private_feed_rules(folder: Path, feed_url: str) -> Path:
+    rules = folder / "rules.yaml"
+    rules.write_text(
+        "settings:\n  allow_private_feeds: true\n"  # the feed host is on loopback
+        f"feeds:\n  - id: a\n    url: {feed_url}\nchannels:\n  - channel: {NEXPERIA}\n    keywords: [x]\n"
+    )
+    return rules
+
+
+def test_a_feed_added_from_slack_is_polled_at_once_without_waiting_for_the_rules_check(
+    tmp_path: Path, feed_host: FeedHost
+) -> None:
+    rules = write_private_feed_rules(tmp_path, feed_host.serve("/a", scmp_feed()))
+    app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), stdout=io.StringIO())
+    polled = {feed_id: threading.Event() for feed_id in ("a", "b")}
+    poll = app.poll
+
+    def noting_poll(feed):
+        report = poll(feed)
+        polled[feed.id].set()
+        return report
+
+    app.poll = noting_poll
+    stop = threading.Event()
+    runner = threading.Thread(target=run_scheduler, args=(app, stop), kwargs={"rules_check_seconds": 3600})
+    runner.start()
+    try:
+        assert polled["a"].wait(timeout=30)
+        app.store.add_feed(AddedFeed("b", feed_host.serve("/b", scmp_feed()), "U1", utc_now()))
+        app.feeds_changed()  # what /feeds add-feed does once the feed is stored
+        assert polled["b"].wait(timeout=30), "the feed added from Slack was not polled"
+    finally:
+        stop.set()
+        runner.join(timeout=30)
+    assert not runner.is_alive()
+    assert app.resync_jobs is None  # nothing reschedules on a stopped scheduler
+
+
+def test_the_jobs_follow_the_feeds_added_and_removed_from_slack(tmp_path: Path, feed_host: FeedHost) -> None:
+    rules = write_private_feed_rules(tmp_path, feed_host.serve("/a", scmp_feed()))
+    app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), stdout=io.StringIO())
+    scheduler = BackgroundScheduler(timezone="UTC")  # not started: its jobs can be looked at
+    app.resync_jobs = lambda: sync_feed_jobs(scheduler, app, utc_now())
+    try:
+        app.resync_jobs()
+        assert [job.id for job in scheduler.get_jobs()] == ["feed:a"]
+        app.store.add_feed(AddedFeed("b", feed_host.url("/b"), "U1", utc_now()))
+        app.feeds_changed()
+        assert [job.id for job in scheduler.get_jobs()] == ["feed:a", "feed:b"]
+        app.store.remove_feed("b")
+        app.feeds_changed()
+        assert [job.id for job in scheduler.get_jobs()] == ["feed:a"]
+    finally:
+        app.close()
 
 
 def read_until(process: subprocess.Popen, *markers: str, timeout: float) -> str:

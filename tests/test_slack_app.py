@@ -19,9 +19,11 @@ import yaml
 
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
+from bot.fetch import GuardedFetcher
 from bot.slackapp import Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
-from tests.feed_host import FeedHost
+from tests.fake_network import FakeInternet, FakeResolver
+from tests.feed_host import FeedHost, running_feed_host
 from tests.slack_standin import SlackStandIn
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -147,7 +149,9 @@ def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) 
     yield from start_bot(tmp_path, feed_host, slack, clock)
 
 
-def start_bot(tmp_path, feed_host, slack, clock, settings: str = "", **environ_extra: str) -> Iterator[Bot]:
+def start_bot(
+    tmp_path, feed_host, slack, clock, settings: str = "", guarded_fetcher=None, **environ_extra: str
+) -> Iterator[Bot]:
     for channel, name in ((CHIPS, "chips"), (CHINA, "china"), (OTHER, "other")):
         slack.add_channel(channel, name)
     feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
@@ -162,7 +166,7 @@ def start_bot(tmp_path, feed_host, slack, clock, settings: str = "", **environ_e
         **environ_extra,
     }
     env = environment_from(environ, tmp_path)
-    app = build_app(env, sleep=clock.sleep, now=clock, listening=True)
+    app = build_app(env, sleep=clock.sleep, now=clock, listening=True, guarded_fetcher=guarded_fetcher)
     serving = serve(app, env, on_resume=app.retry_pending, host="127.0.0.1")
     try:
         bot = Bot(app, serving, slack, feed_host, clock)
@@ -635,3 +639,142 @@ def test_a_query_that_does_not_parse_says_where(bot: Bot) -> None:
     reply = bot.say("subscribe query:(chip* OR semi*", channel=CHINA)
     assert reply.startswith("That query does not parse: column 16: expected ')' to close the '(' at column 1")
     assert bot.app.store.subscriptions() == []
+
+
+# -- feeds added from Slack -----------------------------------------------------------------------------
+
+NEWS_SITE = "93.184.216.34"  # what news.example resolves to; the test network routes it to a loopback host
+
+
+class Network:
+    """The pretend internet of these tests: news.example is public and routed to a loopback feed host."""
+
+    def __init__(self) -> None:
+        self.resolver, self.internet = FakeResolver(), FakeInternet()
+        self.fetcher = GuardedFetcher(resolver=self.resolver, network=self.internet)
+
+
+@pytest.fixture
+def network() -> Network:
+    return Network()
+
+
+@pytest.fixture
+def news_host(network: Network) -> Iterator[FeedHost]:
+    with running_feed_host() as host:
+        host.serve("/hn", scmp_feed(drop_newest=3))
+        network.internet.route(NEWS_SITE, host.url("/"))
+        network.resolver.answer("news.example", NEWS_SITE)
+        yield host
+
+
+@pytest.fixture
+def admin_bot(tmp_path, feed_host, slack, clock, network: Network) -> Iterator[Bot]:
+    yield from start_bot(
+        tmp_path, feed_host, slack, clock, settings=f"  admins: [{ADMIN}]\n", guarded_fetcher=network.fetcher
+    )
+
+
+def test_an_admin_adds_a_feed_from_slack_and_it_is_polled_like_the_others(
+    admin_bot: Bot, news_host: FeedHost, tmp_path: Path
+) -> None:
+    bot = admin_bot
+    url = "http://news.example/hn"
+    assert bot.say(f"add-feed {url} id:hn", user=BOB) == (
+        f"Only admins can add or remove feeds: <@{ADMIN}>. Ask one of them."
+    )
+    assert news_host.requests == []
+
+    reply = bot.say(f"add-feed {url} id:hn", user=ADMIN)
+    assert reply.startswith(
+        "📡 Added feed `hn`: *Semiconductors: Companies - South China Morning Post*, 47 items"
+    )
+    assert "what it holds now is marked seen, not posted" in reply  # backfill 0 here
+    assert [f.id for f in bot.app.rules.feeds] == ["scmp", "hn"]  # no restart
+
+    assert "now gets alerts" in bot.say("subscribe Huawei feed:hn", channel=CHINA, user=ADMIN)
+    bot.poll()  # its first poll: a baseline, nothing posted
+    assert bot.slack.posts_to(CHINA) == [] and bot.slack.posts_to(CHIPS) == []
+    news_host.serve("/hn", scmp_feed(drop_newest=3, extra_items=(HUAWEI_NEWS,)))
+    bot.poll()
+    [alert] = bot.slack.posts_to(CHINA)
+    assert alert["text"].startswith("Huawei unveils a new AI chip")
+
+    listed = bot.say("list", channel=CHINA)
+    assert (
+        f"• `hn` Semiconductors: Companies - South China Morning Post · news.example · added by <@{ADMIN}>"
+        in listed
+    )
+    assert bot.http.get(bot.url + "/healthz").json()["feeds"]["hn"]["items_seen"] == 48
+    snippet = bot.say("export", channel=CHINA).split("```")[1]
+    assert yaml.safe_load(snippet)["feeds"] == [{"id": "hn", "url": url}]
+
+    # Kept across a restart.
+    bot.app.close()
+    again = build_app(
+        environment_from(
+            {"BOT_RULES": str(tmp_path / "rules.yaml"), "BOT_DB": str(tmp_path / "state.json")}, tmp_path
+        ),
+        sleep=bot.clock.sleep,
+        now=bot.clock,
+    )
+    try:
+        [added] = [f for f in again.rules.feeds if f.id == "hn"]
+        assert added.url == url and added.added is not None and added.added.added_by == ADMIN
+    finally:
+        again.close()
+
+
+def test_removing_a_feed_from_slack_stops_its_polls_and_the_topics_only_it_fed(
+    admin_bot: Bot, news_host: FeedHost
+) -> None:
+    bot = admin_bot
+    bot.say("add-feed http://news.example/hn id:hn", user=ADMIN)
+    bot.say("subscribe Huawei feed:hn", channel=CHINA, user=ADMIN)
+    bot.say("subscribe Nexperia", channel=CHINA, user=ADMIN)
+    bot.poll()
+    polls = len(news_host.requests)
+
+    assert bot.say("remove-feed scmp", user=ADMIN) == (
+        "`scmp` is managed in rules.yaml line 5, so not removable from Slack."
+    )
+    assert "Only admins" in bot.say("remove-feed hn", user=BOB)
+    reply = bot.say("remove-feed hn", user=ADMIN)
+    assert reply.startswith("🗑 Removed feed `hn`")
+    assert f"Removed with it, as they watched only this feed: `Huawei` in <#{CHINA}>." in reply
+    assert [f.id for f in bot.app.rules.feeds] == ["scmp"]
+    assert [s.term for s in bot.app.store.subscriptions(CHINA)] == ["Nexperia"]
+    bot.poll()
+    assert len(news_host.requests) == polls  # no longer polled
+    assert "hn" not in bot.http.get(bot.url + "/healthz").json()["feeds"]
+
+
+def test_a_feed_on_a_private_address_is_refused_from_slack(
+    admin_bot: Bot, network: Network, feed_host: FeedHost
+) -> None:
+    """The loopback feed host stands for a service on the bot's own network."""
+    bot = admin_bot
+    secret = feed_host.serve("/internal", scmp_feed())
+    network.resolver.answer("intranet.example", "127.0.0.1")
+    port = secret.split(":")[2].split("/")[0]
+    for url, refusal in (
+        (f"http://intranet.example:{port}/internal", "intranet.example resolves to 127.0.0.1, a loopback"),
+        (secret, "127.0.0.1 is a loopback address"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata address"),
+        ("http://[::ffff:127.0.0.1]/internal", "(the IPv4-mapped form of 127.0.0.1)"),
+    ):
+        reply = bot.say(f"add-feed {url}", user=ADMIN)
+        assert reply.startswith("Could not add that feed: not a public address: ") and refusal in reply, reply
+        assert reply.endswith("Nothing was changed.")
+    assert "file paths are for rules.yaml" in bot.say("add-feed file:///etc/passwd", user=ADMIN)
+    assert feed_host.requests_for("/internal") == []
+    assert bot.app.store.added_feeds() == [] and [f.id for f in bot.app.rules.feeds] == ["scmp"]
+
+
+def test_allow_private_feeds_lets_a_feed_on_this_host_be_added(tmp_path, feed_host, slack, clock) -> None:
+    for bot in start_bot(tmp_path, feed_host, slack, clock, settings="  allow_private_feeds: true\n"):
+        url = feed_host.serve("/local", scmp_feed())
+        assert bot.say(f"add-feed {url} id:local").startswith("📡 Added feed `local`")
+        bot.poll()
+        assert len(feed_host.requests_for("/local")) == 2  # the trial, then its first poll
+        assert "metadata" in bot.say("add-feed http://169.254.169.254/ id:meta")  # never, even so

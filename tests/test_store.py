@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import StateError, StateLockedError
-from bot.model import ChannelMatch, Item, Subscription
+from bot.model import AddedFeed, ChannelMatch, Item, Subscription
 from bot.storage import JournaledTinyDB, TinyDBBackend, open_store, outbox_path
 from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
 
@@ -355,3 +355,27 @@ def test_subscriptions_and_pauses_are_written_at_once(reopen) -> None:
     assert after.pause_of("C1", T0 + timedelta(hours=3)) is None  # over
     after.remove_subscriptions([sub])
     assert reopen().subscriptions() == []
+
+
+def test_feeds_added_from_slack_are_written_at_once(reopen) -> None:
+    store = reopen()
+    feed = AddedFeed("hn", "https://hnrss.org/frontpage", "U1", T0, title="Hacker News")
+    assert store.add_feed(feed)
+    assert not store.add_feed(AddedFeed("hn", "https://other.example/feed", "U2", T0))  # ids are unique
+    assert store.add_feed(AddedFeed("lwn", "https://lwn.net/headlines/rss", "U2", T0 + timedelta(hours=1)))
+    after = reopen()
+    assert [f.id for f in after.added_feeds()] == ["hn", "lwn"]  # oldest first
+    assert after.added_feeds()[0] == feed
+    assert after.remove_feed("hn") and not after.remove_feed("hn")
+    assert [f.id for f in reopen().added_feeds()] == ["lwn"]
+
+
+def test_a_forgotten_feed_starts_again_with_a_first_poll(reopen) -> None:
+    store = reopen()
+    store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a", "b"], items=[item("a")]))
+    store.commit_cycle(CycleChange("g", T0, keys_in_feed=["a"]))
+    store.forget_feed("f")
+    after = reopen()
+    assert after.feed_state("f") is None and after.seen_count("f") == 0
+    assert after.feed_state("g") is not None and after.seen_count("g") == 1  # other feeds keep theirs
+    assert [entry.item.key for entry in after.archived()] == ["a"]  # still searchable until retention
