@@ -464,6 +464,25 @@ def test_the_same_process_polling_again_posts_nothing(world) -> None:
     assert len(world.slack.posts) == posted + 2
 
 
+def test_a_slack_call_that_times_out_after_posting_is_found_not_reposted(world) -> None:
+    world.run_once()
+    before = len(world.slack.posts)
+    world.publish(scmp_feed())
+    app = world.start()
+    try:
+        app.pipeline.sink._client.web.timeout = 1  # type: ignore[attr-defined]  # 15 s in production
+        world.slack.fail_next("chat.postMessage", hang=True)  # Slack posts it, and never answers
+        app.poll_all_once()  # the read times out: the outcome is unknown, so nothing more is tried
+        world.slack.release()
+        assert len(world.slack.posts) == before + 1
+        world.clock.advance(minutes=1)
+        app.retry_pending()  # the channel is searched first: found, not posted again
+        assert len(world.slack.posts) == before + 2
+        assert len({post["text"] for post in world.slack.posts}) == len(world.slack.posts)
+    finally:
+        app.close()
+
+
 def test_a_429_storm_is_waited_out_as_slack_asks_without_a_tight_loop(world) -> None:
     world.slack.fail_next("chat.postMessage", times=40, status=429, retry_after=3, error="ratelimited")
     app = world.start()
