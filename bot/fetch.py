@@ -72,6 +72,18 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
     return headers
 
 
+REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
+
+
+def http_timeouts(limits: FetchLimits) -> httpx.Timeout:
+    return httpx.Timeout(
+        connect=limits.connect_timeout,
+        read=limits.read_timeout,
+        write=limits.read_timeout,
+        pool=limits.connect_timeout,
+    )
+
+
 @contextmanager
 def fetch_errors(limits: FetchLimits) -> Iterator[None]:
     """httpx's errors as FetchErrors with a one-line reason."""
@@ -151,13 +163,8 @@ class HttpFetcher:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
         self._client = httpx.Client(
-            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(
-                connect=self.limits.connect_timeout,
-                read=self.limits.read_timeout,
-                write=self.limits.read_timeout,
-                pool=self.limits.connect_timeout,
-            ),
+            headers=REQUEST_HEADERS,
+            timeout=http_timeouts(self.limits),
             follow_redirects=True,
             max_redirects=self.limits.max_redirects,
             transport=transport,
@@ -326,13 +333,8 @@ class GuardedFetcher:
 
     def _client(self, transport: httpx.BaseTransport) -> httpx.Client:
         return httpx.Client(
-            headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
-            timeout=httpx.Timeout(
-                connect=self.limits.connect_timeout,
-                read=self.limits.read_timeout,
-                write=self.limits.read_timeout,
-                pool=self.limits.connect_timeout,
-            ),
+            headers=REQUEST_HEADERS,
+            timeout=http_timeouts(self.limits),
             follow_redirects=False,
             transport=transport,
             trust_env=False,

@@ -12,9 +12,22 @@ from pathlib import Path
 
 from tests.conftest import REPO, SAMPLE_FEED, rss_item, scmp_feed
 from tests.feed_host import running_feed_host
-from tests.slack_standin import running_slack
+from tests.slack_standin import SlackStandIn, running_slack
 
 NEXPERIA, HUAWEI = "CNEXPERIA1", "CHUAWEI01"
+
+
+RUN_ONCE = [sys.executable, "-m", "bot", "run", "--once"]
+
+
+def bot_environment(slack: SlackStandIn, rules: Path, folder: Path) -> dict[str, str]:
+    return {
+        "PATH": "/usr/bin:/bin",
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "BOT_RULES": str(rules),
+        "BOT_DB": str(folder / "state.json"),
+    }
 
 
 def test_a_kill_while_a_post_is_in_flight_neither_loses_nor_repeats_it(tmp_path: Path) -> None:
@@ -26,17 +39,10 @@ def test_a_kill_while_a_post_is_in_flight_neither_loses_nor_repeats_it(tmp_path:
     # Real time: the restarted process searches the channel's history by the time of its first attempt.
     with running_slack() as slack:
         slack.add_channel("CNEXPERIA1", "nexperia")
-        environ = {
-            "PATH": "/usr/bin:/bin",
-            "SLACK_BOT_TOKEN": slack.state.token,
-            "SLACK_API_URL": slack.url,
-            "BOT_RULES": str(rules),
-            "BOT_DB": str(tmp_path / "state.json"),
-        }
-        command = [sys.executable, "-m", "bot", "run", "--once"]
+        environ = bot_environment(slack, rules, tmp_path)
         slack.fail_next("chat.postMessage", hang=True)
         process = subprocess.Popen(
-            command, env=environ, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            RUN_ONCE, env=environ, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             assert slack.hanging.wait(timeout=30), "the bot never posted"
@@ -47,7 +53,7 @@ def test_a_kill_while_a_post_is_in_flight_neither_loses_nor_repeats_it(tmp_path:
             slack.release()
         assert len(slack.posts) == 1  # Slack has the alert; the bot never heard so
 
-        again = subprocess.run(command, env=environ, cwd=REPO, capture_output=True, text=True, timeout=60)
+        again = subprocess.run(RUN_ONCE, env=environ, cwd=REPO, capture_output=True, text=True, timeout=60)
         assert again.returncode == 0, again.stderr
         assert "alert found in channel channel=CNEXPERIA1" in again.stderr
         assert len(slack.posts) == 1
@@ -74,18 +80,11 @@ def test_sigkill_at_random_points_of_many_cycles_never_loses_or_repeats_an_alert
             f"channels:\n  - channel: {NEXPERIA}\n    keywords: [Nexperia]\n"
             f"  - channel: {HUAWEI}\n    keywords: [Huawei]\n"
         )
-        environ = {
-            "PATH": "/usr/bin:/bin",
-            "SLACK_BOT_TOKEN": slack.state.token,
-            "SLACK_API_URL": slack.url,
-            "BOT_RULES": str(rules),
-            "BOT_DB": str(tmp_path / "state.json"),
-        }
-        command = [sys.executable, "-m", "bot", "run", "--once"]
+        environ = bot_environment(slack, rules, tmp_path)
 
         def clean_run() -> float:
             started = time.monotonic()
-            done = subprocess.run(command, env=environ, cwd=REPO, capture_output=True, text=True, timeout=60)
+            done = subprocess.run(RUN_ONCE, env=environ, cwd=REPO, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr
             return time.monotonic() - started
 
@@ -114,7 +113,7 @@ def test_sigkill_at_random_points_of_many_cycles_never_loses_or_repeats_an_alert
                     slack.hang_call(number, carry_out=False)
                     kills.append(f"call {number} held")
                 process = subprocess.Popen(
-                    command, env=environ, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                    RUN_ONCE, env=environ, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
                 try:
                     if at_call:
