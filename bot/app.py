@@ -443,12 +443,14 @@ class App:
             self.pipeline.sink.deliver_group(message, items, since=min(since_times) if since_times else None)
         except DeliveryError as e:
             self._back_off(channel, e, now)
+            self.metrics.observe_failed(e)
             log.error("grouped message not posted channel=%s error=%s", channel, e.error)
             return False
         self._failures.pop(channel, None)
         self._retry_at.pop(channel, None)
-        for item in items:
-            self.store.record_delivery(channel, item, now)  # also takes it off the queue
+        for alert in batch:
+            self.store.record_delivery(channel, alert.match.item, now)  # also takes it off the queue
+            self.metrics.observe_posted(alert.queued_at, now)  # a digest's wait is part of its latency
         log.info("grouped message posted channel=%s kind=%s items=%d", channel, kind, len(items))
         return True
 

@@ -51,7 +51,8 @@ class Metrics:
         )
         self.alerts_posted = Counter(
             "feedwatch_alerts_posted",
-            "Alerts the destination accepted (Slack, or the terminal in console mode).",
+            "Alerts the destination accepted (Slack, or the terminal in console mode); each item of a "
+            "grouped message (digest, quiet hours, flood) counts as one.",
             registry=self.registry,
         )
         self.alerts_failed = Counter(

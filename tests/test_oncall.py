@@ -349,6 +349,10 @@ def test_a_digest_lists_every_match_since_the_last_one_grouped_by_keyword(world)
             "Story 0" in sections["export control*`* (2)"] and "Story 1" in sections["export control*`* (2)"]
         )
         assert "Entity list grows" in sections["entity list`* (1)"]
+        # /metrics counts each item of the digest, its latency the day it waited for the digest
+        sample = bot.app.metrics.registry.get_sample_value
+        assert sample("feedwatch_alerts_posted_total") == 3
+        assert sample("feedwatch_alert_latency_seconds_sum") == 3 * (22 * 3600)
         world.clock.advance(days=1)
         bot.poll()
         assert bot.app.tick() == 0  # nothing new: no empty digest
