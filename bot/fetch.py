@@ -4,13 +4,17 @@ local file. Knows nothing of parsing: it never hands a URL to feedparser (which 
 
 from __future__ import annotations
 
+import ssl
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import httpcore
 import httpx
 
 from bot import __version__
@@ -28,7 +32,9 @@ ACCEPT = (
 class FetchLimits:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    total_timeout: float = 60.0  # a server that trickles one byte per read timeout would otherwise hold on
+    # Every wait of a fetch ends by then, headers included: a server that trickles one byte per read
+    # timeout would otherwise hold a poll (and a place in poll_concurrency) as long as it likes.
+    total_timeout: float = 60.0
     max_bytes: int = 10 * 1024 * 1024  # after gzip decoding: a small gzip bomb cannot fill memory
     max_redirects: int = 5
 
@@ -57,6 +63,95 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
         return None
 
 
+class _Deadline:
+    """The current fetch's deadline, per thread (the pool's connections serve whichever thread fetches)."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._local = threading.local()
+
+    def set(self, at: float | None) -> None:
+        self._local.at = at
+
+    def clamp(self, timeout: float | None) -> float | None:
+        """`timeout`, shortened to what is left before the deadline. Never 0, which a socket would take as
+        "do not block" rather than "time is up": a thousandth of a second times out as it should."""
+        at: float | None = getattr(self._local, "at", None)
+        if at is None:
+            return timeout
+        left = max(at - self._monotonic(), 0.001)
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every wait ends by the fetch's deadline. httpx's read timeout restarts with each
+    byte, so without this a host trickling its status line and headers holds a poll for as long as it likes:
+    the total timeout could only be checked once the headers were in."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.clamp(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.clamp(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._deadline.clamp(timeout))
+        return _DeadlineStream(tls, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._backend = backend
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, self._deadline.clamp(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_unix_socket(path, self._deadline.clamp(timeout), socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _transport_with_deadline(deadline: _Deadline) -> httpx.HTTPTransport:
+    """httpx's own transport, its sockets wrapped so that every wait ends by the fetch's deadline. httpx
+    offers no way to pass a network backend, so it is set on the pool it built; if a new httpx stores it
+    elsewhere this fails at start, not silently in production."""
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore.NetworkBackend):
+        raise RuntimeError("this httpx/httpcore version hides its network backend; cannot bound fetch time")
+    pool._network_backend = _DeadlineBackend(backend, deadline)  # type: ignore[union-attr]
+    return transport
+
+
 class HttpFetcher:
     """One shared connection pool; safe to call from several scheduler threads at once."""
 
@@ -69,6 +164,7 @@ class HttpFetcher:
     ) -> None:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
+        self._deadline = _Deadline(monotonic)
         self._client = httpx.Client(
             headers={"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"},
             timeout=httpx.Timeout(
@@ -79,7 +175,7 @@ class HttpFetcher:
             ),
             follow_redirects=True,
             max_redirects=self.limits.max_redirects,
-            transport=transport,
+            transport=transport or _transport_with_deadline(self._deadline),
         )
 
     def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
@@ -90,13 +186,19 @@ class HttpFetcher:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        started = self._monotonic()
+        self._deadline.set(started + self.limits.total_timeout)
         try:
             return self._get(url, headers)
         except httpx.TooManyRedirects as e:
             raise FetchError(f"more than {self.limits.max_redirects} redirects") from e
-        except httpx.ConnectTimeout as e:
-            raise FetchError(f"connect timeout after {self.limits.connect_timeout:g}s") from e
-        except httpx.ReadTimeout as e:
+        except httpx.TimeoutException as e:
+            if self._monotonic() - started >= self.limits.total_timeout:
+                raise FetchError(f"download took over {self.limits.total_timeout:g}s") from e
+            if isinstance(e, httpx.ConnectTimeout | httpx.PoolTimeout):
+                raise FetchError(f"connect timeout after {self.limits.connect_timeout:g}s") from e
+            if isinstance(e, httpx.WriteTimeout):
+                raise FetchError(f"write timeout after {self.limits.read_timeout:g}s") from e
             raise FetchError(f"read timeout after {self.limits.read_timeout:g}s") from e
         except httpx.DecodingError as e:
             raise FetchError(f"body could not be decoded: {e}") from e
@@ -104,9 +206,10 @@ class HttpFetcher:
             raise FetchError(f"unsupported URL: {e}") from e
         except httpx.HTTPError as e:
             raise FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+        finally:
+            self._deadline.set(None)
 
     def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
-        started = self._monotonic()
         with self._client.stream("GET", url, headers=headers) as response:
             final_url = str(response.url)
             if response.status_code == 304:
@@ -131,8 +234,6 @@ class HttpFetcher:
                 size += len(chunk)
                 if size > self.limits.max_bytes:
                     raise FetchError(f"body is over the {self.limits.max_bytes} byte cap")
-                if self._monotonic() - started > self.limits.total_timeout:
-                    raise FetchError(f"download took over {self.limits.total_timeout:g}s")
                 chunks.append(chunk)
             return FetchResult(
                 not_modified=False,

@@ -1,0 +1,300 @@
+"""Feed-side faults the bot survives, each on loopback through the real HttpFetcher and the real bot: one
+clear error line for the feed, nothing posted from it, nothing lost once it is good again, and the other
+feeds polled in the same cycle. Small fetch limits keep each test within a second or two; nothing sleeps."""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bot.app import App, build_app
+from bot.config import environment_from
+from bot.fetch import FetchLimits, HttpFetcher
+from bot.pipeline import PollReport
+from tests.conftest import Clock, rss_item, scmp_feed
+from tests.feed_host import FeedHost
+from tests.slack_standin import SlackStandIn
+
+LIMITS = FetchLimits(
+    connect_timeout=0.3, read_timeout=0.3, total_timeout=1.0, max_bytes=1_000_000, max_redirects=3
+)
+CHANNEL = "CFAULTS01"
+# The three newest items of the SCMP feed, all on the channel's topics: what feed "bad" owes once it is good.
+SCMP_NEWEST = {
+    "Wingtech says core of Nexperia China unit now based on mainland, can operate independently",
+    "Is Huawei’s new chip scaling law a true breakthrough, or mere hype?",
+    "US pressure has only helped make China’s tech giants stronger",
+}
+
+
+def small_feed(*items: bytes) -> bytes:
+    return (
+        b'<?xml version="1.0"?>\n<rss version="2.0"><channel><title>Good</title>'
+        b"<link>https://good.example/</link><description>A feed that keeps working</description>"
+        + b"".join(items)
+        + b"\n</channel></rss>\n"
+    )
+
+
+# -- servers that misbehave --------------------------------------------------------------------------------
+
+
+class FaultServer:
+    """A loopback TCP server that reads each request and then runs `script(connection, stop)`: whatever a
+    broken or hostile feed host does. `stop` is set at teardown, so no script outlives its test."""
+
+    def __init__(self, script: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.script = script
+        self.stop = threading.Event()
+        self.requests = 0
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self._sock.settimeout(0.05)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str = "/feed") -> str:
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}{path}"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    request += chunk
+                self.requests += 1
+                self.script(conn, self.stop)
+            except OSError:
+                pass  # the bot gave up on us: that is the point
+
+    def close(self) -> None:
+        self.stop.set()
+        self._sock.close()
+
+
+def never_answers(conn: socket.socket, stop: threading.Event) -> None:
+    stop.wait(30)
+
+
+def trickles_headers(conn: socket.socket, stop: threading.Event) -> None:
+    """One header byte every 0.1 s: each read gets something, so only a total deadline ends it. Gives up
+    after 5 s, so that a bot without one fails the test instead of hanging it."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    for _ in range(50):
+        if stop.wait(0.1):
+            return
+        conn.sendall(b"x")
+
+
+def trickles_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\nContent-Length: 100000\r\n\r\n")
+    conn.sendall(b'<?xml version="1.0"?><rss version="2.0"><channel>')
+    for _ in range(50):
+        if stop.wait(0.1):
+            return
+        conn.sendall(b" ")
+
+
+def hangs_up_mid_body(conn: socket.socket, stop: threading.Event) -> None:
+    body = scmp_feed()
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body[:5000]
+    )
+
+
+def redirects_forever(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+@contextmanager
+def port_that_never_accepts() -> Iterator[str]:
+    """A listening socket whose accept queue is full: the kernel drops further SYNs, so connecting hangs
+    until the client's connect timeout, as with a host behind a firewall that drops packets."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with suppress(BlockingIOError):
+                filler.connect(listener.getsockname())
+            fillers.append(filler)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/feed"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+# -- the bot, with two feeds and one channel ---------------------------------------------------------------
+
+
+@dataclass
+class Cycle:
+    app: App
+    reports: dict[str, PollReport]
+    posts: list[str]  # the titles (or notice texts) posted to CHANNEL during the cycle
+    seconds: float
+
+
+class FaultWorld:
+    """Feed "bad" (the SCMP feed) and feed "good" (a small one); one channel following both."""
+
+    def __init__(self, tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> None:
+        self.tmp_path, self.feed_host, self.slack, self.clock = tmp_path, feed_host, slack, clock
+        self.fetcher = HttpFetcher(LIMITS)
+        self.servers: list[FaultServer] = []
+        self.connect_hang_url = ""  # set while a test holds a port_that_never_accepts
+        self.environ = {
+            "SLACK_BOT_TOKEN": slack.state.token,
+            "SLACK_API_URL": slack.url,
+            "BOT_RULES": str(tmp_path / "rules.yaml"),
+            "BOT_DB": str(tmp_path / "data" / "state.json"),
+        }
+        self.good_url = feed_host.serve(
+            "/good", small_feed(rss_item("An old item", "https://good.example/0"))
+        )
+        self.bad_url = feed_host.serve("/bad", scmp_feed(drop_newest=3))
+
+    def server(self, script: Callable[[socket.socket, threading.Event], None]) -> FaultServer:
+        server = FaultServer(script)
+        self.servers.append(server)
+        return server
+
+    def write_rules(self, bad_url: str | None = None, *, settings: str = "", channels: str = "") -> None:
+        (self.tmp_path / "rules.yaml").write_text(
+            f"settings:\n  interval: 2m\n  backfill: 0\n{settings}"
+            f"feeds:\n  - id: bad\n    url: {bad_url or self.bad_url}\n"
+            f"  - id: good\n    url: {self.good_url}\n"
+            f"channels:\n  - channel: {CHANNEL}\n    keywords: [Nexperia, Huawei]\n{channels}"
+        )
+
+    def start(self) -> App:
+        return build_app(
+            environment_from(self.environ, self.tmp_path),
+            fetcher=self.fetcher,
+            now=self.clock,
+            sleep=self.clock.sleep,
+        )
+
+    def cycle(self) -> Cycle:
+        """One `run --once`: a fresh process on the same state."""
+        before = len(self.slack.posts_to(CHANNEL))
+        app = self.start()
+        started = time.monotonic()
+        try:
+            reports = app.poll_all_once()
+            app.retry_pending()
+        finally:
+            app.close()
+        seconds = time.monotonic() - started
+        posts = [post["text"].split(" https://")[0] for post in self.slack.posts_to(CHANNEL)[before:]]
+        return Cycle(app, {report.feed_id: report for report in reports}, posts, seconds)
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        self.fetcher.close()
+
+
+@pytest.fixture
+def world(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[FaultWorld]:
+    slack.add_channel(CHANNEL, "faults")
+    world = FaultWorld(tmp_path, feed_host, slack, clock)
+    world.write_rules()
+    try:
+        yield world
+    finally:
+        world.close()
+
+
+# -- each fault: one clear line, nothing posted from it, nothing lost, the other feed on time ---------------
+
+
+def status_page(host: FeedHost, status: int) -> str:
+    host.fail_next(f"/status-{status}", status)
+    return host.url(f"/status-{status}")
+
+
+FAULTS: dict[str, tuple[Callable[[FaultWorld], str], str]] = {
+    "connect-timeout": (lambda w: w.connect_hang_url, "connect timeout after 0.3s"),
+    "read-timeout": (lambda w: w.server(never_answers).url(), "read timeout after 0.3s"),
+    "trickled-headers": (lambda w: w.server(trickles_headers).url(), "download took over 1s"),
+    "trickled-body": (lambda w: w.server(trickles_body).url(), "download took over 1s"),
+    "hang-up-mid-body": (
+        lambda w: w.server(hangs_up_mid_body).url(),
+        "RemoteProtocolError: peer closed connection without sending complete message body",
+    ),
+    "http-500": (lambda w: status_page(w.feed_host, 500), "HTTP 500 Internal Server Error"),
+    "http-503": (lambda w: status_page(w.feed_host, 503), "HTTP 503 Service Unavailable"),
+    "http-404": (lambda w: status_page(w.feed_host, 404), "HTTP 404 Not Found"),
+    "html": (
+        lambda w: w.feed_host.serve(
+            "/html", b"<!DOCTYPE html><html><body><h1>Log in</h1></body></html>", "text/html"
+        ),
+        "not a feed: looks like HTML",
+    ),
+    "random-bytes": (
+        lambda w: w.feed_host.serve("/noise", random.Random(7).randbytes(20_000), "application/rss+xml"),
+        "not a feed: ",
+    ),
+    "over-the-cap": (
+        lambda w: w.feed_host.serve("/big", random.Random(7).randbytes(1_200_000)),
+        "over the 1000000 byte cap",
+    ),
+    "redirect-loop": (lambda w: w.server(redirects_forever).url(), "more than 3 redirects"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_feed_fault_is_one_clear_error_and_loses_nothing(
+    world: FaultWorld, caplog: pytest.LogCaptureFixture, fault: str
+) -> None:
+    assert world.cycle().posts == []  # the baseline: both feeds known, nothing posted (backfill 0)
+    world.feed_host.serve("/bad", scmp_feed())  # three new items on the channel's topics...
+    world.feed_host.serve(
+        "/good", small_feed(rss_item("Nexperia opens a plant", "https://good.example/1"))
+    )  # ...and one on the good feed
+    setup, expected = FAULTS[fault]
+    with port_that_never_accepts() as world.connect_hang_url:
+        world.write_rules(setup(world))  # ...but feed "bad" is now broken in this way
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            broken = world.cycle()
+
+    report = broken.reports["bad"]
+    assert report.status == "error" and expected in (report.error or "")
+    assert "\n" not in report.error and len(report.error) < 250
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll feed=bad ")]
+    assert f"status=error error={report.error!r}" in line
+    assert broken.app.status()["feeds"]["bad"]["last_error"] == report.error
+    assert broken.posts == ["Nexperia opens a plant"]  # the good feed's alert, in the same cycle
+    assert broken.seconds < LIMITS.total_timeout + 1.5
+
+    world.write_rules()  # the feed is good again
+    world.clock.advance(days=1)
+    assert sorted(world.cycle().posts) == sorted(SCMP_NEWEST)  # nothing was lost
