@@ -7,6 +7,7 @@ from __future__ import annotations
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -61,6 +62,47 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
         return max(0.0, parsedate_to_datetime(value).timestamp() - now())
     except (TypeError, ValueError):
         return None
+
+
+class _Inflater:
+    """Decodes a body's Content-Encoding with the size cap as the limit on what it produces. httpx's own
+    decoder inflates each network read whole, so one 64 KiB read of a gzip bomb became some 64 MiB in
+    memory before the cap could refuse it; here no more than the cap is ever decoded."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        self._encoding = encoding.strip().lower()
+        if self._encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            # We only ask for gzip and deflate (Accept-Encoding), so anything else is the server's mistake.
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}")
+        self._max = max_bytes
+        self._zlib: Any = None
+        if self._encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.size = 0
+
+    def decode(self, data: bytes) -> bytes:
+        if self._encoding == "deflate" and self._zlib is None and data:
+            # "deflate" should be zlib-wrapped, but servers send raw deflate too; the zlib header tells.
+            wrapped = len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if self._zlib is not None:
+            try:
+                data = self._zlib.decompress(data, self._max - self.size + 1)
+            except zlib.error as e:
+                raise FetchError(f"body could not be decoded ({self._encoding}): {e}") from e
+        return self._counted(data)
+
+    def finish(self) -> bytes:
+        """What the decoder still holds once the body has ended."""
+        if self._zlib is None:
+            return b""
+        return self._counted(self._zlib.flush(self._max - self.size + 1))
+
+    def _counted(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self._max:
+            raise FetchError(f"body is over the {self._max} byte cap")
+        return data
 
 
 class _Deadline:
@@ -200,8 +242,6 @@ class HttpFetcher:
             if isinstance(e, httpx.WriteTimeout):
                 raise FetchError(f"write timeout after {self.limits.read_timeout:g}s") from e
             raise FetchError(f"read timeout after {self.limits.read_timeout:g}s") from e
-        except httpx.DecodingError as e:
-            raise FetchError(f"body could not be decoded: {e}") from e
         except httpx.UnsupportedProtocol as e:
             raise FetchError(f"unsupported URL: {e}") from e
         except httpx.HTTPError as e:
@@ -228,13 +268,9 @@ class HttpFetcher:
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > self.limits.max_bytes:  # compressed size: a lower bound
                 raise FetchError(f"body of {declared} bytes is over the {self.limits.max_bytes} byte cap")
-            chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_bytes():
-                size += len(chunk)
-                if size > self.limits.max_bytes:
-                    raise FetchError(f"body is over the {self.limits.max_bytes} byte cap")
-                chunks.append(chunk)
+            inflater = _Inflater(response.headers.get("Content-Encoding", ""), self.limits.max_bytes)
+            chunks = [inflater.decode(chunk) for chunk in response.iter_raw()]
+            chunks.append(inflater.finish())
             return FetchResult(
                 not_modified=False,
                 body=b"".join(chunks),

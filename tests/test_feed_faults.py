@@ -4,20 +4,25 @@ feeds polled in the same cycle. Small fetch limits keep each test within a secon
 
 from __future__ import annotations
 
+import gzip
 import logging
 import random
 import socket
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from bot.app import App, build_app
 from bot.config import environment_from
+from bot.errors import FetchError
 from bot.fetch import FetchLimits, HttpFetcher
 from bot.pipeline import PollReport
 from tests.conftest import Clock, rss_item, scmp_feed
@@ -122,6 +127,27 @@ def hangs_up_mid_body(conn: socket.socket, stop: threading.Event) -> None:
         + f"Content-Length: {len(body)}\r\n\r\n".encode()
         + body[:5000]
     )
+
+
+@cache
+def gzip_bomb() -> bytes:
+    """64 MiB of zeros in about 64 KB of gzip: small on the wire, 64 times the test's size cap decoded."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(1 << 20)
+    return b"".join(squeeze.compress(zeros) for _ in range(64)) + squeeze.flush()
+
+
+def encoded(body: bytes, encoding: str) -> Callable[[socket.socket, threading.Event], None]:
+    """Answers with `body` as is, sent under that Content-Encoding."""
+
+    def script(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/rss+xml\r\n"
+            + f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    return script
 
 
 def redirects_forever(conn: socket.socket, stop: threading.Event) -> None:
@@ -267,6 +293,12 @@ FAULTS: dict[str, tuple[Callable[[FaultWorld], str], str]] = {
         "over the 1000000 byte cap",
     ),
     "redirect-loop": (lambda w: w.server(redirects_forever).url(), "more than 3 redirects"),
+    "gzip-bomb": (lambda w: w.server(encoded(gzip_bomb(), "gzip")).url(), "over the 1000000 byte cap"),
+    "bad-gzip": (
+        lambda w: w.server(encoded(b"\x1f\x8b not gzip at all", "gzip")).url(),
+        "body could not be decoded (gzip): Error -3 while decompressing data",
+    ),
+    "brotli": (lambda w: w.server(encoded(b"...", "br")).url(), "unsupported Content-Encoding 'br'"),
 }
 
 
@@ -298,3 +330,42 @@ def test_a_feed_fault_is_one_clear_error_and_loses_nothing(
     world.write_rules()  # the feed is good again
     world.clock.advance(days=1)
     assert sorted(world.cycle().posts) == sorted(SCMP_NEWEST)  # nothing was lost
+
+
+# -- the fetcher's own limits ------------------------------------------------------------------------------
+
+
+def test_a_gzip_bomb_is_refused_without_decoding_more_than_the_cap() -> None:
+    server = FaultServer(encoded(gzip_bomb(), "gzip"))
+    fetcher = HttpFetcher(LIMITS)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FetchError, match="over the 1000000 byte cap"):
+            fetcher.fetch(server.url())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        fetcher.close()
+        server.close()
+    # The cap is 1 MB; decoding a whole network read of the bomb at once would have taken some 64 MB.
+    assert peak < 4 * LIMITS.max_bytes
+
+
+@pytest.mark.parametrize(
+    "squeeze",
+    [
+        lambda body: gzip.compress(body),
+        lambda body: zlib.compress(body),  # "deflate" as the RFC says: zlib-wrapped
+        lambda body: zlib.compress(body, wbits=-zlib.MAX_WBITS),  # "deflate" as some servers send it: raw
+    ],
+    ids=["gzip", "deflate-zlib", "deflate-raw"],
+)
+def test_compressed_bodies_are_decoded(squeeze: Callable[[bytes], bytes]) -> None:
+    encoding = "gzip" if squeeze(b"x")[:2] == b"\x1f\x8b" else "deflate"
+    server = FaultServer(encoded(squeeze(scmp_feed()), encoding))
+    fetcher = HttpFetcher(LIMITS)
+    try:
+        assert fetcher.fetch(server.url()).body == scmp_feed()
+    finally:
+        fetcher.close()
+        server.close()
