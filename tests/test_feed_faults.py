@@ -261,6 +261,24 @@ def world(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock
 # -- each fault: one clear line, nothing posted from it, nothing lost, the other feed on time ---------------
 
 
+def with_entities(declarations: str, use: str) -> bytes:
+    """The SCMP feed with a DOCTYPE declaring these entities, and `use` in its newest item's title."""
+    body = scmp_feed()
+    body = body.replace(b"?>", f"?>\n<!DOCTYPE rss [\n{declarations}\n]>".encode(), 1)
+    return body.replace(b"<title>", f"<title>{use}".encode(), 2)
+
+
+BILLION_LAUGHS = with_entities(
+    "\n".join(
+        ['<!ENTITY lol0 "lol">'] + [f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10)]
+    ),
+    "&lol9;",
+)
+# One 20 KB entity used 5,000 times: 100 MB of text. feedparser keeps an entity that names no other, and
+# its fallback parser expands it without limit.
+ONE_BIG_ENTITY = with_entities(f'<!ENTITY big "{"x" * 20_000}">', "&big;" * 5_000)
+
+
 def status_page(host: FeedHost, status: int) -> str:
     host.fail_next(f"/status-{status}", status)
     return host.url(f"/status-{status}")
@@ -297,6 +315,14 @@ FAULTS: dict[str, tuple[Callable[[FaultWorld], str], str]] = {
     "bad-gzip": (
         lambda w: w.server(encoded(b"\x1f\x8b not gzip at all", "gzip")).url(),
         "body could not be decoded (gzip): Error -3 while decompressing data",
+    ),
+    "billion-laughs": (
+        lambda w: w.feed_host.serve("/laughs", BILLION_LAUGHS),
+        "refused: its DOCTYPE declares the XML entity 'lol1'",
+    ),
+    "one-big-entity": (
+        lambda w: w.feed_host.serve("/big-entity", ONE_BIG_ENTITY),
+        "refused: its DOCTYPE declares the XML entity 'big'",
     ),
     "brotli": (lambda w: w.server(encoded(b"...", "br")).url(), "unsupported Content-Encoding 'br'"),
 }
