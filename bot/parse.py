@@ -9,6 +9,7 @@ import html
 import io
 import re
 import warnings
+import xml.sax
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,11 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ufeff]")
 _WHITESPACE = re.compile(r"\s+")
 _AUTHOR_COMMA = re.compile(r"\s*,\s*")
 _MAX_REASON = 200
+# expat's errors for a document that ends while an element or token is still open.
+_END_OF_INPUT_ERRORS = frozenset(
+    {"no element found", "unclosed token", "partial character", "unclosed CDATA section"}
+)
+_FEED_END = re.compile(rb"</(?:channel|feed|rss|rdf:RDF)\s*>\s*\Z", re.IGNORECASE)
 
 
 def parse_feed(
@@ -77,6 +83,11 @@ def parse_feed(
     parsed = feedparser.parse(io.BytesIO(body), response_headers=response_headers)
 
     bozo = _describe_bozo(parsed) if parsed.get("bozo") else None
+    if bozo and _is_cut_off(body, parsed):
+        # The items before the cut are readable, but taking them would be wrong: on a first poll the
+        # rest of the feed would look new at the next one (a flood of old items). An error keeps the
+        # state as it was, and the next whole download loses nothing.
+        raise FeedError(feed_id, f"broken feed, cut off before its end: {bozo}")
     entries: list[Any] = list(parsed.get("entries") or [])
     if not entries:
         _reject_if_not_a_feed(body, feed_id, parsed, bozo)
@@ -231,6 +242,19 @@ def _reject_if_not_a_feed(body: bytes, feed_id: str, parsed: Any, bozo: str | No
         # poll, like a failed download, which is what a truncated body is.
         raise FeedError(feed_id, f"broken feed, no items could be read: {bozo}")
     # Otherwise a real feed with no items (possibly with a harmless bozo such as an encoding override).
+
+
+def _is_cut_off(body: bytes, parsed: Any) -> bool:
+    """A feed's root element (so not an empty or HTML document) that expat found still open at the end,
+    and the document does not end as a feed does: a download cut short. A feed that only forgets
+    `</rss>` after `</channel>` has every item and is not."""
+    exc = parsed.get("bozo_exception")
+    return (
+        bool(parsed.get("version"))
+        and isinstance(exc, xml.sax.SAXParseException)
+        and exc.getMessage() in _END_OF_INPUT_ERRORS
+        and not _FEED_END.search(body[-400:].replace(b"\x00", b""))
+    )
 
 
 def _describe_bozo(parsed: Any) -> str:

@@ -316,6 +316,10 @@ FAULTS: dict[str, tuple[Callable[[FaultWorld], str], str]] = {
         lambda w: w.server(encoded(b"\x1f\x8b not gzip at all", "gzip")).url(),
         "body could not be decoded (gzip): Error -3 while decompressing data",
     ),
+    "truncated-xml": (
+        lambda w: w.feed_host.serve("/cut", scmp_feed()[:40_000]),
+        "broken feed, cut off before its end: line 309:140: no element found",
+    ),
     "billion-laughs": (
         lambda w: w.feed_host.serve("/laughs", BILLION_LAUGHS),
         "refused: its DOCTYPE declares the XML entity 'lol1'",

@@ -340,6 +340,26 @@ def test_not_a_feed(body: bytes, reason: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# A document cut short
+
+
+@pytest.mark.parametrize("cut", [2_000, 40_000, 80_000, -12, -3])
+def test_a_feed_cut_short_is_an_error_not_its_first_items(cut: int) -> None:
+    body = SCMP.read_bytes()[:cut]
+    with pytest.raises(FeedError) as raised:
+        parse_feed(body, "cut")
+    assert raised.value.reason.startswith("broken feed, cut off before its end: line ")
+    assert "\n" not in raised.value.reason
+
+
+def test_a_feed_that_only_forgets_its_last_closing_tag_is_read_whole() -> None:
+    body = SCMP.read_bytes().rstrip()
+    assert body.endswith(b"</rss>")
+    parsed = parse_feed(body[: -len(b"</rss>")], "sloppy")
+    assert len(parsed.items) == 50 and parsed.warning and "no element found" in parsed.warning
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Entity declarations: what could expand is refused before feedparser sees it
 
 _RSS = (
