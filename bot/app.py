@@ -24,6 +24,7 @@ from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_group, tri
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
+from bot.health import health_after_poll, is_every_feed_failing, next_poll_delay
 from bot.home import FeedStatus
 from bot.model import FeedConfig, RuleSet
 from bot.oncall import (
@@ -34,7 +35,7 @@ from bot.oncall import (
     due_escalations,
     due_groups,
 )
-from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, feed_backoff, next_pending_attempt, utc_now
+from bot.pipeline import AlertSink, Fetcher, Pipeline, PollReport, next_pending_attempt, utc_now
 from bot.service import merge_rules
 from bot.slack import (
     ConsoleSink,
@@ -55,14 +56,6 @@ PENDING_RETRY_SECONDS = 30
 RULES_CHECK_SECONDS = 5.0  # how soon an edit of rules.yaml takes effect
 ARCHIVE_PRUNE_SECONDS = 3600
 TICK_SECONDS = 5  # how often on-call timers (escalations) are evaluated
-MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to this
-
-
-@dataclass
-class FeedHealth:
-    consecutive_failures: int = 0
-    last_report: PollReport | None = None
-    retry_at: datetime | None = None  # a failing feed is not polled again before this
 
 
 def resolve_rules(rules: RuleSet, client: SlackClient, store: Store) -> RuleSet:
@@ -139,7 +132,6 @@ class App:
     store: Store
     pipeline: Pipeline
     console: bool
-    health: dict[str, FeedHealth] = field(default_factory=dict)
     client: SlackClient | None = None
     mentions: MentionResolver | None = None
     rules_path: Path | None = None
@@ -151,6 +143,11 @@ class App:
     # Backoff of grouped messages (by channel) and escalations (by alert) after Slack refused them.
     _retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
     _failures: dict[str, int] = field(default_factory=dict, repr=False)
+    # Each feed's latest poll (App Home, /healthz), and when it may be polled next where that is later than
+    # its interval says (backoff, or its host asked). In memory: what a restart must know, the feed's
+    # health, is in the store, and the next poll of a failing feed follows from it.
+    _reports: dict[str, PollReport] = field(default_factory=dict, repr=False)
+    _next_poll: dict[str, datetime] = field(default_factory=dict, repr=False)
 
     @property
     def rules(self) -> RuleSet:
@@ -207,18 +204,22 @@ class App:
     def feed_statuses(self) -> list[FeedStatus]:
         statuses = []
         for feed in self.rules.feeds:
-            health = self.health.get(feed.id, FeedHealth())
+            health = self.store.feed_health(feed.id)
             state = self.store.feed_state(feed.id)
-            report = health.last_report
+            report = self._reports.get(feed.id)
+            last_success = state.last_polled if state else None
+            polls = [moment for moment in (last_success, health.last_failure) if moment is not None]
             statuses.append(
                 FeedStatus(
                     id=feed.id,
                     url=feed.url,
-                    last_poll=state.last_polled if state else None,
-                    last_status=report.status if report else None,
-                    last_error=report.error if report else None,
-                    consecutive_failures=health.consecutive_failures,
+                    last_poll=max(polls, default=None),
+                    # After a restart, before its first poll, a failing feed is known from the store.
+                    last_status=report.status if report else ("error" if health.failures else None),
+                    last_error=health.last_error if health.failures else None,
+                    consecutive_failures=health.failures,
                     items_seen=self.store.seen_count(feed.id),
+                    failing_since=health.failing_since,
                 )
             )
         return statuses
@@ -227,9 +228,9 @@ class App:
         """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when every
         feed is."""
         feeds = self.feed_statuses()
-        failing = [feed for feed in feeds if feed.consecutive_failures]
+        every_feed_failing = is_every_feed_failing([self.store.feed_health(feed.id) for feed in feeds])
         return {
-            "status": "failing" if feeds and len(failing) == len(feeds) else "ok",
+            "status": "failing" if every_feed_failing else "ok",
             "mode": "console" if self.console else "slack",
             "feeds": {
                 feed.id: {
@@ -237,6 +238,7 @@ class App:
                     "last_status": feed.last_status,
                     "last_error": feed.last_error,
                     "consecutive_failures": feed.consecutive_failures,
+                    "failing_since": feed.failing_since.isoformat() if feed.failing_since else None,
                     "items_seen": feed.items_seen,
                 }
                 for feed in feeds
@@ -473,13 +475,16 @@ class App:
         except Exception as e:  # a bug or a broken disk must not stop the scheduler
             log.exception("poll crashed feed=%s", feed.id)
             report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}")
-        health = self.health.setdefault(feed.id, FeedHealth())
-        health.last_report = report
+        self._reports[feed.id] = report
+        error = (report.error or "unknown error") if report.status == "error" else None
+        health = health_after_poll(self.store.feed_health(feed.id), now=self.pipeline.now(), error=error)
+        try:
+            self.store.record_feed_health(feed.id, health)
+        except Exception:  # the poll itself is done; its report still counts
+            log.exception("feed health not saved feed=%s", feed.id)
         if report.status == "error":
-            health.consecutive_failures += 1
-            log.warning(report.log_line() + f" failures={health.consecutive_failures}")
+            log.warning(report.log_line() + f" failures={health.failures}")
         else:
-            health.consecutive_failures = 0
             log.info(report.log_line())
         return report
 
@@ -499,28 +504,32 @@ class App:
         return None if feed is None else self.poll_when_due(feed)
 
     def poll_when_due(self, feed: FeedConfig) -> PollReport | None:
-        """The scheduler's job: polls unless the feed is backing off after failures (then None). Backoff is
-        data here, not a rescheduled job: changing the scheduler from inside a job deadlocks its shutdown."""
+        """The scheduler's job: polls unless the feed is not due yet (then None): it is backing off after
+        failures, or its host asked for time. This is data here, not a rescheduled job: changing the
+        scheduler from inside a job deadlocks its shutdown."""
         started = self.pipeline.now()
-        health = self.health.setdefault(feed.id, FeedHealth())
+        due = self.next_poll_at(feed)
         # The job fires on the interval's grid; a second of slack keeps a due retry from slipping a tick.
-        if health.retry_at is not None and started + timedelta(seconds=1) < health.retry_at:
+        if due is not None and started + timedelta(seconds=1) < due:
             return None
         report = self.poll(feed)
-        if report.status == "error":
-            delay = self.next_poll_delay(feed, report)
-            health.retry_at = started + timedelta(seconds=delay)
+        delay = next_poll_delay(feed.interval_seconds, self.store.feed_health(feed.id), report.retry_after)
+        if delay > feed.interval_seconds:
+            self._next_poll[feed.id] = started + timedelta(seconds=delay)
             log.info("feed backoff feed=%s next_poll_in=%ds", feed.id, delay)
         else:
-            health.retry_at = None
+            self._next_poll.pop(feed.id, None)
         return report
 
-    def next_poll_delay(self, feed: FeedConfig, report: PollReport) -> float:
-        failures = self.health.get(feed.id, FeedHealth()).consecutive_failures
-        delay = feed_backoff(feed.interval_seconds, failures)
-        if report.retry_after:
-            delay = max(delay, min(report.retry_after, MAX_FEED_RETRY_AFTER))
-        return delay
+    def next_poll_at(self, feed: FeedConfig) -> datetime | None:
+        """When the feed may be polled next, if that is later than its interval says (None: at its next
+        tick). After a restart a failing feed's backoff follows from its health in the store."""
+        if feed.id in self._next_poll:
+            return self._next_poll[feed.id]
+        health = self.store.feed_health(feed.id)
+        if health.last_failure is None:
+            return None
+        return health.last_failure + timedelta(seconds=next_poll_delay(feed.interval_seconds, health))
 
     def close(self) -> None:
         self.store.close()

@@ -22,6 +22,7 @@ class FeedStatus:
     last_error: str | None
     consecutive_failures: int
     items_seen: int
+    failing_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,12 @@ def _header(text: str) -> dict[str, object]:
 
 
 def feed_line(feed: FeedStatus) -> str:
-    if feed.last_poll is None:
-        state = "⏳ not polled yet"
-    elif feed.consecutive_failures:
+    if feed.consecutive_failures:
         reason = escape_mrkdwn(trim(feed.last_error or "", 200))
-        state = f"🔴 failing ({feed.consecutive_failures} in a row): {reason}"
+        since = f" since {slack_date(feed.failing_since)}" if feed.failing_since else ""
+        state = f"🔴 failing{since} ({feed.consecutive_failures} in a row): {reason}"
+    elif feed.last_poll is None:
+        state = "⏳ not polled yet"
     else:
         state = "🟢 ok"
     polled = slack_date(feed.last_poll) if feed.last_poll else "never"

@@ -155,15 +155,6 @@ def next_pending_attempt(
     return now + delay
 
 
-def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
-    """Seconds until a failing feed is tried again: the interval, doubling per failure, capped at an hour
-    (or the interval itself when that is longer)."""
-    if consecutive_failures <= 0:
-        return float(interval_seconds)
-    cap = max(interval_seconds, 3600)
-    return float(min(interval_seconds * 2 ** (consecutive_failures - 1), cap))
-
-
 class Pipeline:
     def __init__(
         self,

@@ -22,6 +22,7 @@ PURE = [
     "home",
     "oncall",
     "query",
+    "health",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bot.errors import DeliveryError, FetchError
+from bot.health import feed_backoff
 from bot.model import (
     ChannelMatch,
     ChannelRule,
@@ -17,7 +18,7 @@ from bot.model import (
     Settings,
     Subscription,
 )
-from bot.pipeline import Pipeline, feed_backoff, newest_first, next_pending_attempt, plan_alerts
+from bot.pipeline import Pipeline, newest_first, next_pending_attempt, plan_alerts
 from bot.rules import RuleMatcher
 from bot.store import MemoryBackend, Store
 from tests.conftest import Clock, rss_item, scmp_feed

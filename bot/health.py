@@ -1,0 +1,92 @@
+"""A feed's health across polls and restarts: its failures in a row, since when, and when to poll it next.
+Pure: a poll's outcome and the old health in, the new health out; the App stores it (bot.store) and acts on
+it. Nothing here does I/O or knows the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+MAX_HOST_DELAY_SECONDS = 15 * 60  # what a feed host asks (Retry-After) is honoured up to this
+
+
+@dataclass(frozen=True)
+class FeedHealth:
+    """What the bot remembers of a feed's recent polls, kept in the store so a restart knows it too."""
+
+    failures: int = 0  # failed polls in a row; 0 when the last poll worked
+    failing_since: datetime | None = None  # the first failed poll of this run of failures
+    last_failure: datetime | None = None  # the latest failed poll: backoff counts from it
+    last_error: str | None = None  # its one-line reason
+
+
+HEALTHY = FeedHealth()
+
+
+def health_after_poll(health: FeedHealth, *, now: datetime, error: str | None) -> FeedHealth:
+    """The feed's health once a poll has ended, with `error` (None: it worked)."""
+    if error is None:
+        return HEALTHY
+    return FeedHealth(
+        failures=health.failures + 1,
+        failing_since=health.failing_since or now,
+        last_failure=now,
+        last_error=error,
+    )
+
+
+def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
+    """Seconds until a failing feed is tried again: the interval, doubling per failure, capped at an hour
+    (or the interval itself when that is longer)."""
+    if consecutive_failures <= 0:
+        return float(interval_seconds)
+    cap = max(interval_seconds, 3600)
+    return float(min(interval_seconds * 2 ** (consecutive_failures - 1), cap))
+
+
+def next_poll_delay(interval_seconds: int, health: FeedHealth, host_seconds: float | None = None) -> float:
+    """Seconds from a poll to the next poll of its feed: the interval, or the backoff of a failing feed,
+    and no sooner than the feed host asked (`host_seconds`), though never more than 15 minutes for that."""
+    delay = feed_backoff(interval_seconds, health.failures)
+    if host_seconds:
+        delay = max(delay, min(host_seconds, MAX_HOST_DELAY_SECONDS))
+    return delay
+
+
+def is_every_feed_failing(healths: Sequence[FeedHealth]) -> bool:
+    """The bot as a whole is failing (/healthz answers 503) when it has feeds and none of them works."""
+    return bool(healths) and all(health.failures for health in healths)
+
+
+# -- in the store --------------------------------------------------------------------------------------------
+
+
+def health_to_doc(health: FeedHealth) -> dict[str, Any]:
+    return {
+        "failures": health.failures,
+        "failing_since": _iso(health.failing_since),
+        "last_failure": _iso(health.last_failure),
+        "last_error": health.last_error,
+    }
+
+
+def health_from_doc(doc: dict[str, Any] | None) -> FeedHealth:
+    if not doc:
+        return HEALTHY
+    return FeedHealth(
+        failures=int(doc.get("failures", 0)),
+        failing_since=_time(doc.get("failing_since")),
+        last_failure=_time(doc.get("last_failure")),
+        last_error=doc.get("last_error"),
+    )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

@@ -1,0 +1,92 @@
+"""bot.health: what a poll's outcome does to a feed's health, and when the feed is polled next. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bot.health import (
+    HEALTHY,
+    FeedHealth,
+    health_after_poll,
+    health_from_doc,
+    health_to_doc,
+    is_every_feed_failing,
+    next_poll_delay,
+)
+from bot.home import FeedStatus, feed_line
+
+T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+T1 = T0 + timedelta(minutes=2)
+
+
+def test_failures_count_up_from_the_first_and_a_good_poll_clears_them() -> None:
+    once = health_after_poll(HEALTHY, now=T0, error="HTTP 503 Service Unavailable")
+    assert once == FeedHealth(1, T0, T0, "HTTP 503 Service Unavailable")
+    twice = health_after_poll(once, now=T1, error="read timeout after 30s")
+    assert twice == FeedHealth(2, T0, T1, "read timeout after 30s")  # failing since the first
+    assert health_after_poll(twice, now=T1, error=None) == HEALTHY
+
+
+@pytest.mark.parametrize(
+    ("interval", "failures", "host", "delay"),
+    [
+        (120, 0, None, 120),
+        (120, 3, None, 480),  # backoff: the interval, doubling per failure...
+        (120, 10, None, 3600),  # ...up to an hour
+        (7200, 3, None, 7200),  # or the interval, when longer
+        (120, 1, 600, 600),  # the host asks for more: honoured
+        (120, 1, 86400, 900),  # ...up to 15 minutes
+        (120, 5, 60, 1920),  # the host asks for less than the backoff: the backoff wins
+        (1800, 1, 86400, 1800),  # never sooner than the feed's own interval
+        (120, 0, 0, 120),
+    ],
+)
+def test_next_poll_delay(interval: int, failures: int, host: float | None, delay: float) -> None:
+    health = FeedHealth(failures=failures, last_failure=T0) if failures else HEALTHY
+    assert next_poll_delay(interval, health, host) == delay
+
+
+def test_the_bot_is_failing_only_when_every_feed_is() -> None:
+    failing = FeedHealth(failures=1, last_failure=T0)
+    assert is_every_feed_failing([failing, failing])
+    assert not is_every_feed_failing([failing, HEALTHY])
+    assert not is_every_feed_failing([])
+
+
+def test_health_round_trips_through_a_document() -> None:
+    health = FeedHealth(4, T0, T1, "HTTP 500 Internal Server Error")
+    assert health_from_doc(health_to_doc(health)) == health
+    assert health_from_doc(None) == HEALTHY
+
+
+def status(**changes: object) -> FeedStatus:
+    base = FeedStatus(
+        id="scmp",
+        url="https://e.com/rss",
+        last_poll=T1,
+        last_status="ok",
+        last_error=None,
+        consecutive_failures=0,
+        items_seen=50,
+    )
+    return replace(base, **changes)
+
+
+@pytest.mark.parametrize(
+    ("feed", "shown"),
+    [
+        (status(last_poll=None, items_seen=0), "⏳ not polled yet"),
+        (status(), "🟢 ok"),
+        (
+            status(consecutive_failures=3, failing_since=T0, last_error="HTTP 503 <b>"),
+            "🔴 failing since <!date^1780304400^{date_short_pretty} {time}|2026-06-01 09:00 UTC> "
+            "(3 in a row): HTTP 503 &lt;b&gt;",
+        ),
+    ],
+    ids=["new", "ok", "failing"],
+)
+def test_app_home_shows_each_feeds_health(feed: FeedStatus, shown: str) -> None:
+    assert feed_line(feed).startswith(f"*scmp* · {shown}\n")
