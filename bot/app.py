@@ -220,13 +220,14 @@ class App:
                     consecutive_failures=health.failures,
                     items_seen=self.store.seen_count(feed.id),
                     failing_since=health.failing_since,
+                    gone_since=health.gone_since,
                 )
             )
         return statuses
 
     def status(self) -> dict[str, object]:
-        """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when every
-        feed is."""
+        """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when no feed
+        works: each is failing or gone (see is_every_feed_failing)."""
         feeds = self.feed_statuses()
         every_feed_failing = is_every_feed_failing([self.store.feed_health(feed.id) for feed in feeds])
         return {
@@ -239,6 +240,7 @@ class App:
                     "last_error": feed.last_error,
                     "consecutive_failures": feed.consecutive_failures,
                     "failing_since": feed.failing_since.isoformat() if feed.failing_since else None,
+                    "gone_since": feed.gone_since.isoformat() if feed.gone_since else None,
                     "items_seen": feed.items_seen,
                 }
                 for feed in feeds
@@ -464,9 +466,24 @@ class App:
         feeds = self.rules.feeds
         workers = min(self.rules.settings.poll_concurrency, len(feeds))
         if workers <= 1:
-            return [self.poll(feed) for feed in feeds]
+            return [self._poll_unless_gone(feed) for feed in feeds]
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="poll") as pool:
-            return list(pool.map(self.poll, feeds))
+            return list(pool.map(self._poll_unless_gone, feeds))
+
+    def _poll_unless_gone(self, feed: FeedConfig) -> PollReport:
+        """A gone feed is checked once a day however often cron runs `run --once`; any other is polled."""
+        health = self.store.feed_health(feed.id)
+        due = self.next_poll_at(feed)
+        if health.gone_since is None or due is None or self.pipeline.now() >= due:
+            return self.poll(feed)
+        report = PollReport(
+            feed.id,
+            "skipped",
+            warning=f"gone (HTTP 410) since {health.gone_since:%Y-%m-%d %H:%M} UTC; next check after "
+            f"{due:%Y-%m-%d %H:%M} UTC",
+        )
+        log.info(report.log_line())
+        return report
 
     def poll(self, feed: FeedConfig) -> PollReport:
         """A job boundary: whatever goes wrong is logged and reported, and the other feeds carry on."""
@@ -477,13 +494,19 @@ class App:
             report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}")
         self._reports[feed.id] = report
         error = (report.error or "unknown error") if report.status == "error" else None
-        health = health_after_poll(self.store.feed_health(feed.id), now=self.pipeline.now(), error=error)
+        health = health_after_poll(
+            self.store.feed_health(feed.id),
+            now=self.pipeline.now(),
+            error=error,
+            http_status=report.http_status,
+        )
         try:
             self.store.record_feed_health(feed.id, health)
         except Exception:  # the poll itself is done; its report still counts
             log.exception("feed health not saved feed=%s", feed.id)
         if report.status == "error":
-            log.warning(report.log_line() + f" failures={health.failures}")
+            gone = f" gone_since={health.gone_since.isoformat()}" if health.gone_since else ""
+            log.warning(report.log_line() + f" failures={health.failures}{gone}")
         else:
             log.info(report.log_line())
         return report

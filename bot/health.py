@@ -11,6 +11,9 @@ from datetime import datetime
 from typing import Any
 
 MAX_HOST_DELAY_SECONDS = 15 * 60  # what a feed host asks (Retry-After) is honoured up to this
+# A feed whose host answered 410 Gone is polled this often, in case it comes back (a site relaunched, a
+# mistake undone), instead of at its interval: its host has said there is nothing there.
+GONE_RECHECK_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -21,13 +24,17 @@ class FeedHealth:
     failing_since: datetime | None = None  # the first failed poll of this run of failures
     last_failure: datetime | None = None  # the latest failed poll: backoff counts from it
     last_error: str | None = None  # its one-line reason
+    gone_since: datetime | None = None  # its host has answered 410 Gone since then, every time
 
 
 HEALTHY = FeedHealth()
 
 
-def health_after_poll(health: FeedHealth, *, now: datetime, error: str | None) -> FeedHealth:
-    """The feed's health once a poll has ended, with `error` (None: it worked)."""
+def health_after_poll(
+    health: FeedHealth, *, now: datetime, error: str | None, http_status: int | None = None
+) -> FeedHealth:
+    """The feed's health once a poll has ended, with `error` (None: it worked) and the HTTP status the
+    feed host answered with, if any. A 410 marks the feed gone; any other answer ends that."""
     if error is None:
         return HEALTHY
     return FeedHealth(
@@ -35,6 +42,7 @@ def health_after_poll(health: FeedHealth, *, now: datetime, error: str | None) -
         failing_since=health.failing_since or now,
         last_failure=now,
         last_error=error,
+        gone_since=(health.gone_since or now) if http_status == 410 else None,
     )
 
 
@@ -48,8 +56,11 @@ def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
 
 
 def next_poll_delay(interval_seconds: int, health: FeedHealth, host_seconds: float | None = None) -> float:
-    """Seconds from a poll to the next poll of its feed: the interval, or the backoff of a failing feed,
-    and no sooner than the feed host asked (`host_seconds`), though never more than 15 minutes for that."""
+    """Seconds from a poll to the next poll of its feed: the interval, or the backoff of a failing feed, or
+    a day for a gone one; and no sooner than the feed host asked (`host_seconds`), though never more than
+    15 minutes for that."""
+    if health.gone_since is not None:
+        return float(max(GONE_RECHECK_SECONDS, interval_seconds))
     delay = feed_backoff(interval_seconds, health.failures)
     if host_seconds:
         delay = max(delay, min(host_seconds, MAX_HOST_DELAY_SECONDS))
@@ -57,8 +68,10 @@ def next_poll_delay(interval_seconds: int, health: FeedHealth, host_seconds: flo
 
 
 def is_every_feed_failing(healths: Sequence[FeedHealth]) -> bool:
-    """The bot as a whole is failing (/healthz answers 503) when it has feeds and none of them works."""
-    return bool(healths) and all(health.failures for health in healths)
+    """The bot as a whole is failing (/healthz answers 503) when it has feeds and none of them works: each
+    is failing or gone. A gone feed beside working ones is the rules' problem, not the bot's: it is shown
+    as gone, and the bot stays healthy."""
+    return bool(healths) and all(health.failures or health.gone_since for health in healths)
 
 
 # -- in the store --------------------------------------------------------------------------------------------
@@ -70,6 +83,7 @@ def health_to_doc(health: FeedHealth) -> dict[str, Any]:
         "failing_since": _iso(health.failing_since),
         "last_failure": _iso(health.last_failure),
         "last_error": health.last_error,
+        "gone_since": _iso(health.gone_since),
     }
 
 
@@ -81,6 +95,7 @@ def health_from_doc(doc: dict[str, Any] | None) -> FeedHealth:
         failing_since=_time(doc.get("failing_since")),
         last_failure=_time(doc.get("last_failure")),
         last_error=doc.get("last_error"),
+        gone_since=_time(doc.get("gone_since")),
     )
 
 

@@ -23,6 +23,7 @@ class FeedStatus:
     consecutive_failures: int
     items_seen: int
     failing_since: datetime | None = None
+    gone_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,9 @@ def _header(text: str) -> dict[str, object]:
 
 
 def feed_line(feed: FeedStatus) -> str:
-    if feed.consecutive_failures:
+    if feed.gone_since:
+        state = f"⚫ gone since {slack_date(feed.gone_since)} (its host answers 410 Gone): checked once a day"
+    elif feed.consecutive_failures:
         reason = escape_mrkdwn(trim(feed.last_error or "", 200))
         since = f" since {slack_date(feed.failing_since)}" if feed.failing_since else ""
         state = f"🔴 failing{since} ({feed.consecutive_failures} in a row): {reason}"

@@ -53,7 +53,7 @@ class AlertSink(Protocol):
 @dataclass(frozen=True)
 class PollReport:
     feed_id: str
-    status: str  # ok | not_modified | unchanged | error
+    status: str  # ok | not_modified | unchanged | error | skipped (a gone feed between its daily checks)
     first_poll: bool = False
     items: int = 0
     new: int = 0
@@ -63,6 +63,7 @@ class PollReport:
     error: str | None = None
     warning: str | None = None
     retry_after: float | None = None
+    http_status: int | None = None  # what the feed host answered, when the fetch failed on it
 
     def log_line(self) -> str:
         parts = [f"poll feed={self.feed_id} status={self.status}"]
@@ -210,7 +211,9 @@ class Pipeline:
                 last_modified=state.last_modified if state else None,
             )
         except FetchError as e:
-            return PollReport(feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after)
+            return PollReport(
+                feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after, http_status=e.status
+            )
         if fetched.not_modified and state is not None:
             return PollReport(feed.id, "not_modified")
         body_hash = hashlib.sha256(fetched.body).hexdigest()

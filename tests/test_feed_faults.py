@@ -24,6 +24,7 @@ from bot.app import App, build_app
 from bot.config import environment_from
 from bot.errors import FetchError
 from bot.fetch import FetchLimits, HttpFetcher
+from bot.home import feed_line
 from bot.pipeline import PollReport
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
@@ -296,6 +297,7 @@ FAULTS: dict[str, tuple[Callable[[FaultWorld], str], str]] = {
     "http-500": (lambda w: status_page(w.feed_host, 500), "HTTP 500 Internal Server Error"),
     "http-503": (lambda w: status_page(w.feed_host, 503), "HTTP 503 Service Unavailable"),
     "http-404": (lambda w: status_page(w.feed_host, 404), "HTTP 404 Not Found"),
+    "http-410": (lambda w: status_page(w.feed_host, 410), "HTTP 410 Gone"),
     "html": (
         lambda w: w.feed_host.serve(
             "/html", b"<!DOCTYPE html><html><body><h1>Log in</h1></body></html>", "text/html"
@@ -358,7 +360,7 @@ def test_a_feed_fault_is_one_clear_error_and_loses_nothing(
     assert broken.seconds < LIMITS.total_timeout + 1.5
 
     world.write_rules()  # the feed is good again
-    world.clock.advance(days=1)
+    world.clock.advance(days=1)  # (a gone feed is checked again after a day)
     assert sorted(world.cycle().posts) == sorted(SCMP_NEWEST)  # nothing was lost
 
 
@@ -399,3 +401,50 @@ def test_compressed_bodies_are_decoded(squeeze: Callable[[bytes], bytes]) -> Non
     finally:
         fetcher.close()
         server.close()
+
+
+# -- 410 Gone ------------------------------------------------------------------------------------------------
+
+
+def test_a_feed_answering_410_is_gone_checked_once_a_day_and_remembered_across_restarts(
+    world: FaultWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.cycle()
+    world.feed_host.fail_next("/bad", 410, times=2)
+    gone_at = world.clock.now
+    app = world.start()
+    bad = app.rules.feeds[0]
+    with caplog.at_level(logging.INFO):
+        assert app.poll_when_due(bad).error == "HTTP 410 Gone"
+    assert f"failures=1 gone_since={gone_at.isoformat()}" in caplog.text
+    status = app.status()
+    assert status["feeds"]["bad"]["gone_since"] == gone_at.isoformat()
+    assert status["status"] == "ok"  # the other feed works: a gone feed is the rules' problem
+    [line] = [line for line in map(feed_line, app.feed_statuses()) if line.startswith("*bad*")]
+    assert "⚫ gone since" in line and "2026-06-01 09:00 UTC" in line and "checked once a day" in line
+    app.close()
+
+    world.clock.advance(hours=23)
+    app = world.start()  # a restart: still gone, and not asked again before the day is out
+    assert app.status()["feeds"]["bad"]["gone_since"] == gone_at.isoformat()
+    assert app.poll_when_due(bad) is None
+    assert app.poll_all_once()[0].status == "skipped"  # run --once from cron, too
+    assert len(world.feed_host.requests_for("/bad")) == 2  # the baseline and the 410
+    world.clock.advance(hours=1)
+    assert app.poll_when_due(bad).error == "HTTP 410 Gone"  # a day later: checked, still gone
+    assert app.status()["feeds"]["bad"]["gone_since"] == gone_at.isoformat()
+    app.close()
+
+    world.feed_host.serve("/bad", scmp_feed())  # it is back, with three new items
+    world.clock.advance(days=1)
+    back = world.cycle()
+    assert back.reports["bad"].status == "ok" and sorted(back.posts) == sorted(SCMP_NEWEST)
+    assert back.app.status()["feeds"]["bad"]["gone_since"] is None
+
+
+def test_when_every_feed_is_failing_or_gone_healthz_says_failing(world: FaultWorld) -> None:
+    world.cycle()
+    world.feed_host.fail_next("/bad", 410)
+    world.feed_host.fail_next("/good", 503)
+    app = world.cycle().app
+    assert app.status()["status"] == "failing"

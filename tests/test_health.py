@@ -30,6 +30,22 @@ def test_failures_count_up_from_the_first_and_a_good_poll_clears_them() -> None:
     assert health_after_poll(twice, now=T1, error=None) == HEALTHY
 
 
+def test_410_marks_a_feed_gone_until_its_host_answers_otherwise() -> None:
+    gone = health_after_poll(HEALTHY, now=T0, error="HTTP 410 Gone", http_status=410)
+    assert gone.gone_since == T0 and gone.failures == 1
+    still = health_after_poll(gone, now=T1, error="HTTP 410 Gone", http_status=410)
+    assert still.gone_since == T0 and still.failures == 2  # gone since the first 410
+    assert health_after_poll(still, now=T1, error="HTTP 503", http_status=503).gone_since is None
+    assert health_after_poll(still, now=T1, error=None) == HEALTHY
+
+
+def test_a_gone_feed_is_polled_once_a_day_or_at_its_interval_when_longer() -> None:
+    gone = FeedHealth(failures=9, last_failure=T0, gone_since=T0)
+    assert next_poll_delay(120, gone) == 86400
+    assert next_poll_delay(120, gone, host_seconds=600) == 86400
+    assert next_poll_delay(2 * 86400, gone) == 2 * 86400
+
+
 @pytest.mark.parametrize(
     ("interval", "failures", "host", "delay"),
     [
@@ -49,15 +65,19 @@ def test_next_poll_delay(interval: int, failures: int, host: float | None, delay
     assert next_poll_delay(interval, health, host) == delay
 
 
-def test_the_bot_is_failing_only_when_every_feed_is() -> None:
+def test_the_bot_is_failing_only_when_no_feed_works() -> None:
     failing = FeedHealth(failures=1, last_failure=T0)
+    gone = FeedHealth(failures=1, last_failure=T0, gone_since=T0)
     assert is_every_feed_failing([failing, failing])
+    assert is_every_feed_failing([failing, gone])
+    assert is_every_feed_failing([gone])
+    assert not is_every_feed_failing([gone, HEALTHY])  # a gone feed beside a working one: still healthy
     assert not is_every_feed_failing([failing, HEALTHY])
     assert not is_every_feed_failing([])
 
 
 def test_health_round_trips_through_a_document() -> None:
-    health = FeedHealth(4, T0, T1, "HTTP 500 Internal Server Error")
+    health = FeedHealth(4, T0, T1, "HTTP 410 Gone", gone_since=T0)
     assert health_from_doc(health_to_doc(health)) == health
     assert health_from_doc(None) == HEALTHY
 
@@ -85,8 +105,13 @@ def status(**changes: object) -> FeedStatus:
             "🔴 failing since <!date^1780304400^{date_short_pretty} {time}|2026-06-01 09:00 UTC> "
             "(3 in a row): HTTP 503 &lt;b&gt;",
         ),
+        (
+            status(consecutive_failures=2, failing_since=T0, gone_since=T0, last_error="HTTP 410 Gone"),
+            "⚫ gone since <!date^1780304400^{date_short_pretty} {time}|2026-06-01 09:00 UTC> "
+            "(its host answers 410 Gone): checked once a day",
+        ),
     ],
-    ids=["new", "ok", "failing"],
+    ids=["new", "ok", "failing", "gone"],
 )
 def test_app_home_shows_each_feeds_health(feed: FeedStatus, shown: str) -> None:
     assert feed_line(feed).startswith(f"*scmp* · {shown}\n")
