@@ -20,11 +20,17 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_group, trim
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_feed_notice, render_group, trim
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import HttpFetcher
-from bot.health import health_after_poll, is_every_feed_failing, next_poll_delay
+from bot.health import (
+    FeedHealth,
+    health_after_notices,
+    health_after_poll,
+    is_every_feed_failing,
+    next_poll_delay,
+)
 from bot.home import FeedStatus
 from bot.model import FeedConfig, RuleSet
 from bot.oncall import (
@@ -493,23 +499,55 @@ class App:
             log.exception("poll crashed feed=%s", feed.id)
             report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}")
         self._reports[feed.id] = report
-        error = (report.error or "unknown error") if report.status == "error" else None
+        rules = self.rules
+        following = tuple(dict.fromkeys(r.channel for r in rules.channels if r.applies_to(feed.id)))
         health = health_after_poll(
             self.store.feed_health(feed.id),
             now=self.pipeline.now(),
-            error=error,
+            error=(report.error or "unknown error") if report.status == "error" else None,
             http_status=report.http_status,
+            notice_after=rules.settings.feed_failure_notice_after,
+            following=following,
         )
-        try:
-            self.store.record_feed_health(feed.id, health)
-        except Exception:  # the poll itself is done; its report still counts
-            log.exception("feed health not saved feed=%s", feed.id)
         if report.status == "error":
             gone = f" gone_since={health.gone_since.isoformat()}" if health.gone_since else ""
             log.warning(report.log_line() + f" failures={health.failures}{gone}")
         else:
             log.info(report.log_line())
+        try:
+            self.store.record_feed_health(feed.id, health)
+            self._send_feed_notice(feed.id, health, following)
+        except Exception:  # the poll itself is done; its report still counts
+            log.exception("feed health not saved, or its notice not sent feed=%s", feed.id)
         return report
+
+    def _send_feed_notice(self, feed_id: str, health: FeedHealth, following: tuple[str, ...]) -> None:
+        """Sends the notice the feed's health owes (it fails, or works again) through the alerts' sink, and
+        records who has had it, so that nobody gets it twice, a restart included."""
+        if not health.owed:
+            return
+        text = render_feed_notice(feed_id, health)
+        sent = []
+        for channel in health.owed:
+            if channel not in following:
+                continue
+            try:
+                self.pipeline.sink.deliver_notice(channel, text)
+            except DeliveryError as e:
+                log.error(
+                    "feed notice not sent feed=%s notice=%s channel=%s error=%s (%s)",
+                    feed_id,
+                    health.notice,
+                    channel,
+                    e.error,
+                    "it may have landed: not sent again" if e.uncertain else "tried again at the next poll",
+                )
+                if not e.uncertain:
+                    continue
+            sent.append(channel)
+        if sent:
+            log.info("feed notice sent feed=%s notice=%s channels=%s", feed_id, health.notice, ",".join(sent))
+        self.store.record_feed_health(feed_id, health_after_notices(health, sent, following))
 
     def retry_pending(self) -> tuple[int, int]:
         try:

@@ -89,7 +89,15 @@ _SCALAR_KINDS = {
 
 _TOP_KEYS = ("settings", "feeds", "channels")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
-_SETTINGS_KEYS = ("interval", "backfill", "retention", "admins", "max_alerts_per_cycle", "poll_concurrency")
+_SETTINGS_KEYS = (
+    "interval",
+    "backfill",
+    "retention",
+    "admins",
+    "max_alerts_per_cycle",
+    "poll_concurrency",
+    "feed_failure_notice_after",
+)
 MAX_POLL_CONCURRENCY = 64
 _FEED_KEYS = ("id", "url", "interval")
 _CHANNEL_KEYS = (
@@ -413,6 +421,10 @@ class _RulesReader:
             concurrency = (
                 self.positive_count(node, "settings.poll_concurrency", MAX_POLL_CONCURRENCY) or concurrency
             )
+        notice_after = defaults.feed_failure_notice_after
+        if "feed_failure_notice_after" in fields:
+            node = fields["feed_failure_notice_after"]
+            notice_after = self.positive_count(node, "settings.feed_failure_notice_after") or notice_after
         return Settings(
             interval_seconds=interval,
             backfill=backfill,
@@ -420,6 +432,7 @@ class _RulesReader:
             admins=admins,
             max_alerts_per_cycle=max_alerts,
             poll_concurrency=concurrency,
+            feed_failure_notice_after=notice_after,
         )
 
     def user_ids(self, node: Node, path: str) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ class Settings:
     admins: tuple[str, ...] = ()  # user IDs allowed to change subscriptions from Slack; empty: everyone
     max_alerts_per_cycle: int = 5  # per channel and poll; the rest go into one grouped message
     poll_concurrency: int = 8  # feeds fetched at once: waiting on slow hosts overlaps, the load stays bounded
+    feed_failure_notice_after: int = 10  # failed polls in a row before the feed's channels are told
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,10 @@ class AlertSink(Protocol):
         self, message: Message, items: Sequence[Item], *, since: datetime | None = None
     ) -> str | None: ...
 
+    def deliver_notice(self, channel: str, text: str) -> str | None:
+        """A plain message about the bot itself (a feed fails, or works again): no item, no buttons."""
+        ...
+
 
 @dataclass(frozen=True)
 class PollReport:

@@ -274,7 +274,8 @@ SINGLE_MISTAKES = [
     (
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
         "rules.yaml:3: settings.intervall: unknown key "
-        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency)",
+        "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency, "
+        "feed_failure_notice_after)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -911,6 +912,15 @@ def test_poll_concurrency_is_bounded(value: str) -> None:
 def test_poll_concurrency_is_read() -> None:
     assert load("settings:\n  poll_concurrency: 16\n" + ONCALL).settings.poll_concurrency == 16
     assert load(ONCALL).settings.poll_concurrency == 8
+
+
+def test_feed_failure_notice_after_is_read_and_must_be_positive() -> None:
+    rules = load("settings:\n  feed_failure_notice_after: 3\n" + ONCALL)
+    assert rules.settings.feed_failure_notice_after == 3
+    assert load(ONCALL).settings.feed_failure_notice_after == 10
+    with pytest.raises(ConfigError) as raised:
+        load("settings:\n  feed_failure_notice_after: 0\n" + ONCALL)
+    assert raised.value.problems == ("rules.yaml:2: settings.feed_failure_notice_after: must be 1 or more",)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ feeds polled in the same cycle. Small fetch limits keep each test within a secon
 from __future__ import annotations
 
 import gzip
+import io
 import logging
 import random
 import socket
@@ -15,6 +16,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 
@@ -356,12 +358,18 @@ def test_a_feed_fault_is_one_clear_error_and_loses_nothing(
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll feed=bad ")]
     assert f"status=error error={report.error!r}" in line
     assert broken.app.status()["feeds"]["bad"]["last_error"] == report.error
-    assert broken.posts == ["Nexperia opens a plant"]  # the good feed's alert, in the same cycle
+    # The good feed's alert, in the same cycle; and only a gone feed is worth a notice at once.
+    gone_notice = ["⚠️ Feed *bad* is gone"] if fault == "http-410" else []
+    assert sorted(post.split(":")[0] for post in broken.posts) == sorted(
+        ["Nexperia opens a plant", *gone_notice]
+    )
     assert broken.seconds < LIMITS.total_timeout + 1.5
 
     world.write_rules()  # the feed is good again
     world.clock.advance(days=1)  # (a gone feed is checked again after a day)
-    assert sorted(world.cycle().posts) == sorted(SCMP_NEWEST)  # nothing was lost
+    recovered = world.cycle().posts
+    assert sorted(set(recovered) & SCMP_NEWEST) == sorted(SCMP_NEWEST)  # nothing was lost
+    assert len(recovered) == 3 + len(gone_notice)  # and the gone feed's channel hears it is back
 
 
 # -- the fetcher's own limits ------------------------------------------------------------------------------
@@ -434,11 +442,20 @@ def test_a_feed_answering_410_is_gone_checked_once_a_day_and_remembered_across_r
     assert app.poll_when_due(bad).error == "HTTP 410 Gone"  # a day later: checked, still gone
     assert app.status()["feeds"]["bad"]["gone_since"] == gone_at.isoformat()
     app.close()
+    notices = [p["text"] for p in world.slack.posts_to(CHANNEL) if p["text"].startswith("⚠️ Feed *bad*")]
+    assert len(notices) == 1 and "is gone" in notices[0]  # told at once, and once
 
     world.feed_host.serve("/bad", scmp_feed())  # it is back, with three new items
     world.clock.advance(days=1)
     back = world.cycle()
-    assert back.reports["bad"].status == "ok" and sorted(back.posts) == sorted(SCMP_NEWEST)
+    assert back.reports["bad"].status == "ok"
+    assert sorted(back.posts) == sorted(
+        [
+            *SCMP_NEWEST,
+            "✅ Feed *bad* works again (it had been failing since 2026-06-01 09:00 UTC). "
+            "Its alerts are back.",
+        ]
+    )
     assert back.app.status()["feeds"]["bad"]["gone_since"] is None
 
 
@@ -448,3 +465,77 @@ def test_when_every_feed_is_failing_or_gone_healthz_says_failing(world: FaultWor
     world.feed_host.fail_next("/good", 503)
     app = world.cycle().app
     assert app.status()["status"] == "failing"
+
+
+# -- notices: ten failures in a row, and the recovery ------------------------------------------------------
+
+OTHER = "COTHER001"
+
+
+def test_ten_failures_in_a_row_post_one_notice_to_each_following_channel_and_one_on_recovery(
+    world: FaultWorld,
+) -> None:
+    world.slack.add_channel(OTHER, "other")
+    world.write_rules(channels=f"  - channel: {OTHER}\n    feeds: [good]\n    keywords: [Nexperia]\n")
+    world.cycle()
+    failing_since = world.clock.now + timedelta(minutes=2)
+    world.feed_host.serve("/bad", scmp_feed())
+    world.feed_host.fail_next("/bad", 503, times=12)
+    for poll in range(1, 13):  # each cycle is a new process: a restart between every two polls
+        world.clock.advance(minutes=2)
+        posts = world.cycle().posts
+        if poll == 10:
+            assert posts == [
+                f"⚠️ Feed *bad* has failed 10 polls in a row since {failing_since:%Y-%m-%d %H:%M} UTC: "
+                "HTTP 503 Service Unavailable. No alerts come from it meanwhile; I will say so when it works "
+                "again."
+            ]
+        else:
+            assert posts == [], f"poll {poll}"
+    assert world.slack.posts_to(OTHER) == []  # it follows only the good feed
+
+    world.clock.advance(minutes=2)
+    back = world.cycle().posts
+    notice = f"✅ Feed *bad* works again (it had been failing since {failing_since:%Y-%m-%d %H:%M} UTC)."
+    assert sorted(back) == sorted([*SCMP_NEWEST, notice + " Its alerts are back."])  # nothing lost
+    world.clock.advance(minutes=2)
+    assert world.cycle().posts == []
+    assert world.slack.posts_to(OTHER) == []
+
+
+def test_a_notice_slack_refuses_is_posted_at_the_next_poll_and_only_once(world: FaultWorld) -> None:
+    world.write_rules(settings="  feed_failure_notice_after: 1\n")
+    world.cycle()
+    world.feed_host.fail_next("/bad", 404, times=3)
+    world.slack.fail_next("chat.postMessage", status=429, retry_after=120, error="ratelimited")
+    assert world.cycle().posts == []  # refused: still owed
+    world.clock.advance(minutes=2)
+    assert [post[:32] for post in world.cycle().posts] == ["⚠️ Feed *bad* has failed 2 polls"]
+    world.clock.advance(minutes=2)
+    assert world.cycle().posts == []
+
+
+def test_in_console_mode_the_notice_is_printed_like_an_alert(
+    tmp_path: Path, feed_host: FeedHost, clock: Clock
+) -> None:
+    out = io.StringIO()
+    feed_host.fail_next("/gone", 410)
+    (tmp_path / "rules.yaml").write_text(
+        f"feeds:\n  - id: gone\n    url: {feed_host.url('/gone')}\n"
+        f"channels:\n  - channel: {CHANNEL}\n    keywords: [Nexperia]\n"
+    )
+    fetcher = HttpFetcher(LIMITS)
+    app = build_app(
+        environment_from({"BOT_RULES": str(tmp_path / "rules.yaml")}, tmp_path),
+        stdout=out,
+        fetcher=fetcher,
+        now=clock,
+    )
+    app.poll_all_once()
+    app.close()
+    fetcher.close()
+    assert out.getvalue() == (
+        f"▶ {CHANNEL}  ·  ⚠️ Feed *gone* is gone: since 2026-06-01 09:00 UTC its host answers 410 Gone. "
+        "I will check it once a day and say so if it comes back; if it is gone for good, remove it from the "
+        "rules.\n\n"
+    )

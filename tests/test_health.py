@@ -7,9 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from bot.blocks import render_feed_notice
 from bot.health import (
+    FAILING,
     HEALTHY,
+    RECOVERED,
     FeedHealth,
+    health_after_notices,
     health_after_poll,
     health_from_doc,
     health_to_doc,
@@ -115,3 +119,87 @@ def status(**changes: object) -> FeedStatus:
 )
 def test_app_home_shows_each_feeds_health(feed: FeedStatus, shown: str) -> None:
     assert feed_line(feed).startswith(f"*scmp* · {shown}\n")
+
+
+# -- notices ---------------------------------------------------------------------------------------------
+
+
+def failed(health: FeedHealth, times: int, **kwargs: object) -> FeedHealth:
+    for n in range(times):
+        health = health_after_poll(
+            health,
+            now=T0 + timedelta(minutes=2 * n),
+            error="HTTP 503 Service Unavailable",
+            notice_after=3,
+            following=("C1", "C2"),
+            **kwargs,  # type: ignore[arg-type]
+        )
+    return health
+
+
+def worked(health: FeedHealth, following: tuple[str, ...] = ("C1", "C2")) -> FeedHealth:
+    return health_after_poll(health, now=T1, error=None, notice_after=3, following=following)
+
+
+def test_the_failing_notice_is_due_once_at_the_threshold_and_the_recovery_to_those_told() -> None:
+    assert failed(HEALTHY, 2).notice is None
+    due = failed(HEALTHY, 3)
+    assert (due.notice, due.owed, due.told) == (FAILING, ("C1", "C2"), ())
+    told = health_after_notices(due, ["C1", "C2"], ("C1", "C2"))
+    assert (told.owed, told.told) == ((), ("C1", "C2"))
+    assert failed(told, 5).owed == ()  # never due again in this run of failures
+    recovered = worked(failed(told, 5))
+    assert (recovered.notice, recovered.owed, recovered.failures) == (RECOVERED, ("C1", "C2"), 0)
+    assert worked(recovered) == recovered  # owed until it is sent
+    assert health_after_notices(recovered, ["C1", "C2"], ("C1", "C2")) == HEALTHY
+
+
+def test_a_feed_that_recovers_before_the_threshold_tells_nobody() -> None:
+    assert worked(failed(HEALTHY, 2)) == HEALTHY
+
+
+def test_a_gone_feed_is_noticed_at_once() -> None:
+    gone = failed(HEALTHY, 1, http_status=410)
+    assert (gone.notice, gone.owed) == (FAILING, ("C1", "C2"))
+
+
+def test_a_notice_slack_refused_stays_owed_unless_the_channel_left() -> None:
+    due = failed(HEALTHY, 3)
+    partly = health_after_notices(due, ["C1"], ("C1", "C2"))
+    assert (partly.owed, partly.told) == (("C2",), ("C1",))
+    assert health_after_notices(partly, [], ("C1",)).owed == ()  # C2 no longer follows the feed
+    assert worked(partly).owed == ("C1",)  # only a channel told it failed hears it recovered
+
+
+def test_a_failure_before_the_recovery_notice_went_out_is_not_noticed_twice() -> None:
+    told = health_after_notices(failed(HEALTHY, 3), ["C1"], ("C1", "C2"))
+    recovering = worked(told)  # the recovery notice is owed to C1, not sent yet...
+    again = failed(recovering, 3)  # ...when it fails again
+    assert (again.told, again.owed) == (("C1",), ("C2",))  # C1 still thinks it fails: only C2 is told
+    assert worked(health_after_notices(again, ["C2"], ("C1", "C2"))).owed == ("C1", "C2")
+
+
+@pytest.mark.parametrize(
+    ("health", "text"),
+    [
+        (
+            FeedHealth(10, T0, T1, "HTTP 503 <Service Unavailable>", notice=FAILING),
+            "⚠️ Feed *scmp* has failed 10 polls in a row since 2026-06-01 09:00 UTC: "
+            "HTTP 503 &lt;Service Unavailable&gt;. No alerts come from it meanwhile; "
+            "I will say so when it works again.",
+        ),
+        (
+            FeedHealth(1, T0, T0, "HTTP 410 Gone", gone_since=T0, notice=FAILING),
+            "⚠️ Feed *scmp* is gone: since 2026-06-01 09:00 UTC its host answers 410 Gone. I will check it "
+            "once a day and say so if it comes back; if it is gone for good, remove it from the rules.",
+        ),
+        (
+            FeedHealth(failing_since=T0, notice=RECOVERED, owed=("C1",)),
+            "✅ Feed *scmp* works again (it had been failing since 2026-06-01 09:00 UTC). "
+            "Its alerts are back.",
+        ),
+    ],
+    ids=["failing", "gone", "recovered"],
+)
+def test_the_notice_is_one_short_plain_message(health: FeedHealth, text: str) -> None:
+    assert render_feed_notice("scmp", health) == text
