@@ -28,6 +28,7 @@ from bot.health import (
     FeedHealth,
     health_after_notices,
     health_after_poll,
+    host_delay,
     is_every_feed_failing,
     next_poll_delay,
 )
@@ -566,18 +567,27 @@ class App:
 
     def poll_when_due(self, feed: FeedConfig) -> PollReport | None:
         """The scheduler's job: polls unless the feed is not due yet (then None): it is backing off after
-        failures, or its host asked for time. This is data here, not a rescheduled job: changing the
-        scheduler from inside a job deadlocks its shutdown."""
+        failures, is gone, or its host asked for time (Retry-After, Cache-Control: see
+        bot.health.next_poll_delay). This is data here, not a rescheduled job: changing the scheduler from
+        inside a job deadlocks its shutdown."""
         started = self.pipeline.now()
         due = self.next_poll_at(feed)
         # The job fires on the interval's grid; a second of slack keeps a due retry from slipping a tick.
         if due is not None and started + timedelta(seconds=1) < due:
             return None
         report = self.poll(feed)
-        delay = next_poll_delay(feed.interval_seconds, self.store.feed_health(feed.id), report.retry_after)
+        asked = host_delay(
+            failed=report.status == "error",
+            http_status=report.http_status,
+            retry_after=report.retry_after,
+            max_age=report.max_age,
+        )
+        health = self.store.feed_health(feed.id)
+        delay = next_poll_delay(feed.interval_seconds, health, asked)
         if delay > feed.interval_seconds:
             self._next_poll[feed.id] = started + timedelta(seconds=delay)
-            log.info("feed backoff feed=%s next_poll_in=%ds", feed.id, delay)
+            why = "gone" if health.gone_since else "backoff" if health.failures else "host asked"
+            log.info("feed next poll later feed=%s next_poll_in=%ds reason=%s", feed.id, delay, why)
         else:
             self._next_poll.pop(feed.id, None)
         return report
@@ -588,9 +598,10 @@ class App:
         if feed.id in self._next_poll:
             return self._next_poll[feed.id]
         health = self.store.feed_health(feed.id)
-        if health.last_failure is None:
+        delay = next_poll_delay(feed.interval_seconds, health)
+        if health.last_failure is None or delay <= feed.interval_seconds:
             return None
-        return health.last_failure + timedelta(seconds=next_poll_delay(feed.interval_seconds, health))
+        return health.last_failure + timedelta(seconds=delay)
 
     def close(self) -> None:
         self.store.close()

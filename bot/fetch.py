@@ -64,6 +64,21 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
         return None
 
 
+def max_age_seconds(cache_control: str | None, age: str | None = None) -> float | None:
+    """How long an answer stays fresh by its Cache-Control max-age, less the Age a cache says it already
+    has. None without one, or when the host says not to rely on it (no-cache, no-store). s-maxage is for
+    shared caches, not for a client like this one."""
+    directives: dict[str, str] = {}
+    for part in (cache_control or "").split(","):
+        name, _, value = part.partition("=")
+        directives[name.strip().lower()] = value.strip().strip('"')
+    max_age = directives.get("max-age", "")
+    if "no-cache" in directives or "no-store" in directives or not max_age.isdigit():
+        return None
+    already = int(age.strip()) if age and age.strip().isdigit() else 0
+    return float(max(int(max_age) - already, 0))
+
+
 class _Inflater:
     """Decodes a body's Content-Encoding with the size cap as the limit on what it produces. httpx's own
     decoder inflates each network read whole, so one 64 KiB read of a gzip bomb became some 64 MiB in
@@ -252,12 +267,14 @@ class HttpFetcher:
     def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
         with self._client.stream("GET", url, headers=headers) as response:
             final_url = str(response.url)
+            max_age = max_age_seconds(response.headers.get("Cache-Control"), response.headers.get("Age"))
             if response.status_code == 304:
                 return FetchResult(
                     not_modified=True,
                     etag=response.headers.get("ETag", headers.get("If-None-Match")),
                     last_modified=response.headers.get("Last-Modified", headers.get("If-Modified-Since")),
                     url=final_url,
+                    max_age=max_age,
                 )
             if response.status_code != 200:
                 raise FetchError(
@@ -278,6 +295,7 @@ class HttpFetcher:
                 etag=response.headers.get("ETag"),
                 last_modified=response.headers.get("Last-Modified"),
                 url=final_url,
+                max_age=max_age,
             )
 
     def _read_file(self, url: str) -> FetchResult:

@@ -10,7 +10,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-MAX_HOST_DELAY_SECONDS = 15 * 60  # what a feed host asks (Retry-After) is honoured up to this
+# What a feed host asks for (Retry-After, Cache-Control max-age) is honoured up to this: a host that says
+# "fresh for a day" must not hold a newsroom's alerts back for a day.
+MAX_HOST_DELAY_SECONDS = 15 * 60
 # A feed whose host answered 410 Gone is polled this often, in case it comes back (a site relaunched, a
 # mistake undone), instead of at its interval: its host has said there is nothing there.
 GONE_RECHECK_SECONDS = 24 * 3600
@@ -101,6 +103,16 @@ def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
         return float(interval_seconds)
     cap = max(interval_seconds, 3600)
     return float(min(interval_seconds * 2 ** (consecutive_failures - 1), cap))
+
+
+def host_delay(
+    *, failed: bool, http_status: int | None, retry_after: float | None, max_age: float | None
+) -> float | None:
+    """How long the feed host asked not to be polled: Retry-After on a 429 or 503 (the answers it is
+    meant for), the answer's Cache-Control max-age on a good one. None when it asked nothing."""
+    if failed:
+        return retry_after if http_status in (429, 503) else None
+    return max_age
 
 
 def next_poll_delay(interval_seconds: int, health: FeedHealth, host_seconds: float | None = None) -> float:

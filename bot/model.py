@@ -230,3 +230,4 @@ class FetchResult:
     etag: str | None = None
     last_modified: str | None = None
     url: str = ""
+    max_age: float | None = None  # seconds the host says this answer stays fresh (Cache-Control)

@@ -68,6 +68,7 @@ class PollReport:
     warning: str | None = None
     retry_after: float | None = None
     http_status: int | None = None  # what the feed host answered, when the fetch failed on it
+    max_age: float | None = None  # how long the host says its answer stays fresh (Cache-Control)
 
     def log_line(self) -> str:
         parts = [f"poll feed={self.feed_id} status={self.status}"]
@@ -219,13 +220,13 @@ class Pipeline:
                 feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after, http_status=e.status
             )
         if fetched.not_modified and state is not None:
-            return PollReport(feed.id, "not_modified")
+            return PollReport(feed.id, "not_modified", max_age=fetched.max_age)
         body_hash = hashlib.sha256(fetched.body).hexdigest()
         if state is not None and state.body_hash == body_hash:
             # The server ignored our conditional headers and sent the same bytes: nothing to parse.
             if (fetched.etag, fetched.last_modified) != (state.etag, state.last_modified):
                 self.store.update_feed_headers(feed.id, fetched.etag, fetched.last_modified)
-            return PollReport(feed.id, "unchanged")
+            return PollReport(feed.id, "unchanged", max_age=fetched.max_age)
         try:
             parsed = parse_feed(fetched.body, feed.id, headers=fetched.headers, url=fetched.url)
         except FeedError as e:
@@ -234,7 +235,9 @@ class Pipeline:
         if first_poll and not parsed.items:
             # An empty first answer is no baseline: committing it would make the next poll, with the real
             # items, look like a flood of news. The first poll with items is the backfill.
-            return PollReport(feed.id, "ok", first_poll, warning=parsed.warning or "no items yet")
+            return PollReport(
+                feed.id, "ok", first_poll, warning=parsed.warning or "no items yet", max_age=fetched.max_age
+            )
         source = parsed.title.strip() or feed.id
         unseen = self.store.unseen(feed.id, parsed.items)
         with self._delivery_lock:
@@ -275,6 +278,7 @@ class Pipeline:
             posted=posted,
             pending=len(pending),
             warning=parsed.warning,
+            max_age=fetched.max_age,
         )
 
     @staticmethod

@@ -539,3 +539,52 @@ def test_in_console_mode_the_notice_is_printed_like_an_alert(
         "I will check it once a day and say so if it comes back; if it is gone for good, remove it from the "
         "rules.\n\n"
     )
+
+
+# -- what the feed host asks: Retry-After and Cache-Control ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "next_poll_in"),
+    [
+        ({"Cache-Control": "max-age=600"}, timedelta(minutes=10)),
+        ({"Cache-Control": "public, max-age=86400"}, timedelta(minutes=15)),  # never hours: capped
+        ({"Cache-Control": "max-age=30"}, None),  # never sooner than the feed's own interval
+        ({"Cache-Control": "no-cache"}, None),
+        (503, timedelta(minutes=10)),  # Retry-After: 600 on a 503
+        (500, None),  # ...but not on a 500: the backoff alone, one interval after a first failure
+    ],
+    ids=["max-age", "long-max-age", "short-max-age", "no-cache", "503-retry-after", "500-retry-after"],
+)
+def test_the_next_poll_waits_for_what_the_host_asked_up_to_15_minutes(
+    world: FaultWorld, answer: dict[str, str] | int, next_poll_in: timedelta | None
+) -> None:
+    world.cycle()
+    if isinstance(answer, int):
+        world.feed_host.fail_next("/bad", answer, headers={"Retry-After": "600"})
+    else:
+        world.feed_host.serve("/bad", scmp_feed(), headers=answer)
+    app = world.start()
+    bad = app.rules.feeds[0]
+    polled_at = world.clock.now
+    app.poll_when_due(bad)
+    if next_poll_in is None:
+        assert app.next_poll_at(bad) is None  # at its next tick, two minutes on
+    else:
+        assert app.next_poll_at(bad) == polled_at + next_poll_in
+        world.clock.advance(seconds=next_poll_in.total_seconds() - 60)
+        assert app.poll_when_due(bad) is None  # not asked again before then
+        world.clock.advance(seconds=60)
+        assert app.poll_when_due(bad) is not None
+    app.close()
+
+
+def test_max_age_on_a_304_is_honoured_too(world: FaultWorld) -> None:
+    world.feed_host.serve("/bad", scmp_feed(drop_newest=3), headers={"Cache-Control": "max-age=300"})
+    app = world.start()
+    bad = app.rules.feeds[0]
+    assert app.poll_when_due(bad).status == "ok"
+    world.clock.advance(minutes=5)
+    assert app.poll_when_due(bad).status == "not_modified"
+    assert app.next_poll_at(bad) == world.clock.now + timedelta(minutes=5)
+    app.close()

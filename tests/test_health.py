@@ -17,6 +17,7 @@ from bot.health import (
     health_after_poll,
     health_from_doc,
     health_to_doc,
+    host_delay,
     is_every_feed_failing,
     next_poll_delay,
 )
@@ -67,6 +68,31 @@ def test_a_gone_feed_is_polled_once_a_day_or_at_its_interval_when_longer() -> No
 def test_next_poll_delay(interval: int, failures: int, host: float | None, delay: float) -> None:
     health = FeedHealth(failures=failures, last_failure=T0) if failures else HEALTHY
     assert next_poll_delay(interval, health, host) == delay
+
+
+@pytest.mark.parametrize(
+    ("failed", "http_status", "retry_after", "max_age", "asked"),
+    [
+        (True, 429, 120, None, 120),
+        (True, 503, 120, None, 120),
+        (True, 500, 120, None, None),  # Retry-After means something on 429 and 503 only
+        (True, 404, 120, None, None),
+        (True, None, None, None, None),  # a timeout: the host asked nothing
+        (False, None, None, 600, 600),  # a good answer: its max-age
+        (False, None, 120, None, None),
+        (False, None, None, None, None),
+    ],
+)
+def test_what_the_feed_host_asked_for(
+    failed: bool,
+    http_status: int | None,
+    retry_after: float | None,
+    max_age: float | None,
+    asked: float | None,
+) -> None:
+    assert (
+        host_delay(failed=failed, http_status=http_status, retry_after=retry_after, max_age=max_age) == asked
+    )
 
 
 def test_the_bot_is_failing_only_when_no_feed_works() -> None:
