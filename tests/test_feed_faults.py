@@ -588,3 +588,67 @@ def test_max_age_on_a_304_is_honoured_too(world: FaultWorld) -> None:
     assert app.poll_when_due(bad).status == "not_modified"
     assert app.next_poll_at(bad) == world.clock.now + timedelta(minutes=5)
     app.close()
+
+
+# -- a hanging feed does not hold the others up --------------------------------------------------------------
+
+
+class NotingSink:
+    """Passes alerts on, noting for each whether the hanging feed's request was still open then."""
+
+    def __init__(self, sink, hanging: threading.Event) -> None:
+        self.sink, self.hanging, self.while_hanging = sink, hanging, []
+
+    def deliver(self, match, source, *, since=None):
+        self.while_hanging.append((match.item.feed_id, self.hanging.is_set()))
+        return self.sink.deliver(match, source, since=since)
+
+
+def test_a_feed_that_hangs_until_its_timeout_does_not_hold_up_the_others(
+    tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock
+) -> None:
+    hanging = threading.Event()
+
+    def hangs(conn: socket.socket, stop: threading.Event) -> None:
+        hanging.set()
+        conn.settimeout(10)
+        with suppress(OSError):
+            conn.recv(1)  # returns when the bot gives up and closes the connection
+        hanging.clear()
+
+    slack.add_channel(CHANNEL, "faults")
+    server = FaultServer(hangs)
+    urls = {name: feed_host.serve(f"/{name}", scmp_feed(drop_newest=3)) for name in ("a", "b")}
+    feeds = "".join(f"  - id: {name}\n    url: {url}\n" for name, url in urls.items())
+    (tmp_path / "rules.yaml").write_text(
+        f"settings:\n  backfill: 0\n  poll_concurrency: 2\nfeeds:\n  - id: hang\n    url: {server.url()}\n"
+        f"{feeds}channels:\n  - channel: {CHANNEL}\n    feeds: [a]\n    keywords: [Nexperia]\n"
+        f"  - channel: {CHANNEL}\n    feeds: [b]\n    keywords: [Huawei]\n"
+    )
+    env = environment_from(
+        {
+            "SLACK_BOT_TOKEN": slack.state.token,
+            "SLACK_API_URL": slack.url,
+            "BOT_RULES": str(tmp_path / "rules.yaml"),
+        },
+        tmp_path,
+    )
+    fetcher = HttpFetcher(FetchLimits(connect_timeout=1, read_timeout=1, total_timeout=2))
+    app = build_app(env, fetcher=fetcher, now=clock, sleep=clock.sleep)
+    try:
+        app.poll_all_once()  # the baseline: "hang" hangs already
+        for name in ("a", "b"):
+            feed_host.serve(f"/{name}", scmp_feed())
+        app.pipeline.sink = noting = NotingSink(app.pipeline.sink, hanging)
+        started = time.monotonic()
+        reports = app.poll_all_once()
+        seconds = time.monotonic() - started
+    finally:
+        app.close()
+        fetcher.close()
+        server.close()
+    assert [(r.feed_id, r.status) for r in reports] == [("hang", "error"), ("a", "ok"), ("b", "ok")]
+    assert reports[0].error == "read timeout after 1s"
+    # Feeds a and b were fetched, matched and posted while "hang" still held its connection open.
+    assert sorted(noting.while_hanging) == [("a", True), ("b", True), ("b", True)]
+    assert seconds < 2
