@@ -121,7 +121,7 @@ def unchanged_feed(url: str, cycles: int) -> None:
             timed_cycles(app, 3)  # connections and caches warm
             with CountingParser() as parser:
                 walls, cpus = timed_cycles(app, cycles)
-            status = app.health["scmp"].last_report.status
+            status = app.status()["feeds"]["scmp"]["last_status"]
             app.close()
         print(
             f"| {label} | {status} | {statistics.median(cpus) * 1e3:.2f} "

@@ -20,10 +20,18 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_group, trim
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_feed_notice, render_group, trim
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError
 from bot.fetch import GuardedFetcher, HttpFetcher
+from bot.health import (
+    FeedHealth,
+    health_after_notices,
+    health_after_poll,
+    host_delay,
+    is_every_feed_failing,
+    next_poll_delay,
+)
 from bot.home import FeedStatus
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
@@ -41,7 +49,6 @@ from bot.pipeline import (
     Fetcher,
     Pipeline,
     PollReport,
-    feed_backoff,
     next_pending_attempt,
     utc_now,
 )
@@ -67,14 +74,6 @@ PENDING_RETRY_SECONDS = 30
 RULES_CHECK_SECONDS = 5.0  # how soon an edit of rules.yaml takes effect
 ARCHIVE_PRUNE_SECONDS = 3600
 TICK_SECONDS = 5  # how often on-call timers (escalations) are evaluated
-MAX_FEED_RETRY_AFTER = 15 * 60  # a feed host's Retry-After is honoured up to this
-
-
-@dataclass
-class FeedHealth:
-    consecutive_failures: int = 0
-    last_report: PollReport | None = None
-    retry_at: datetime | None = None  # a failing feed is not polled again before this
 
 
 def recover_state(
@@ -188,7 +187,6 @@ class App:
     store: Store
     pipeline: Pipeline
     console: bool
-    health: dict[str, FeedHealth] = field(default_factory=dict)
     client: SlackClient | None = None
     mentions: MentionResolver | None = None
     rules_path: Path | None = None
@@ -203,12 +201,21 @@ class App:
     _failures: dict[str, int] = field(default_factory=dict, repr=False)
     # Under `run`: brings the scheduler's feed jobs in line with the rules in force (see run_scheduler).
     resync_jobs: Callable[[], None] | None = None
+    # Each feed's latest poll (App Home, /healthz), and when it may be polled next where that is later than
+    # its interval says (backoff, or its host asked). In memory: what a restart must know, the feed's
+    # health, is in the store, and the next poll of a failing feed follows from it.
+    # The fetchers build_app made, closed with the App; one passed in is its caller's to close.
+    owned_fetchers: tuple[HttpFetcher | GuardedFetcher, ...] = ()
+    _reports: dict[str, PollReport] = field(default_factory=dict, repr=False)
+    _next_poll: dict[str, datetime] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.pipeline.observer = self.metrics
         self.metrics.watch(
             pending=lambda: len(self.store.pending()),
-            failing_feeds=lambda: sum(1 for health in self.health.values() if health.consecutive_failures),
+            failing_feeds=lambda: sum(
+                1 for feed in self.rules.feeds if self.store.feed_health(feed.id).failures
+            ),
             slack_auth_ok=lambda: self.pipeline.token_refused is None,
         )
 
@@ -229,8 +236,9 @@ class App:
         """A feed was added or removed from Slack: it is in the rules at once, and under `run` its job is
         added (first poll now) or dropped without waiting for the next look at the rules file."""
         self.refresh_rules()
-        for gone in set(self.health) - {feed.id for feed in self.rules.feeds}:
-            self.health.pop(gone, None)
+        for gone in set(self._reports) - {feed.id for feed in self.rules.feeds}:
+            self._reports.pop(gone, None)
+            self._next_poll.pop(gone, None)
         if self.resync_jobs is not None:
             self.resync_jobs()
 
@@ -279,31 +287,36 @@ class App:
     def feed_statuses(self) -> list[FeedStatus]:
         statuses = []
         for feed in self.rules.feeds:
-            health = self.health.get(feed.id, FeedHealth())
+            health = self.store.feed_health(feed.id)
             state = self.store.feed_state(feed.id)
-            report = health.last_report
+            report = self._reports.get(feed.id)
+            last_success = state.last_polled if state else None
+            polls = [moment for moment in (last_success, health.last_failure) if moment is not None]
             statuses.append(
                 FeedStatus(
                     id=feed.id,
                     url=feed.url,
-                    last_poll=state.last_polled if state else None,
-                    last_status=report.status if report else None,
-                    last_error=report.error if report else None,
-                    consecutive_failures=health.consecutive_failures,
+                    last_poll=max(polls, default=None),
+                    # After a restart, before its first poll, a failing feed is known from the store.
+                    last_status=report.status if report else ("error" if health.failures else None),
+                    last_error=health.last_error if health.failures else None,
+                    consecutive_failures=health.failures,
                     items_seen=self.store.seen_count(feed.id),
+                    failing_since=health.failing_since,
+                    gone_since=health.gone_since,
                 )
             )
         return statuses
 
     def status(self) -> dict[str, object]:
-        """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when every
-        feed is."""
+        """For /healthz: each feed's last poll and error, and how many alerts wait. 'failing' when no feed
+        works: each is failing or gone (see is_every_feed_failing)."""
         feeds = self.feed_statuses()
-        failing = [feed for feed in feeds if feed.consecutive_failures]
+        every_feed_failing = is_every_feed_failing([self.store.feed_health(feed.id) for feed in feeds])
         refused = self.pipeline.token_refused
         if refused is not None:
             verdict = "slack_auth_failed"
-        elif feeds and len(failing) == len(feeds):
+        elif every_feed_failing:
             verdict = "failing"
         else:
             verdict = "ok"
@@ -317,6 +330,8 @@ class App:
                     "last_status": feed.last_status,
                     "last_error": feed.last_error,
                     "consecutive_failures": feed.consecutive_failures,
+                    "failing_since": feed.failing_since.isoformat() if feed.failing_since else None,
+                    "gone_since": feed.gone_since.isoformat() if feed.gone_since else None,
                     "items_seen": feed.items_seen,
                 }
                 for feed in feeds
@@ -548,9 +563,24 @@ class App:
         feeds = self.rules.feeds
         workers = min(self.rules.settings.poll_concurrency, len(feeds))
         if workers <= 1:
-            return [self.poll(feed) for feed in feeds]
+            return [self._poll_unless_gone(feed) for feed in feeds]
         with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="poll") as pool:
-            return list(pool.map(self.poll, feeds))
+            return list(pool.map(self._poll_unless_gone, feeds))
+
+    def _poll_unless_gone(self, feed: FeedConfig) -> PollReport:
+        """A gone feed is checked once a day however often cron runs `run --once`; any other is polled."""
+        health = self.store.feed_health(feed.id)
+        due = self.next_poll_at(feed)
+        if health.gone_since is None or due is None or self.pipeline.now() >= due:
+            return self.poll(feed)
+        report = PollReport(
+            feed.id,
+            "skipped",
+            warning=f"gone (HTTP 410) since {health.gone_since:%Y-%m-%d %H:%M} UTC; next check after "
+            f"{due:%Y-%m-%d %H:%M} UTC",
+        )
+        log.info(report.log_line())
+        return report
 
     def poll(self, feed: FeedConfig) -> PollReport:
         """A job boundary: whatever goes wrong is logged and reported, and the other feeds carry on."""
@@ -560,15 +590,56 @@ class App:
             log.exception("poll crashed feed=%s", feed.id)
             report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}", error_kind="crash")
         self.metrics.observe_poll(report)
-        health = self.health.setdefault(feed.id, FeedHealth())
-        health.last_report = report
+        self._reports[feed.id] = report
+        rules = self.rules
+        following = tuple(dict.fromkeys(r.channel for r in rules.channels if r.applies_to(feed.id)))
+        health = health_after_poll(
+            self.store.feed_health(feed.id),
+            now=self.pipeline.now(),
+            error=(report.error or "unknown error") if report.status == "error" else None,
+            http_status=report.http_status,
+            notice_after=rules.settings.feed_failure_notice_after,
+            following=following,
+        )
         if report.status == "error":
-            health.consecutive_failures += 1
-            log.warning(report.log_line() + f" failures={health.consecutive_failures}")
+            gone = f" gone_since={health.gone_since.isoformat()}" if health.gone_since else ""
+            log.warning(report.log_line() + f" failures={health.failures}{gone}")
         else:
-            health.consecutive_failures = 0
             log.info(report.log_line())
+        try:
+            self.store.record_feed_health(feed.id, health)
+            self._send_feed_notice(feed.id, health, following)
+        except Exception:  # the poll itself is done; its report still counts
+            log.exception("feed health not saved, or its notice not sent feed=%s", feed.id)
         return report
+
+    def _send_feed_notice(self, feed_id: str, health: FeedHealth, following: tuple[str, ...]) -> None:
+        """Sends the notice the feed's health owes (it fails, or works again) through the alerts' sink, and
+        records who has had it, so that nobody gets it twice, a restart included."""
+        if not health.owed:
+            return
+        text = render_feed_notice(feed_id, health)
+        sent = []
+        for channel in health.owed:
+            if channel not in following:
+                continue
+            try:
+                self.pipeline.sink.deliver_notice(channel, text)
+            except DeliveryError as e:
+                log.error(
+                    "feed notice not sent feed=%s notice=%s channel=%s error=%s (%s)",
+                    feed_id,
+                    health.notice,
+                    channel,
+                    e.error,
+                    "it may have landed: not sent again" if e.uncertain else "tried again at the next poll",
+                )
+                if not e.uncertain:
+                    continue
+            sent.append(channel)
+        if sent:
+            log.info("feed notice sent feed=%s notice=%s channels=%s", feed_id, health.notice, ",".join(sent))
+        self.store.record_feed_health(feed_id, health_after_notices(health, sent, following))
 
     def retry_pending(self) -> tuple[int, int]:
         try:
@@ -586,35 +657,47 @@ class App:
         return None if feed is None else self.poll_when_due(feed)
 
     def poll_when_due(self, feed: FeedConfig) -> PollReport | None:
-        """The scheduler's job: polls unless the feed is backing off after failures (then None). Backoff is
-        data here, not a rescheduled job: changing the scheduler from inside a job deadlocks its shutdown."""
+        """The scheduler's job: polls unless the feed is not due yet (then None): it is backing off after
+        failures, is gone, or its host asked for time (Retry-After, Cache-Control: see
+        bot.health.next_poll_delay). This is data here, not a rescheduled job: changing the scheduler from
+        inside a job deadlocks its shutdown."""
         started = self.pipeline.now()
-        health = self.health.setdefault(feed.id, FeedHealth())
+        due = self.next_poll_at(feed)
         # The job fires on the interval's grid; a second of slack keeps a due retry from slipping a tick.
-        if health.retry_at is not None and started + timedelta(seconds=1) < health.retry_at:
+        if due is not None and started + timedelta(seconds=1) < due:
             return None
         report = self.poll(feed)
-        if report.status == "error":
-            delay = self.next_poll_delay(feed, report)
-            health.retry_at = started + timedelta(seconds=delay)
-            log.info("feed backoff feed=%s next_poll_in=%ds", feed.id, delay)
+        asked = host_delay(
+            failed=report.status == "error",
+            http_status=report.http_status,
+            retry_after=report.retry_after,
+            max_age=report.max_age,
+        )
+        health = self.store.feed_health(feed.id)
+        delay = next_poll_delay(feed.interval_seconds, health, asked)
+        if delay > feed.interval_seconds:
+            self._next_poll[feed.id] = started + timedelta(seconds=delay)
+            why = "gone" if health.gone_since else "backoff" if health.failures else "host asked"
+            log.info("feed next poll later feed=%s next_poll_in=%ds reason=%s", feed.id, delay, why)
         else:
-            health.retry_at = None
+            self._next_poll.pop(feed.id, None)
         return report
 
-    def next_poll_delay(self, feed: FeedConfig, report: PollReport) -> float:
-        failures = self.health.get(feed.id, FeedHealth()).consecutive_failures
-        delay = feed_backoff(feed.interval_seconds, failures)
-        if report.retry_after:
-            delay = max(delay, min(report.retry_after, MAX_FEED_RETRY_AFTER))
-        return delay
+    def next_poll_at(self, feed: FeedConfig) -> datetime | None:
+        """When the feed may be polled next, if that is later than its interval says (None: at its next
+        tick). After a restart a failing feed's backoff follows from its health in the store."""
+        if feed.id in self._next_poll:
+            return self._next_poll[feed.id]
+        health = self.store.feed_health(feed.id)
+        delay = next_poll_delay(feed.interval_seconds, health)
+        if health.last_failure is None or delay <= feed.interval_seconds:
+            return None
+        return health.last_failure + timedelta(seconds=delay)
 
     def close(self) -> None:
         self.store.close()
-        for fetcher in (self.pipeline.fetcher, self.pipeline.guarded_fetcher):
-            close = getattr(fetcher, "close", None)  # test doubles may have none
-            if close is not None:
-                close()
+        for fetcher in self.owned_fetchers:
+            fetcher.close()
 
 
 def build_app(
@@ -681,13 +764,20 @@ def build_app(
                 "the Slack app is off and alerts are printed"
             )
         log.info("console mode: SLACK_BOT_TOKEN is not set, alerts are printed instead of posted")
+    owned: list[HttpFetcher | GuardedFetcher] = []
+    if fetcher is None:
+        fetcher = HttpFetcher()
+        owned.append(fetcher)
+    if guarded_fetcher is None:
+        guarded_fetcher = GuardedFetcher()
+        owned.append(guarded_fetcher)
     pipeline = Pipeline(
         merge_rules(rules, store.subscriptions(), store.added_feeds()),
         store=store,
-        fetcher=fetcher or HttpFetcher(),
+        fetcher=fetcher,
         sink=sink,
         now=now,
-        guarded_fetcher=guarded_fetcher or GuardedFetcher(),
+        guarded_fetcher=guarded_fetcher,
     )
     return App(
         file_rules=rules,
@@ -699,6 +789,7 @@ def build_app(
         rules_path=env.rules_path,
         loaded_stamp=stamp,
         started=now(),
+        owned_fetchers=tuple(owned),
     )
 
 

@@ -1,4 +1,5 @@
-"""Renders a channel match as a Slack message (fallback text, Block Kit, metadata) or as terminal text.
+"""Renders a channel match as a Slack message (fallback text, Block Kit, metadata) or as terminal text, and
+the short notice that a feed fails or works again.
 
 Pure: no Slack client here. Feed text is untrusted, so everything from a feed is escaped for mrkdwn and
 trimmed to Block Kit's limits before it reaches a payload.
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
+from bot.health import RECOVERED, FeedHealth
 from bot.model import ChannelMatch, Item, Message
 from bot.rules import highlight_spans
 
@@ -371,3 +373,27 @@ def render_group(
 
 def _section_block(text: str) -> dict[str, object]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_LIMIT)}}
+
+
+def render_feed_notice(feed_id: str, health: FeedHealth) -> str:
+    """The one plain message that tells a feed's channels it fails (or is gone), or that it works again.
+    Times in plain UTC: the console prints this text as it is."""
+    name = f"*{escape_mrkdwn(feed_id)}*"
+    if health.notice == RECOVERED:
+        since = f" (it had been failing since {_utc(health.failing_since)})" if health.failing_since else ""
+        return f"✅ Feed {name} works again{since}. Its alerts are back."
+    if health.gone_since is not None:
+        return (
+            f"⚠️ Feed {name} is gone: since {_utc(health.gone_since)} its host answers 410 Gone. I will check "
+            "it once a day and say so if it comes back; if it is gone for good, remove it from the rules."
+        )
+    error = escape_mrkdwn(trim(health.last_error or "unknown error", 300))
+    return (
+        f"⚠️ Feed {name} has failed {health.failures} poll{'' if health.failures == 1 else 's'} in a row "
+        f"since {_utc(health.failing_since)}: "
+        f"{error}. No alerts come from it meanwhile; I will say so when it works again."
+    )
+
+
+def _utc(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "an unknown time"

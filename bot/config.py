@@ -98,6 +98,7 @@ _SETTINGS_KEYS = (
     "max_alerts_per_cycle",
     "poll_concurrency",
     "allow_private_feeds",
+    "feed_failure_notice_after",
 )
 MAX_POLL_CONCURRENCY = 64
 _FEED_KEYS = ("id", "url", "interval")
@@ -431,6 +432,10 @@ class _RulesReader:
         if "allow_private_feeds" in fields:
             parsed_allow = self.boolean(fields["allow_private_feeds"], "settings.allow_private_feeds")
             allow_private = allow_private if parsed_allow is None else parsed_allow
+        notice_after = defaults.feed_failure_notice_after
+        if "feed_failure_notice_after" in fields:
+            node = fields["feed_failure_notice_after"]
+            notice_after = self.positive_count(node, "settings.feed_failure_notice_after") or notice_after
         return Settings(
             interval_seconds=interval,
             backfill=backfill,
@@ -439,6 +444,7 @@ class _RulesReader:
             max_alerts_per_cycle=max_alerts,
             poll_concurrency=concurrency,
             allow_private_feeds=allow_private,
+            feed_failure_notice_after=notice_after,
         )
 
     def boolean(self, node: Node, path: str) -> bool | None:

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpcore
@@ -34,7 +37,9 @@ ACCEPT = (
 class FetchLimits:
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
-    total_timeout: float = 60.0  # a server that trickles one byte per read timeout would otherwise hold on
+    # Every wait of a fetch ends by then, headers included: a server that trickles one byte per read
+    # timeout would otherwise hold a poll (and a place in poll_concurrency) as long as it likes.
+    total_timeout: float = 60.0
     max_bytes: int = 10 * 1024 * 1024  # after gzip decoding: a small gzip bomb cannot fill memory
     max_redirects: int = 5
 
@@ -63,6 +68,151 @@ def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time)
         return None
 
 
+def max_age_seconds(cache_control: str | None, age: str | None = None) -> float | None:
+    """How long an answer stays fresh by its Cache-Control max-age, less the Age a cache says it already
+    has. None without one, or when the host says not to rely on it (no-cache, no-store). s-maxage is for
+    shared caches, not for a client like this one."""
+    directives: dict[str, str] = {}
+    for part in (cache_control or "").split(","):
+        name, _, value = part.partition("=")
+        directives[name.strip().lower()] = value.strip().strip('"')
+    max_age = directives.get("max-age", "")
+    if "no-cache" in directives or "no-store" in directives or not max_age.isdigit():
+        return None
+    already = int(age.strip()) if age and age.strip().isdigit() else 0
+    return float(max(int(max_age) - already, 0))
+
+
+class _Inflater:
+    """Decodes a body's Content-Encoding with the size cap as the limit on what it produces. httpx's own
+    decoder inflates each network read whole, so one 64 KiB read of a gzip bomb became some 64 MiB in
+    memory before the cap could refuse it; here no more than the cap is ever decoded."""
+
+    def __init__(self, encoding: str, max_bytes: int) -> None:
+        self._encoding = encoding.strip().lower()
+        if self._encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            # We only ask for gzip and deflate (Accept-Encoding), so anything else is the server's mistake.
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}", kind="decode")
+        self._max = max_bytes
+        self._zlib: Any = None
+        if self._encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.size = 0
+
+    def decode(self, data: bytes) -> bytes:
+        if self._encoding == "deflate" and self._zlib is None and data:
+            # "deflate" should be zlib-wrapped, but servers send raw deflate too; the zlib header tells.
+            wrapped = len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        if self._zlib is not None:
+            try:
+                data = self._zlib.decompress(data, self._max - self.size + 1)
+            except zlib.error as e:
+                raise FetchError(f"body could not be decoded ({self._encoding}): {e}", kind="decode") from e
+        return self._counted(data)
+
+    def finish(self) -> bytes:
+        """What the decoder still holds once the body has ended."""
+        if self._zlib is None:
+            return b""
+        return self._counted(self._zlib.flush(self._max - self.size + 1))
+
+    def _counted(self, data: bytes) -> bytes:
+        self.size += len(data)
+        if self.size > self._max:
+            raise FetchError(f"body is over the {self._max} byte cap", kind="too_large")
+        return data
+
+
+class _Deadline:
+    """The current fetch's deadline, per thread (the pool's connections serve whichever thread fetches)."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._local = threading.local()
+
+    def set(self, at: float | None) -> None:
+        self._local.at = at
+
+    def clamp(self, timeout: float | None) -> float | None:
+        """`timeout`, shortened to what is left before the deadline. Never 0, which a socket would take as
+        "do not block" rather than "time is up": a thousandth of a second times out as it should."""
+        at: float | None = getattr(self._local, "at", None)
+        if at is None:
+            return timeout
+        left = max(at - self._monotonic(), 0.001)
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every wait ends by the fetch's deadline. httpx's read timeout restarts with each
+    byte, so without this a host trickling its status line and headers holds a poll for as long as it likes:
+    the total timeout could only be checked once the headers were in."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.clamp(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.clamp(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        tls = self._stream.start_tls(ssl_context, server_hostname, self._deadline.clamp(timeout))
+        return _DeadlineStream(tls, self._deadline)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, backend: httpcore.NetworkBackend, deadline: _Deadline) -> None:
+        self._backend = backend
+        self._deadline = deadline
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_tcp(
+            host, port, self._deadline.clamp(timeout), local_address, socket_options
+        )
+        return _DeadlineStream(stream, self._deadline)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        stream = self._backend.connect_unix_socket(path, self._deadline.clamp(timeout), socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _transport_with_deadline(deadline: _Deadline) -> httpx.HTTPTransport:
+    """httpx's own transport, its sockets wrapped so that every wait ends by the fetch's deadline. httpx
+    offers no way to pass a network backend, so it is set on the pool it built; if a new httpx stores it
+    elsewhere this fails at start, not silently in production."""
+    transport = httpx.HTTPTransport()
+    pool = getattr(transport, "_pool", None)
+    backend = getattr(pool, "_network_backend", None)
+    if not isinstance(backend, httpcore.NetworkBackend):
+        raise RuntimeError("this httpx/httpcore version hides its network backend; cannot bound fetch time")
+    pool._network_backend = _DeadlineBackend(backend, deadline)  # type: ignore[union-attr]
+    return transport
+
+
 def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
     headers = {}
     if etag:
@@ -85,15 +235,19 @@ def http_timeouts(limits: FetchLimits) -> httpx.Timeout:
 
 
 @contextmanager
-def fetch_errors(limits: FetchLimits) -> Iterator[None]:
+def fetch_errors(limits: FetchLimits, monotonic: Callable[[], float], started: float) -> Iterator[None]:
     """httpx's errors as FetchErrors with a one-line reason."""
     try:
         yield
     except httpx.TooManyRedirects as e:
         raise FetchError(f"more than {limits.max_redirects} redirects", kind="redirects") from e
-    except httpx.ConnectTimeout as e:
-        raise FetchError(f"connect timeout after {limits.connect_timeout:g}s", kind="timeout") from e
-    except httpx.ReadTimeout as e:
+    except httpx.TimeoutException as e:
+        if monotonic() - started >= limits.total_timeout:
+            raise FetchError(f"download took over {limits.total_timeout:g}s", kind="timeout") from e
+        if isinstance(e, httpx.ConnectTimeout | httpx.PoolTimeout):
+            raise FetchError(f"connect timeout after {limits.connect_timeout:g}s", kind="timeout") from e
+        if isinstance(e, httpx.WriteTimeout):
+            raise FetchError(f"write timeout after {limits.read_timeout:g}s", kind="timeout") from e
         raise FetchError(f"read timeout after {limits.read_timeout:g}s", kind="timeout") from e
     except httpx.DecodingError as e:
         raise FetchError(f"body could not be decoded: {e}", kind="decode") from e
@@ -103,22 +257,18 @@ def fetch_errors(limits: FetchLimits) -> Iterator[None]:
         raise FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
 
-def read_response(
-    response: httpx.Response,
-    sent_headers: dict[str, str],
-    limits: FetchLimits,
-    monotonic: Callable[[], float],
-    started: float,
-) -> FetchResult:
-    """A final (not redirecting) response as a FetchResult: 304, an HTTP error, or the body within the
-    size and time caps."""
+def read_response(response: httpx.Response, sent_headers: dict[str, str], limits: FetchLimits) -> FetchResult:
+    """A final (not redirecting) response as a FetchResult: 304, an HTTP error, or the body, decoded within
+    the size cap (the fetch's deadline bounds the time: see _Deadline)."""
     final_url = str(response.url)
+    max_age = max_age_seconds(response.headers.get("Cache-Control"), response.headers.get("Age"))
     if response.status_code == 304:
         return FetchResult(
             not_modified=True,
             etag=response.headers.get("ETag", sent_headers.get("If-None-Match")),
             last_modified=response.headers.get("Last-Modified", sent_headers.get("If-Modified-Since")),
             url=final_url,
+            max_age=max_age,
         )
     if response.status_code != 200:
         raise FetchError(
@@ -131,15 +281,9 @@ def read_response(
         raise FetchError(
             f"body of {declared} bytes is over the {limits.max_bytes} byte cap", kind="too_large"
         )
-    chunks: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limits.max_bytes:
-            raise FetchError(f"body is over the {limits.max_bytes} byte cap", kind="too_large")
-        if monotonic() - started > limits.total_timeout:
-            raise FetchError(f"download took over {limits.total_timeout:g}s", kind="timeout")
-        chunks.append(chunk)
+    inflater = _Inflater(response.headers.get("Content-Encoding", ""), limits.max_bytes)
+    chunks = [inflater.decode(chunk) for chunk in response.iter_raw()]
+    chunks.append(inflater.finish())
     return FetchResult(
         not_modified=False,
         body=b"".join(chunks),
@@ -147,6 +291,7 @@ def read_response(
         etag=response.headers.get("ETag"),
         last_modified=response.headers.get("Last-Modified"),
         url=final_url,
+        max_age=max_age,
     )
 
 
@@ -162,25 +307,30 @@ class HttpFetcher:
     ) -> None:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
+        self._deadline = _Deadline(monotonic)
         self._client = httpx.Client(
             headers=REQUEST_HEADERS,
             timeout=http_timeouts(self.limits),
             follow_redirects=True,
             max_redirects=self.limits.max_redirects,
-            transport=transport,
+            transport=transport or _transport_with_deadline(self._deadline),
         )
 
     def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
         if is_local(url):
             return self._read_file(url)
         headers = conditional_headers(etag, last_modified)
-        with fetch_errors(self.limits):
-            return self._get(url, headers)
+        started = self._monotonic()
+        self._deadline.set(started + self.limits.total_timeout)
+        try:
+            with fetch_errors(self.limits, self._monotonic, started):
+                return self._get(url, headers)
+        finally:
+            self._deadline.set(None)
 
     def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
-        started = self._monotonic()
         with self._client.stream("GET", url, headers=headers) as response:
-            return read_response(response, headers, self.limits, self._monotonic, started)
+            return read_response(response, headers, self.limits)
 
     def _read_file(self, url: str) -> FetchResult:
         path = local_path(url)
@@ -323,8 +473,10 @@ class GuardedFetcher:
     ) -> None:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
+        self._deadline = _Deadline(monotonic)
         context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        sockets = network or httpcore.SyncBackend()
+        # Every wait ends by the fetch's deadline here too (see _DeadlineStream).
+        sockets = _DeadlineBackend(network or httpcore.SyncBackend(), self._deadline)
         # One client per policy, so a pooled connection is only reused under the policy that checked it.
         self._clients = {
             policy: self._client(CheckedTransport(CheckedNetwork(policy, resolver, sockets), context))
@@ -346,14 +498,18 @@ class GuardedFetcher:
         headers = conditional_headers(etag, last_modified)
         client = self._clients[policy]
         started = self._monotonic()
+        self._deadline.set(started + self.limits.total_timeout)  # for all the hops together
         target = url
-        with fetch_errors(self.limits):
-            for hop in range(self.limits.max_redirects + 1):
-                check_web_url(target, redirected=hop > 0)
-                with client.stream("GET", target, headers=headers) as response:
-                    if not response.has_redirect_location:
-                        return read_response(response, headers, self.limits, self._monotonic, started)
-                    target = str(response.url.join(response.headers["Location"]))
+        try:
+            with fetch_errors(self.limits, self._monotonic, started):
+                for hop in range(self.limits.max_redirects + 1):
+                    check_web_url(target, redirected=hop > 0)
+                    with client.stream("GET", target, headers=headers) as response:
+                        if not response.has_redirect_location:
+                            return read_response(response, headers, self.limits)
+                        target = str(response.url.join(response.headers["Location"]))
+        finally:
+            self._deadline.set(None)
         raise FetchError(f"more than {self.limits.max_redirects} redirects", kind="redirects")
 
     def close(self) -> None:

@@ -23,6 +23,8 @@ class FeedStatus:
     last_error: str | None
     consecutive_failures: int
     items_seen: int
+    failing_since: datetime | None = None
+    gone_since: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,14 @@ def _header(text: str) -> dict[str, object]:
 
 
 def feed_line(feed: FeedStatus) -> str:
-    if feed.last_poll is None:
-        state = "⏳ not polled yet"
+    if feed.gone_since:
+        state = f"⚫ gone since {slack_date(feed.gone_since)} (its host answers 410 Gone): checked once a day"
     elif feed.consecutive_failures:
         reason = escape_mrkdwn(trim(feed.last_error or "", 200))
-        state = f"🔴 failing ({feed.consecutive_failures} in a row): {reason}"
+        since = f" since {slack_date(feed.failing_since)}" if feed.failing_since else ""
+        state = f"🔴 failing{since} ({feed.consecutive_failures} in a row): {reason}"
+    elif feed.last_poll is None:
+        state = "⏳ not polled yet"
     else:
         state = "🟢 ok"
     polled = slack_date(feed.last_poll) if feed.last_poll else "never"

@@ -31,6 +31,7 @@ class Settings:
     poll_concurrency: int = 8  # feeds fetched at once: waiting on slow hosts overlaps, the load stays bounded
     # Feeds added from Slack may be on private addresses (loopback, the LAN); cloud metadata stays refused.
     allow_private_feeds: bool = False
+    feed_failure_notice_after: int = 10  # failed polls in a row before the feed's channels are told
 
 
 @dataclass(frozen=True)
@@ -246,3 +247,4 @@ class FetchResult:
     etag: str | None = None
     last_modified: str | None = None
     url: str = ""
+    max_age: float | None = None  # seconds the host says this answer stays fresh (Cache-Control)

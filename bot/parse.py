@@ -9,6 +9,7 @@ import html
 import io
 import re
 import warnings
+import xml.sax
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,11 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ufeff]")
 _WHITESPACE = re.compile(r"\s+")
 _AUTHOR_COMMA = re.compile(r"\s*,\s*")
 _MAX_REASON = 200
+# expat's errors for a document that ends while an element or token is still open.
+_END_OF_INPUT_ERRORS = frozenset(
+    {"no element found", "unclosed token", "partial character", "unclosed CDATA section"}
+)
+_FEED_END = re.compile(rb"</(?:channel|feed|rss|rdf:RDF)\s*>\s*\Z", re.IGNORECASE)
 
 
 def parse_feed(
@@ -66,10 +72,22 @@ def parse_feed(
     response_headers = {name.lower(): value for name, value in (headers or {}).items()}
     if url and "content-location" not in response_headers:
         response_headers["content-location"] = url
+    entity = unsafe_entity(body)
+    if entity is not None:
+        raise FeedError(
+            feed_id,
+            f"refused: its DOCTYPE declares the XML entity {entity!r}, which could expand to gigabytes "
+            "(only entities no longer than their own reference are accepted)",
+        )
     # Never pass `body` itself: see the module docstring.
     parsed = feedparser.parse(io.BytesIO(body), response_headers=response_headers)
 
     bozo = _describe_bozo(parsed) if parsed.get("bozo") else None
+    if bozo and _is_cut_off(body, parsed):
+        # The items before the cut are readable, but taking them would be wrong: on a first poll the
+        # rest of the feed would look new at the next one (a flood of old items). An error keeps the
+        # state as it was, and the next whole download loses nothing.
+        raise FeedError(feed_id, f"broken feed, cut off before its end: {bozo}")
     entries: list[Any] = list(parsed.get("entries") or [])
     if not entries:
         _reject_if_not_a_feed(body, feed_id, parsed, bozo)
@@ -97,6 +115,87 @@ def parse_feed(
         items=tuple(items),
         warning="; ".join(problems) or None,
     )
+
+
+def unsafe_entity(body: bytes) -> str | None:
+    """The name of the first entity the document's DOCTYPE declares that expanding could make the document
+    bigger, or None. feedparser drops entities that refer to others (the classic "billion laughs"), but keeps
+    one of plain text however long, and when the strict parse fails its fallback parser expands it with no
+    limit: a 160 KB feed with one 100 KB entity used 20,000 times took 62 s and 5.7 GB, and a 1.3 MB one
+    ran out of memory. Real feeds declare entities rarely, and then for one character (`&#160;`), so an
+    entity is accepted only when its text is no longer than its reference `&name;` (or is one character
+    reference); parameter and external entities never are."""
+    if body[:4].count(0):
+        body = body.replace(b"\x00", b"")  # UTF-16 or UTF-32: the markup is ASCII once the zeros are gone
+    for declaration in _doctype_entities(body):
+        match = _ENTITY.fullmatch(declaration)
+        if match is None:  # a parameter entity (%), an external one (SYSTEM, PUBLIC), or not well-formed
+            words = declaration[8:].rstrip(b">").split()
+            name = b"".join(words[:2]) if words[:1] == [b"%"] else b"".join(words[:1])
+            return (name or b"?")[:40].decode("latin-1")
+        name, value = match["name"], match["value"][1:-1]
+        harmless = _CHARACTER_REFERENCE.fullmatch(value) or (
+            not any(c in value for c in b"&%<") and len(value) <= len(name) + 2
+        )
+        if not harmless:
+            return name[:40].decode("latin-1")
+    return None
+
+
+_ENTITY = re.compile(rb"<!ENTITY\s+(?P<name>[^\s%\"'>]+)\s+(?P<value>\"[^\"]*\"|'[^']*')\s*>", re.I)
+_CHARACTER_REFERENCE = re.compile(rb"&#(?:[0-9]+|x[0-9a-fA-F]+);")
+
+
+def _doctype_entities(doc: bytes) -> Iterator[bytes]:
+    """Each `<!ENTITY …>` declaration in the DOCTYPE's internal subset, found by walking the prolog as XML
+    defines it (comments, processing instructions, quoted literals), so that a `<` in a comment or a
+    literal cannot hide a declaration after it."""
+    i = _skip_space(doc, 0)
+    while doc.startswith((b"<?", b"<!--"), i):  # the XML declaration, comments and PIs before the DOCTYPE
+        i = _after(doc, i, b"?>" if doc.startswith(b"<?", i) else b"-->")
+        i = _skip_space(doc, i)
+    if doc[i : i + 9].upper() != b"<!DOCTYPE":
+        return
+    i += 9
+    while i < len(doc) and doc[i] not in b"[>":  # the root's name and any external id, to the subset
+        i = _after_literal(doc, i)
+    if not doc.startswith(b"[", i):
+        return
+    i += 1
+    while i < len(doc) and doc[i] != ord("]"):
+        if doc.startswith(b"<!--", i):
+            i = _after(doc, i, b"-->")
+        elif doc.startswith(b"<?", i):
+            i = _after(doc, i, b"?>")
+        elif doc.startswith(b"<", i):  # a declaration: ENTITY, ELEMENT, ATTLIST, NOTATION
+            start = i
+            i += 1
+            while i < len(doc) and doc[i] != ord(">"):
+                i = _after_literal(doc, i)
+            if doc[start : start + 8].upper() == b"<!ENTITY":
+                yield doc[start : i + 1]
+            i += 1
+        else:  # whitespace, or a parameter entity reference such as %html;
+            i += 1
+
+
+def _skip_space(doc: bytes, i: int) -> int:
+    while i < len(doc) and doc[i] in b" \t\r\n\xef\xbb\xbf\xfe\xff":  # and byte order marks
+        i += 1
+    return i
+
+
+def _after(doc: bytes, i: int, end: bytes) -> int:
+    found = doc.find(end, i)
+    return len(doc) if found < 0 else found + len(end)
+
+
+def _after_literal(doc: bytes, i: int) -> int:
+    """Past the quoted literal starting at `i`, or past the one byte there."""
+    if doc[i] in b"\"'":
+        found = doc.find(doc[i : i + 1], i + 1)
+        return len(doc) if found < 0 else found + 1
+    return i + 1
 
 
 def canonical_url(url: str) -> str:
@@ -143,6 +242,19 @@ def _reject_if_not_a_feed(body: bytes, feed_id: str, parsed: Any, bozo: str | No
         # poll, like a failed download, which is what a truncated body is.
         raise FeedError(feed_id, f"broken feed, no items could be read: {bozo}")
     # Otherwise a real feed with no items (possibly with a harmless bozo such as an encoding override).
+
+
+def _is_cut_off(body: bytes, parsed: Any) -> bool:
+    """A feed's root element (so not an empty or HTML document) that expat found still open at the end,
+    and the document does not end as a feed does: a download cut short. A feed that only forgets
+    `</rss>` after `</channel>` has every item and is not."""
+    exc = parsed.get("bozo_exception")
+    return (
+        bool(parsed.get("version"))
+        and isinstance(exc, xml.sax.SAXParseException)
+        and exc.getMessage() in _END_OF_INPUT_ERRORS
+        and not _FEED_END.search(body[-400:].replace(b"\x00", b""))
+    )
 
 
 def _describe_bozo(parsed: Any) -> str:

@@ -59,11 +59,15 @@ class AlertSink(Protocol):
         self, message: Message, items: Sequence[Item], *, since: datetime | None = None
     ) -> str | None: ...
 
+    def deliver_notice(self, channel: str, text: str) -> str | None:
+        """A plain message about the bot itself (a feed fails, or works again): no item, no buttons."""
+        ...
+
 
 @dataclass(frozen=True)
 class PollReport:
     feed_id: str
-    status: str  # ok | not_modified | unchanged | error
+    status: str  # ok | not_modified | unchanged | error | skipped (a gone feed between its daily checks)
     first_poll: bool = False
     items: int = 0
     new: int = 0
@@ -74,6 +78,8 @@ class PollReport:
     warning: str | None = None
     retry_after: float | None = None
     error_kind: str | None = None  # for metrics: see FetchError.kind; "parse" for a feed that is not one
+    http_status: int | None = None  # what the feed host answered, when the fetch failed on it
+    max_age: float | None = None  # how long the host says its answer stays fresh (Cache-Control)
 
     def log_line(self) -> str:
         parts = [f"poll feed={self.feed_id} status={self.status}"]
@@ -172,15 +178,6 @@ def next_pending_attempt(
     return now + delay
 
 
-def feed_backoff(interval_seconds: int, consecutive_failures: int) -> float:
-    """Seconds until a failing feed is tried again: the interval, doubling per failure, capped at an hour
-    (or the interval itself when that is longer)."""
-    if consecutive_failures <= 0:
-        return float(interval_seconds)
-    cap = max(interval_seconds, 3600)
-    return float(min(interval_seconds * 2 ** (consecutive_failures - 1), cap))
-
-
 class DeliveryObserver(Protocol):
     """Told of each delivery's outcome (metrics)."""
 
@@ -277,16 +274,22 @@ class Pipeline:
             )
         except FetchError as e:
             return PollReport(
-                feed.id, "error", first_poll, error=e.reason, retry_after=e.retry_after, error_kind=e.kind
+                feed.id,
+                "error",
+                first_poll,
+                error=e.reason,
+                retry_after=e.retry_after,
+                error_kind=e.kind,
+                http_status=e.status,
             )
         if fetched.not_modified and state is not None:
-            return PollReport(feed.id, "not_modified")
+            return PollReport(feed.id, "not_modified", max_age=fetched.max_age)
         body_hash = hashlib.sha256(fetched.body).hexdigest()
         if state is not None and state.body_hash == body_hash:
             # The server ignored our conditional headers and sent the same bytes: nothing to parse.
             if (fetched.etag, fetched.last_modified) != (state.etag, state.last_modified):
                 self.store.update_feed_headers(feed.id, fetched.etag, fetched.last_modified)
-            return PollReport(feed.id, "unchanged")
+            return PollReport(feed.id, "unchanged", max_age=fetched.max_age)
         try:
             parsed = parse_feed(fetched.body, feed.id, headers=fetched.headers, url=fetched.url)
         except FeedError as e:
@@ -295,7 +298,9 @@ class Pipeline:
         if first_poll and not parsed.items:
             # An empty first answer is no baseline: committing it would make the next poll, with the real
             # items, look like a flood of news. The first poll with items is the backfill.
-            return PollReport(feed.id, "ok", first_poll, warning=parsed.warning or "no items yet")
+            return PollReport(
+                feed.id, "ok", first_poll, warning=parsed.warning or "no items yet", max_age=fetched.max_age
+            )
         source = parsed.title.strip() or feed.id
         unseen = self.store.unseen(feed.id, parsed.items)
         recovered_until = self.store.recovered_until(feed.id) if first_poll else None
@@ -342,6 +347,7 @@ class Pipeline:
             posted=posted,
             pending=len(pending),
             warning=parsed.warning,
+            max_age=fetched.max_age,
         )
 
     @staticmethod

@@ -85,6 +85,11 @@ class ConsoleSink:
             print("\n".join(lines), file=self._stream, flush=True)
             print(file=self._stream, flush=True)
 
+    def deliver_notice(self, channel: str, text: str) -> None:
+        with self._lock:
+            print(f"▶ {self._names.get(channel, channel)}  ·  {text}", file=self._stream, flush=True)
+            print(file=self._stream, flush=True)
+
 
 def error_from_exception(channel: str, exc: BaseException) -> DeliveryError:
     """slack_sdk and urllib errors -> our one error type: transient or not, and whether Slack may have
@@ -351,6 +356,17 @@ class SlackSink:
         except DeliveryError as e:
             self._report(e)
             raise
+
+    def deliver_notice(self, channel: str, text: str) -> str | None:
+        self._ensure_member(channel)
+        try:
+            answer = self._client.call(
+                "chat.postMessage", idempotent=False, channel=channel, text=text, unfurl_links=False
+            )
+        except DeliveryError as e:
+            self._report(e)
+            raise
+        return str(answer["ts"]) if answer.get("ts") else None
 
     def _post(self, message: Message) -> str | None:
         answer = self._client.call("chat.postMessage", idempotent=False, **message.payload())

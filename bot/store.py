@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.health import FeedHealth, health_from_doc, health_to_doc
 from bot.model import AddedFeed, ChannelMatch, Item, Subscription
 from bot.oncall import OpenAlert, QueuedAlert, alert_from_doc, alert_to_doc
 
@@ -318,10 +319,11 @@ class Store:
     # -- feeds -------------------------------------------------------------------------------------
 
     def feed_state(self, feed_id: str) -> FeedState | None:
-        """None until the feed's first poll has been committed: that poll is the backfill."""
+        """None until the feed's first poll has been committed: that poll is the backfill. (A feed that has
+        only ever failed has a document, for its health, but no first poll.)"""
         with self._lock:
             doc = self._feeds.get(feed_id)
-            if doc is None:
+            if doc is None or "first_polled" not in doc:
                 return None
             return FeedState(
                 etag=doc.get("etag"),
@@ -330,6 +332,22 @@ class Store:
                 first_polled=_parse_time(doc.get("first_polled")),
                 last_polled=_parse_time(doc.get("last_polled")),
             )
+
+    def feed_health(self, feed_id: str) -> FeedHealth:
+        with self._lock:
+            return health_from_doc(self._feeds.get(feed_id, {}).get("health"))
+
+    def record_feed_health(self, feed_id: str, health: FeedHealth) -> None:
+        """Written at once when it changed: a restart must know how long a feed has been failing (for its
+        backoff, and so as not to repeat a notice). A feed that keeps working writes nothing."""
+        with self._lock:
+            doc = self._feeds.get(feed_id)
+            if health_from_doc(doc.get("health") if doc else None) == health:
+                return
+            doc = self._feeds.setdefault(feed_id, {"feed_id": feed_id})
+            doc["health"] = health_to_doc(health)
+            self._dirty["feeds"].add(feed_id)
+            self._flush()
 
     def update_feed_headers(self, feed_id: str, etag: str | None, last_modified: str | None) -> None:
         """New caching headers for an unchanged body; written at once (rare, and cheap to get wrong)."""
@@ -676,9 +694,8 @@ class Store:
         """One write for one poll: the feed's seen keys and caching headers, and new pending alerts."""
         with self._lock:
             now = change.polled_at
-            doc = self._feeds.setdefault(
-                change.feed_id, {"feed_id": change.feed_id, "first_polled": _iso(now)}
-            )
+            doc = self._feeds.setdefault(change.feed_id, {"feed_id": change.feed_id})
+            doc.setdefault("first_polled", _iso(now))  # the document may be there already, for its health
             doc.update(
                 etag=change.etag,
                 last_modified=change.last_modified,

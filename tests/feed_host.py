@@ -7,7 +7,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +19,7 @@ class Resource:
     etag: str
     last_modified: str
     content_type: str = "application/rss+xml; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)  # more, on 200 and 304 alike (Cache-Control)
 
 
 class FeedHost:
@@ -49,12 +50,22 @@ class FeedHost:
         self._server.shutdown()
         self._server.server_close()
 
-    def serve(self, path: str, body: bytes, content_type: str = "application/rss+xml; charset=utf-8") -> str:
+    def serve(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str = "application/rss+xml; charset=utf-8",
+        headers: dict[str, str] | None = None,
+    ) -> str:
         with self._lock:
             self._version += 1
             etag = '"' + hashlib.sha1(body).hexdigest()[:16] + '"'
             self._resources[path] = Resource(
-                body, etag, formatdate(1_700_000_000 + self._version, usegmt=True), content_type
+                body,
+                etag,
+                formatdate(1_700_000_000 + self._version, usegmt=True),
+                content_type,
+                headers or {},
             )
         return self.url(path)
 
@@ -85,7 +96,11 @@ class FeedHost:
             resource = self._resources.get(path)
         if resource is None:
             return 404, {}, b"not found"
-        out_headers = {"Last-Modified": resource.last_modified, "Content-Type": resource.content_type}
+        out_headers = {
+            "Last-Modified": resource.last_modified,
+            "Content-Type": resource.content_type,
+            **resource.headers,
+        }
         if self.send_etags:
             out_headers["ETag"] = resource.etag
         if self.honour_conditional and (

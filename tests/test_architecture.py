@@ -24,6 +24,7 @@ PURE = [
     "query",
     "recovery",
     "addresses",
+    "health",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",

@@ -275,7 +275,7 @@ SINGLE_MISTAKES = [
         "settings:\n  interval: 5m\n  intervall: 3m\n" + FEEDS + CHANNELS,
         "rules.yaml:3: settings.intervall: unknown key "
         "(expected one of: interval, backfill, retention, admins, max_alerts_per_cycle, poll_concurrency, "
-        "allow_private_feeds)",
+        "allow_private_feeds, feed_failure_notice_after)",
     ),
     (
         "colour: red\n" + FEEDS + CHANNELS,
@@ -927,6 +927,15 @@ def test_allow_private_feeds_is_true_or_false(value: str, got: str) -> None:
     assert raised.value.problems == (
         f"rules.yaml:2: settings.allow_private_feeds: expected true or false, got {got}",
     )
+
+
+def test_feed_failure_notice_after_is_read_and_must_be_positive() -> None:
+    rules = load("settings:\n  feed_failure_notice_after: 3\n" + ONCALL)
+    assert rules.settings.feed_failure_notice_after == 3
+    assert load(ONCALL).settings.feed_failure_notice_after == 10
+    with pytest.raises(ConfigError) as raised:
+        load("settings:\n  feed_failure_notice_after: 0\n" + ONCALL)
+    assert raised.value.problems == ("rules.yaml:2: settings.feed_failure_notice_after: must be 1 or more",)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import FetchError
-from bot.fetch import FetchLimits, HttpFetcher, retry_after_seconds
+from bot.fetch import FetchLimits, HttpFetcher, max_age_seconds, retry_after_seconds
 from tests.conftest import SAMPLE_FEED, scmp_bytes
 from tests.feed_host import FeedHost
 
@@ -116,3 +116,24 @@ def test_local_paths_and_file_urls(fetcher: HttpFetcher, tmp_path: Path) -> None
 )
 def test_retry_after_accepts_seconds_or_a_date(value, expected) -> None:
     assert retry_after_seconds(value, now=lambda: 1445412480.0 + 3600) == expected
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "age", "expected"),
+    [
+        ("max-age=600", None, 600.0),
+        ("public, max-age=600, must-revalidate", None, 600.0),
+        ('Max-Age="600"', None, 600.0),
+        ("max-age=600", "100", 500.0),  # a cache has held it for 100 s already
+        ("max-age=600", "9999", 0.0),
+        ("max-age=0", None, 0.0),
+        ("no-cache, max-age=600", None, None),
+        ("no-store", None, None),
+        ("s-maxage=600", None, None),  # for shared caches only
+        ("max-age=soon", None, None),
+        ("", None, None),
+        (None, None, None),
+    ],
+)
+def test_max_age_is_read_from_cache_control(cache_control, age, expected) -> None:
+    assert max_age_seconds(cache_control, age) == expected

@@ -339,6 +339,88 @@ def test_not_a_feed(body: bytes, reason: str) -> None:
     assert "\n" not in raised.value.reason and len(raised.value.reason) < 250
 
 
+# ---------------------------------------------------------------------------------------------------------
+# A document cut short
+
+
+@pytest.mark.parametrize("cut", [2_000, 40_000, 80_000, -12, -3])
+def test_a_feed_cut_short_is_an_error_not_its_first_items(cut: int) -> None:
+    body = SCMP.read_bytes()[:cut]
+    with pytest.raises(FeedError) as raised:
+        parse_feed(body, "cut")
+    assert raised.value.reason.startswith("broken feed, cut off before its end: line ")
+    assert "\n" not in raised.value.reason
+
+
+def test_a_feed_that_only_forgets_its_last_closing_tag_is_read_whole() -> None:
+    body = SCMP.read_bytes().rstrip()
+    assert body.endswith(b"</rss>")
+    parsed = parse_feed(body[: -len(b"</rss>")], "sloppy")
+    assert len(parsed.items) == 50 and parsed.warning and "no element found" in parsed.warning
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Entity declarations: what could expand is refused before feedparser sees it
+
+_RSS = (
+    b'<rss version="2.0"><channel><title>T</title><item><title>A &amp; B</title><link>https://e.com/1</link>'
+)
+_RSS_END = b"</item></channel></rss>"
+
+
+def billion_laughs(levels: int = 10) -> bytes:
+    entities = ['<!ENTITY lol0 "lol">'] + [
+        f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, levels)
+    ]
+    head = '<?xml version="1.0"?>\n<!DOCTYPE rss [\n' + "\n".join(entities) + "\n]>\n"
+    return head.encode() + _RSS + f"<description>&lol{levels - 1};</description>".encode() + _RSS_END
+
+
+def one_big_entity(size: int = 100_000, uses: int = 20_000) -> bytes:
+    """No entity refers to another, so feedparser keeps it; each use is 3 bytes that expand to `size`."""
+    head = b'<?xml version="1.0"?>\n<!DOCTYPE rss [\n<!ENTITY a "' + b"x" * size + b'">\n]>\n'
+    return head + _RSS + b"<description>" + b"&a;" * uses + b"</description>" + _RSS_END
+
+
+@pytest.mark.parametrize(
+    ("body", "entity"),
+    [
+        (billion_laughs(), "lol1"),  # lol0 is three letters for a five-byte reference: harmless
+        (one_big_entity(), "a"),
+        (billion_laughs().decode().encode("utf-16"), "lol1"),
+        (b'<!DOCTYPE rss [<!ENTITY ext SYSTEM "file:///etc/passwd">]>' + _RSS + _RSS_END, "ext"),
+        (b"<!DOCTYPE rss [<!ENTITY % p \"<!ENTITY q 'x'>\"> %p;]>" + _RSS + _RSS_END, "%p"),
+        (b'<!DOCTYPE rss [<!entity copy "(C) 2026 Example Media">]>' + _RSS + _RSS_END, "copy"),
+        # A "<" in a comment or a quoted literal before it does not end the prolog early.
+        (b'<!-- <rss> --><!DOCTYPE rss SYSTEM "a<b" [<!ENTITY a "xxxxxxxx">]>' + _RSS + _RSS_END, "a"),
+    ],
+    ids=["billion-laughs", "one-big-entity", "utf-16", "external", "parameter", "lower-case", "hidden"],
+)
+def test_an_entity_that_could_expand_is_refused_before_parsing(body: bytes, entity: str) -> None:
+    assert bot.parse.unsafe_entity(body) == entity
+    with pytest.raises(FeedError) as raised:
+        parse_feed(body, "bomb")
+    assert raised.value.reason.startswith(f"refused: its DOCTYPE declares the XML entity {entity!r}")
+    assert "\n" not in raised.value.reason and len(raised.value.reason) < 250
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        b'<!DOCTYPE rss [<!ENTITY nbsp "&#160;"> <!ENTITY mdash "&#x2014;"> <!ENTITY c "(C)">]>',
+        b'<!DOCTYPE rss PUBLIC "-//Netscape Communications//DTD RSS 0.91//EN" "http://x.example/rss.dtd">',
+        b'<?xml version="1.0"?><!-- <!ENTITY a "xxxxxxxxxxxxxxxxxxxx"> -->',
+        b"",
+    ],
+    ids=["character-entities", "external-dtd", "in-a-comment", "no-doctype"],
+)
+def test_harmless_prologs_are_parsed(prolog: bytes) -> None:
+    # Also an "<!ENTITY" in an item's text, after the prolog: text, not a declaration.
+    text = b"<description><![CDATA[<!DOCTYPE x [<!ENTITY a 'xxxxxxxxxxxxxxxxxx'>]>]]></description>"
+    parsed = parse_feed(prolog + _RSS + text + _RSS_END, "fine")
+    assert [item.title for item in parsed.items] == ["A & B"]
+
+
 def test_a_valid_feed_with_no_items_is_fine() -> None:
     assert parse_feed(b'<rss version="2.0"><channel><title>Quiet</title></channel></rss>', "q") == ParsedFeed(
         title="Quiet", items=(), warning=None

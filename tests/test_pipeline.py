@@ -8,6 +8,7 @@ import pytest
 
 from bot.addresses import AddressPolicy
 from bot.errors import DeliveryError, FetchError
+from bot.health import feed_backoff
 from bot.model import (
     AddedFeed,
     ChannelMatch,
@@ -19,7 +20,7 @@ from bot.model import (
     Settings,
     Subscription,
 )
-from bot.pipeline import Pipeline, feed_backoff, newest_first, next_pending_attempt, plan_alerts
+from bot.pipeline import Pipeline, newest_first, next_pending_attempt, plan_alerts
 from bot.rules import RuleMatcher
 from bot.store import MemoryBackend, Store
 from tests.conftest import Clock, rss_item, scmp_feed

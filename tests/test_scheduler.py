@@ -306,7 +306,7 @@ def test_stopping_during_a_failing_poll_finishes_and_saves(tmp_path: Path) -> No
         release.set()
         server.shutdown()
         server.server_close()
-    assert app.health["slow"].consecutive_failures == 1
+    assert app.store.feed_health("slow").failures == 1
     assert (
         open_store(tmp_path / "data" / "state.json").seen_count("sample") == 50
     )  # the healthy feed was saved
@@ -342,6 +342,31 @@ def test_a_failing_feed_backs_off_and_recovers(tmp_path: Path, feed_host: FeedHo
     app.close()
 
 
+def test_a_restart_remembers_a_failing_feeds_backoff_and_error(
+    tmp_path: Path, feed_host: FeedHost, clock: Clock
+) -> None:
+    rules = write_single_feed_rules(tmp_path, feed_host.serve("/feed", scmp_feed()), "2m")
+    env = environment_from({"BOT_RULES": str(rules)}, tmp_path)
+    feed_host.fail_next("/feed", 503, times=2)
+    app = build_app(env, now=clock, stdout=io.StringIO())
+    app.poll_when_due(app.rules.feeds[0])
+    clock.advance(minutes=2)
+    app.poll_when_due(app.rules.feeds[0])  # failure 2: next try four minutes later
+    app.close()
+
+    clock.advance(minutes=2)
+    app = build_app(env, now=clock, stdout=io.StringIO())  # a restart
+    feed = app.status()["feeds"]["f"]
+    assert feed["last_error"] == "HTTP 503 Service Unavailable" and feed["consecutive_failures"] == 2
+    assert app.status()["status"] == "failing"
+    assert app.poll_when_due(app.rules.feeds[0]) is None  # still backing off
+    clock.advance(minutes=2)
+    assert app.poll_when_due(app.rules.feeds[0]).status == "ok"
+    assert app.status()["status"] == "ok" and app.status()["feeds"]["f"]["last_error"] is None
+    app.close()
+    assert len(feed_host.requests_for("/feed")) == 3
+
+
 def test_a_feed_hosts_retry_after_is_honoured_up_to_15_minutes(
     tmp_path: Path, feed_host: FeedHost, clock: Clock
 ) -> None:
@@ -349,5 +374,5 @@ def test_a_feed_hosts_retry_after_is_honoured_up_to_15_minutes(
     app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), now=clock, stdout=io.StringIO())
     feed_host.fail_next("/feed", 429, headers={"Retry-After": "86400"})
     app.poll_when_due(app.rules.feeds[0])
-    assert app.health["f"].retry_at == clock.now + timedelta(minutes=15)
+    assert app.next_poll_at(app.rules.feeds[0]) == clock.now + timedelta(minutes=15)
     app.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.errors import StateError, StateLockedError
+from bot.health import FeedHealth
 from bot.model import AddedFeed, ChannelMatch, Item, Subscription
 from bot.storage import JournaledTinyDB, TinyDBBackend, open_store, outbox_path
 from bot.store import CycleChange, MemoryBackend, PendingAlert, Store, pending_id
@@ -53,6 +54,20 @@ def test_a_feed_is_unknown_until_its_first_cycle_is_committed(reopen) -> None:
     store.commit_cycle(CycleChange("f", T0, keys_in_feed=["a"], etag='"1"', body_hash="h"))
     state = reopen().feed_state("f")
     assert state is not None and state.etag == '"1"' and state.body_hash == "h" and state.first_polled == T0
+
+
+def test_a_feeds_health_survives_a_restart_and_a_failing_first_poll_stays_a_first_poll(reopen) -> None:
+    failing = FeedHealth(failures=3, failing_since=T0, last_failure=T0 + timedelta(minutes=8), last_error="x")
+    reopen().record_feed_health("f", failing)
+    store = reopen()
+    assert store.feed_health("f") == failing
+    assert store.feed_state("f") is None  # it has never been read: its first good poll is the backfill
+    store.commit_cycle(CycleChange("f", T0 + timedelta(hours=1), keys_in_feed=["a"]))
+    store.record_feed_health("f", FeedHealth())
+    store = reopen()
+    assert store.feed_health("f") == FeedHealth() and store.feed_health("unknown") == FeedHealth()
+    state = store.feed_state("f")
+    assert state is not None and state.first_polled == T0 + timedelta(hours=1)
 
 
 def test_seen_keys_survive_a_restart(reopen) -> None:
