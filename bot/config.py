@@ -399,9 +399,7 @@ class _RulesReader:
     def settings(self, node: Node | None) -> Settings:
         if node is None or _is_null(node):
             return Settings()
-        fields = self.fields(
-            node, "settings", _SETTINGS_KEYS, "a mapping with interval, backfill, retention and/or admins"
-        )
+        fields = self.fields(node, "settings", _SETTINGS_KEYS, f"a mapping of {', '.join(_SETTINGS_KEYS)}")
         if fields is None:
             return Settings()
         defaults = Settings()

@@ -315,7 +315,8 @@ SINGLE_MISTAKES = [
     (
         "settings: 5m\n" + FEEDS + CHANNELS,
         "rules.yaml:1: settings: "
-        "expected a mapping with interval, backfill, retention and/or admins, got a string",
+        "expected a mapping of interval, backfill, retention, admins, max_alerts_per_cycle, "
+        "poll_concurrency, allow_private_feeds, feed_failure_notice_after, got a string",
     ),
     (
         "settings:\n  interval: 300\n" + FEEDS + CHANNELS,
