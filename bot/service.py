@@ -113,6 +113,9 @@ def fetch_nothing(feed: FeedConfig) -> ParsedFeed:
     raise FetchError("this bot cannot fetch feeds for commands")
 
 
+MAX_ADDED_FEEDS = 100  # feeds added from Slack, all together; rules.yaml has no such bound
+
+
 class CommandService:
     def __init__(
         self,
@@ -437,6 +440,13 @@ class CommandService:
         if command.url is None:
             return text_reply(
                 f"Add which feed? Like `{call.command} add-feed https://example.com/feed.xml id:example`."
+            )
+        if len(self.store.added_feeds()) >= MAX_ADDED_FEEDS:
+            # Without settings.admins anyone may add feeds: each is polled for ever, so there is a bound.
+            return text_reply(
+                f"There are already {MAX_ADDED_FEEDS} feeds added from Slack, the most the bot takes. "
+                f"Remove one with `{call.command} remove-feed <id>`, or ask the operator to put it in "
+                "rules.yaml."
             )
         rules = self.rules()
         same_url = next((feed for feed in rules.feeds if feed.url == command.url), None)

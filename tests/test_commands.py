@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import yaml
 
+import bot.service as service_module
 from bot.commands import (
     VERBS,
     Command,
@@ -283,6 +284,21 @@ def test_an_added_feed_without_an_id_is_named_after_its_host() -> None:
     assert [f.id for f in store.added_feeds()] == ["example.com", "example.com-2"]
     assert feed_id_from_url("https://[::1]/x", set()) == "1"
     assert feed_id_from_url("https://" + "a" * 60 + ".example/", set()) == "a" * 40
+
+
+def test_the_feeds_added_from_slack_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service_module, "MAX_ADDED_FEEDS", 2)
+    store, trials = Store.in_memory(), FeedTrials()
+    commands = feed_service(store, trials)
+    say(commands, "add-feed https://a.example/feed")
+    say(commands, "add-feed https://b.example/feed")
+    assert say(commands, "add-feed https://c.example/feed").startswith(
+        "There are already 2 feeds added from Slack, the most the bot takes. Remove one with "
+        "`/feeds remove-feed <id>`"
+    )
+    assert len(store.added_feeds()) == 2 and len(trials.tried) == 2  # refused before any fetch
+    say(commands, "remove-feed a.example")
+    assert say(commands, "add-feed https://c.example/feed").startswith("📡 Added feed `c.example`")
 
 
 def test_a_feed_that_cannot_be_fetched_or_parsed_is_refused_with_the_reason() -> None:
