@@ -335,6 +335,7 @@ class Pipeline:
                     new_pending=pending,
                     items=parsed.items,
                     new_queued=queued,
+                    added_feed=feed.added is not None,
                 )
             )
         return PollReport(

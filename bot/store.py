@@ -187,6 +187,7 @@ class CycleChange:
     new_pending: list[PendingAlert] = field(default_factory=list)
     items: Iterable[Item] = ()  # every item of the poll, for the archive (search, latest)
     new_queued: list[QueuedAlert] = field(default_factory=list)
+    added_feed: bool = False  # a feed added from Slack: committed only while it is still there
 
 
 def _pair(first: str, second: str) -> str:
@@ -693,6 +694,10 @@ class Store:
     def commit_cycle(self, change: CycleChange) -> None:
         """One write for one poll: the feed's seen keys and caching headers, and new pending alerts."""
         with self._lock:
+            if change.added_feed and change.feed_id not in self._added_feeds:
+                # Removed from Slack while this poll ran: writing its seen keys back would make a later
+                # add-feed of it no first poll, and post what it published meanwhile as news.
+                return
             now = change.polled_at
             doc = self._feeds.setdefault(change.feed_id, {"feed_id": change.feed_id})
             doc.setdefault("first_polled", _iso(now))  # the document may be there already, for its health

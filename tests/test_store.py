@@ -394,3 +394,15 @@ def test_a_forgotten_feed_starts_again_with_a_first_poll(reopen) -> None:
     assert after.feed_state("f") is None and after.seen_count("f") == 0
     assert after.feed_state("g") is not None and after.seen_count("g") == 1  # other feeds keep theirs
     assert [entry.item.key for entry in after.archived()] == ["a"]  # still searchable until retention
+
+
+def test_a_poll_of_a_feed_removed_from_slack_meanwhile_writes_nothing_back(reopen) -> None:
+    store = reopen()
+    store.add_feed(AddedFeed("hn", "https://hnrss.org/frontpage", "U1", T0))
+    store.commit_cycle(CycleChange("hn", T0, keys_in_feed=["a"], added_feed=True))
+    # remove-feed, while a poll of it is still running
+    store.remove_feed("hn")
+    store.forget_feed("hn")
+    store.commit_cycle(CycleChange("hn", T0 + timedelta(minutes=5), keys_in_feed=["a", "b"], added_feed=True))
+    after = reopen()
+    assert after.feed_state("hn") is None and after.seen_count("hn") == 0  # added again: a first poll
