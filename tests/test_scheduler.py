@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,6 +86,18 @@ def test_a_feed_added_to_the_rules_file_is_polled_without_a_restart(
         {"SLACK_BOT_TOKEN": slack.state.token, "SLACK_API_URL": slack.url, "BOT_RULES": str(rules)}, tmp_path
     )
     app = build_app(env)
+    with scheduler_noting_polls(app, rules_check_seconds=0.05) as polled:
+        assert polled["a"].wait(timeout=30)
+        second = feed_host.serve("/b", scmp_feed())
+        rules.write_text(rules.read_text().replace("channels:", f"  - id: b\n    url: {second}\nchannels:"))
+        assert polled["b"].wait(timeout=30), "the new feed was not polled"
+    assert [feed.id for feed in app.rules.feeds] == ["a", "b"]
+
+
+@contextmanager
+def scheduler_noting_polls(app, *, rules_check_seconds: float) -> Iterator[dict[str, threading.Event]]:
+    """Runs the real scheduler on `app`, with an event per feed (a, b) set once that feed was polled; the
+    scheduler has stopped, cleanly, when the block ends."""
     polled = {feed_id: threading.Event() for feed_id in ("a", "b")}
     poll = app.poll
 
@@ -94,18 +108,16 @@ def test_a_feed_added_to_the_rules_file_is_polled_without_a_restart(
 
     app.poll = noting_poll
     stop = threading.Event()
-    runner = threading.Thread(target=run_scheduler, args=(app, stop), kwargs={"rules_check_seconds": 0.05})
+    runner = threading.Thread(
+        target=run_scheduler, args=(app, stop), kwargs={"rules_check_seconds": rules_check_seconds}
+    )
     runner.start()
     try:
-        assert polled["a"].wait(timeout=30)
-        second = feed_host.serve("/b", scmp_feed())
-        rules.write_text(rules.read_text().replace("channels:", f"  - id: b\n    url: {second}\nchannels:"))
-        assert polled["b"].wait(timeout=30), "the new feed was not polled"
+        yield polled
     finally:
         stop.set()
         runner.join(timeout=30)
     assert not runner.is_alive()
-    assert [feed.id for feed in app.rules.feeds] == ["a", "b"]
 
 
 def write_private_feed_rules(folder: Path, feed_url: str) -> Path:
@@ -122,27 +134,11 @@ def test_a_feed_added_from_slack_is_polled_at_once_without_waiting_for_the_rules
 ) -> None:
     rules = write_private_feed_rules(tmp_path, feed_host.serve("/a", scmp_feed()))
     app = build_app(environment_from({"BOT_RULES": str(rules)}, tmp_path), stdout=io.StringIO())
-    polled = {feed_id: threading.Event() for feed_id in ("a", "b")}
-    poll = app.poll
-
-    def noting_poll(feed):
-        report = poll(feed)
-        polled[feed.id].set()
-        return report
-
-    app.poll = noting_poll
-    stop = threading.Event()
-    runner = threading.Thread(target=run_scheduler, args=(app, stop), kwargs={"rules_check_seconds": 3600})
-    runner.start()
-    try:
+    with scheduler_noting_polls(app, rules_check_seconds=3600) as polled:
         assert polled["a"].wait(timeout=30)
         app.store.add_feed(AddedFeed("b", feed_host.serve("/b", scmp_feed()), "U1", utc_now()))
         app.feeds_changed()  # what /feeds add-feed does once the feed is stored
         assert polled["b"].wait(timeout=30), "the feed added from Slack was not polled"
-    finally:
-        stop.set()
-        runner.join(timeout=30)
-    assert not runner.is_alive()
     assert app.resync_jobs is None  # nothing reschedules on a stopped scheduler
 
 
