@@ -257,7 +257,9 @@ class Pipeline:
         """Through the guarded fetcher for a feed added from Slack, the plain one for the operator's."""
         policy = AddressPolicy(allow_private=settings.allow_private_feeds)
         if feed.added is None:
-            return self.fetcher.fetch(feed.url, etag=etag, last_modified=last_modified, redirect_policy=policy)
+            return self.fetcher.fetch(
+                feed.url, etag=etag, last_modified=last_modified, redirect_policy=policy
+            )
         if self.guarded_fetcher is None:
             raise FetchError("feeds added from Slack need the guarded fetcher, and this bot has none")
         return self.guarded_fetcher.fetch(feed.url, policy=policy, etag=etag, last_modified=last_modified)

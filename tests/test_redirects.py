@@ -28,11 +28,20 @@ def internal_service() -> Iterator[FeedHost]:
         yield host
 
 
-def redirect_bot(
-    tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock, settings: str = ""
-) -> Iterator[Bot]:
-    """The bot with its feed polled once (a baseline), settings `failure_notice_after: 1`."""
-    return start_bot(tmp_path, feed_host, slack, clock, settings="  feed_failure_notice_after: 1\n" + settings)
+NOTICE_AT_ONCE = "  feed_failure_notice_after: 1\n"
+
+
+@pytest.fixture
+def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[Bot]:
+    """The bot, its feed polled once (a baseline); a failing feed's notice goes out at the first failure."""
+    yield from start_bot(tmp_path, feed_host, slack, clock, settings=NOTICE_AT_ONCE)
+
+
+@pytest.fixture
+def private_bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[Bot]:
+    """The same, with `allow_private_feeds: true`."""
+    settings = NOTICE_AT_ONCE + "  allow_private_feeds: true\n"
+    yield from start_bot(tmp_path, feed_host, slack, clock, settings=settings)
 
 
 def home_text(bot: Bot) -> str:
@@ -42,62 +51,51 @@ def home_text(bot: Bot) -> str:
 
 
 def test_a_rules_yaml_feed_redirecting_to_another_local_port_is_refused_and_nothing_is_archived(
-    tmp_path: Path,
-    feed_host: FeedHost,
-    slack: SlackStandIn,
-    clock: Clock,
-    internal_service: FeedHost,
-    caplog: pytest.LogCaptureFixture,
+    bot: Bot, feed_host: FeedHost, internal_service: FeedHost, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for bot in redirect_bot(tmp_path, feed_host, slack, clock):
-        feed_host.redirect("/feed", internal_service.url("/internal"))
-        caplog.set_level(logging.INFO)
-        bot.poll()
+    feed_host.redirect("/feed", internal_service.url("/internal"))
+    caplog.set_level(logging.INFO)
+    bot.poll()
 
-        assert internal_service.requests == []  # refused before connecting: nothing reached the service
-        assert "Nothing found for INTERNAL-ONLY" in bot.say("search INTERNAL-ONLY")
-        [notice] = bot.slack.posts_to(CHIPS)  # no alert; the notice that the feed fails (after 1 here)
-        assert ": refused: not a public address. No alerts come from it" in notice["text"]
-        # Shown: the kind only. The address and port the feed host pointed at are for the log.
-        port = internal_service.url("/").split(":")[2].rstrip("/")
-        status = bot.app.status()["feeds"]["scmp"]
-        assert status["last_error"] == "refused: not a public address"
-        assert "(1 in a row): refused: not a public address\n" in home_text(bot)
-        assert port not in str(bot.app.status()) and port not in notice["text"]
-        [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll feed=scmp ")]
-        assert "redirected off the feed's host: not a public address: 127.0.0.1 is a loopback address" in line
+    assert internal_service.requests == []  # refused before connecting: nothing reached the service
+    assert "Nothing found for INTERNAL-ONLY" in bot.say("search INTERNAL-ONLY")
+    [notice] = bot.slack.posts_to(CHIPS)  # no alert; the notice that the feed fails (after 1 here)
+    assert ": refused: not a public address. No alerts come from it" in notice["text"]
+    # Shown: the kind only. The address and port the feed host pointed at are for the log.
+    port = internal_service.url("/").split(":")[2].rstrip("/")
+    status = bot.app.status()["feeds"]["scmp"]
+    assert status["last_error"] == "refused: not a public address"
+    assert "(1 in a row): refused: not a public address\n" in home_text(bot)
+    assert port not in str(bot.app.status()) and port not in notice["text"]
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll feed=scmp ")]
+    assert "redirected off the feed's host: not a public address: 127.0.0.1 is a loopback address" in line
 
-        # A redirect that stays on the feed's host and port (another path) is followed as before.
-        plant = rss_item("Nexperia opens a plant", "https://www.scmp.com/tech/plant")
-        feed_host.serve("/moved", scmp_feed(drop_newest=3, extra_items=(plant,)))
-        feed_host.redirect("/feed", "/moved")
-        bot.poll()
-        assert sorted(p["text"][:22] for p in bot.slack.posts_to(CHIPS)[1:]) == [
-            "Nexperia opens a plant",
-            "✅ Feed *scmp* works ag",
-        ]
+    # A redirect that stays on the feed's host and port (another path) is followed as before.
+    plant = rss_item("Nexperia opens a plant", "https://www.scmp.com/tech/plant")
+    feed_host.serve("/moved", scmp_feed(drop_newest=3, extra_items=(plant,)))
+    feed_host.redirect("/feed", "/moved")
+    bot.poll()
+    assert sorted(p["text"][:22] for p in bot.slack.posts_to(CHIPS)[1:]) == [
+        "Nexperia opens a plant",
+        "✅ Feed *scmp* works ag",
+    ]
 
 
 def test_with_allow_private_feeds_a_redirect_to_another_local_port_is_followed(
-    tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock, internal_service: FeedHost
+    private_bot: Bot, feed_host: FeedHost, internal_service: FeedHost
 ) -> None:
-    for bot in redirect_bot(tmp_path, feed_host, slack, clock, settings="  allow_private_feeds: true\n"):
-        feed_host.redirect("/feed", internal_service.url("/internal"))
-        bot.poll()
-        assert len(internal_service.requests) == 1
-        [alert] = bot.slack.posts_to(CHIPS)
-        assert alert["text"].startswith("Nexperia payroll export INTERNAL-ONLY")
-        assert "Nexperia payroll export INTERNAL-ONLY" in bot.say("search INTERNAL-ONLY")
-        assert bot.app.status()["feeds"]["scmp"]["last_error"] is None
+    bot = private_bot
+    feed_host.redirect("/feed", internal_service.url("/internal"))
+    bot.poll()
+    assert len(internal_service.requests) == 1
+    [alert] = bot.slack.posts_to(CHIPS)
+    assert alert["text"].startswith("Nexperia payroll export INTERNAL-ONLY")
+    assert "Nexperia payroll export INTERNAL-ONLY" in bot.say("search INTERNAL-ONLY")
+    assert bot.app.status()["feeds"]["scmp"]["last_error"] is None
 
 
 def test_what_is_shown_of_a_failing_feed_cannot_tell_a_closed_port_from_an_open_one(
-    tmp_path: Path,
-    feed_host: FeedHost,
-    slack: SlackStandIn,
-    clock: Clock,
-    internal_service: FeedHost,
-    caplog: pytest.LogCaptureFixture,
+    private_bot: Bot, feed_host: FeedHost, internal_service: FeedHost, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The old port-scan oracle: /healthz said "connection refused" for a closed port and "looks like HTML"
     for an open one. Now each says its kind; the log keeps the detail for the operator."""
@@ -106,16 +104,16 @@ def test_what_is_shown_of_a_failing_feed_cannot_tell_a_closed_port_from_an_open_
         unused.bind(("127.0.0.1", 0))
         closed_url = f"http://127.0.0.1:{unused.getsockname()[1]}/feed"
     caplog.set_level(logging.INFO)
-    for bot in redirect_bot(tmp_path, feed_host, slack, clock, settings="  allow_private_feeds: true\n"):
-        shown = {}
-        for name, target in (("closed", closed_url), ("html", internal_service.url("/page"))):
-            feed_host.redirect("/feed", target)
-            bot.poll()
-            shown[name] = (bot.app.status()["feeds"]["scmp"]["last_error"], home_text(bot))
-        assert shown["closed"][0] == "network error" and shown["html"][0] == "not a feed"
-        for error, home in shown.values():
-            for detail in ("refused", "Errno", "ConnectError", "HTML", "html"):
-                assert detail not in error and detail not in home.split("Latest alerts")[0]
-        assert "not a feed: looks like HTML" in caplog.text and "ConnectError" in caplog.text
-        [notice] = bot.slack.posts_to(CHIPS)  # at the first failure (after 1 here), and only then
-        assert " UTC: network error. No alerts come from it meanwhile" in notice["text"]
+    bot = private_bot
+    shown = {}
+    for name, target in (("closed", closed_url), ("html", internal_service.url("/page"))):
+        feed_host.redirect("/feed", target)
+        bot.poll()
+        shown[name] = (bot.app.status()["feeds"]["scmp"]["last_error"], home_text(bot))
+    assert shown["closed"][0] == "network error" and shown["html"][0] == "not a feed"
+    for error, home in shown.values():
+        for detail in ("refused", "Errno", "ConnectError", "HTML", "html"):
+            assert detail not in error and detail not in home.split("Latest alerts")[0]
+    assert "not a feed: looks like HTML" in caplog.text and "ConnectError" in caplog.text
+    [notice] = bot.slack.posts_to(CHIPS)  # at the first failure (after 1 here), and only then
+    assert " UTC: network error. No alerts come from it meanwhile" in notice["text"]
