@@ -349,9 +349,11 @@ class HttpFetcher:
             follow_redirects=False,
             transport=transport or _transport_with_deadline(self._deadline),
         )
-        self._checked = checked_clients(
-            self.limits, self._deadline, resolver or resolve_host, network, ssl_context
-        )
+        self._checked_network = (resolver or resolve_host, network, ssl_context)
+        # Built at the first redirect off a feed's host: most bots never see one, and each costs a TLS
+        # context (some 50 ms) at every start.
+        self._checked: dict[AddressPolicy, httpx.Client] = {}
+        self._checked_lock = threading.Lock()
 
     def fetch(
         self,
@@ -372,7 +374,7 @@ class HttpFetcher:
             if host_and_port(target) == origin:
                 return self._client
             check_web_url(target, redirected=True)
-            return self._checked[redirect_policy]
+            return self._checked_client(redirect_policy)
 
         try:
             with fetch_errors(self.limits, self._monotonic, started):
@@ -404,10 +406,17 @@ class HttpFetcher:
             url=path.resolve().as_uri(),
         )
 
+    def _checked_client(self, policy: AddressPolicy) -> httpx.Client:
+        with self._checked_lock:
+            if not self._checked:
+                self._checked = checked_clients(self.limits, self._deadline, *self._checked_network)
+            return self._checked[policy]
+
     def close(self) -> None:
         self._client.close()
-        for client in self._checked.values():
-            client.close()
+        with self._checked_lock:
+            for client in self._checked.values():
+                client.close()
 
 
 # -- feeds added from Slack ------------------------------------------------------------------------------
