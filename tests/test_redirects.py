@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import FetchError
+from bot.fetch import HttpFetcher
 from tests.conftest import Clock, rss_item, scmp_feed
+from tests.fake_network import FakeInternet, FakeResolver
 from tests.feed_host import FeedHost, running_feed_host
 from tests.slack_standin import SlackStandIn
 from tests.test_slack_app import ALICE, CHIPS, Bot, reply_text, start_bot, wait_for
@@ -117,3 +120,35 @@ def test_what_is_shown_of_a_failing_feed_cannot_tell_a_closed_port_from_an_open_
     assert "not a feed: looks like HTML" in caplog.text and "ConnectError" in caplog.text
     [notice] = bot.slack.posts_to(CHIPS)  # at the first failure (after 1 here), and only then
     assert " UTC: network error. No alerts come from it meanwhile" in notice["text"]
+
+
+def test_a_redirect_off_the_feeds_host_resolves_once_and_connects_only_to_the_address_it_checked(
+    feed_host: FeedHost, internal_service: FeedHost
+) -> None:
+    """The fetcher alone, on a pretend internet: news.example is public (routed to a loopback server);
+    rebind.example answers a public address to the check and 127.0.0.1 to any later lookup."""
+    resolver, internet = FakeResolver(), FakeInternet()
+    internet.route("93.184.216.34", internal_service.url("/"))
+    resolver.answer("news.example", "93.184.216.34")
+    resolver.answer("rebind.example", "93.184.216.34")
+    resolver.then("rebind.example", "127.0.0.1")
+    resolver.answer("intranet.example", "10.0.0.7")
+    fetcher = HttpFetcher(resolver=resolver, network=internet)
+    try:
+        feed_host.redirect("/public", "http://news.example/internal")
+        assert b"INTERNAL-ONLY" in fetcher.fetch(feed_host.url("/public")).body  # a public host: followed
+
+        feed_host.redirect("/rebind", "http://rebind.example/internal")
+        fetcher.fetch(feed_host.url("/rebind"))
+        assert resolver.lookups.count("rebind.example") == 1  # one lookup, and the checked answer used
+        assert internet.connections == ["93.184.216.34", "93.184.216.34"]
+
+        feed_host.redirect("/private", "http://intranet.example/internal")
+        with pytest.raises(FetchError, match=r"intranet\.example resolves to 10\.0\.0\.7, a private address"):
+            fetcher.fetch(feed_host.url("/private"))
+        assert internet.connections == ["93.184.216.34", "93.184.216.34"]  # never connected
+        feed_host.redirect("/secret", "http://user:pw@news.example/internal")
+        with pytest.raises(FetchError, match=r"^redirected to a refused URL: URLs with a user name"):
+            fetcher.fetch(feed_host.url("/secret"))
+    finally:
+        fetcher.close()
