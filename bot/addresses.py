@@ -57,7 +57,11 @@ _REFUSED_V6: tuple[tuple[IPv6Network, str], ...] = tuple(
 )
 # IPv6 addresses that carry an IPv4 address and reach it: a dual-stack socket connects to ::ffff:a.b.c.d
 # as a.b.c.d, and NAT64 gateways translate 64:ff9b::a.b.c.d to it (DNS64 networks hand those out for every
-# IPv4-only site, so the public ones must pass).
+# IPv4-only site, so the public ones must pass). Each is judged by the IPv4 address it carries.
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+# ::ffff:0:a.b.c.d (RFC 2765's IPv4-translated form; "[::ffff:0:127.0.0.1]" is 127.0.0.1 written so): an
+# SIIT translator delivers it to a.b.c.d. ipaddress neither decodes it nor calls it anything but global.
+_IPV4_TRANSLATED = IPv6Network("::ffff:0:0:0/96")
 _NAT64 = (IPv6Network("64:ff9b::/96"), IPv6Network("64:ff9b:1::/48"))
 
 
@@ -83,8 +87,12 @@ class Refusal:
 
 def embedded_ipv4(address: IPv6Address) -> tuple[str, IPv4Address] | None:
     """The IPv4 address an IPv6 address stands for, with the name of the form, or None."""
-    if address.ipv4_mapped is not None:
-        return "the IPv4-mapped form of " + str(address.ipv4_mapped), address.ipv4_mapped
+    if address in _IPV4_MAPPED:
+        embedded = IPv4Address(int(address) & 0xFFFFFFFF)
+        return "the IPv4-mapped form of " + str(embedded), embedded
+    if address in _IPV4_TRANSLATED:
+        embedded = IPv4Address(int(address) & 0xFFFFFFFF)
+        return "the IPv4-translated form of " + str(embedded), embedded
     if address.sixtofour is not None:
         return "the 6to4 form of " + str(address.sixtofour), address.sixtofour
     if any(address in network for network in _NAT64):

@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_feed_notice, render_group, trim
 from bot.config import Environment, load_rules
-from bot.errors import BotError, ConfigError, DeliveryError
+from bot.errors import BotError, ConfigError, DeliveryError, shown_failure
 from bot.fetch import GuardedFetcher, HttpFetcher
 from bot.health import (
     FeedHealth,
@@ -596,7 +596,8 @@ class App:
         health = health_after_poll(
             self.store.feed_health(feed.id),
             now=self.pipeline.now(),
-            error=(report.error or "unknown error") if report.status == "error" else None,
+            # What /healthz, App Home and the Slack notices show: the kind only (the log line has the detail).
+            error=shown_failure(report.error_kind) if report.status == "error" else None,
             http_status=report.http_status,
             notice_after=rules.settings.feed_failure_notice_after,
             following=following,

@@ -133,7 +133,10 @@ def mute_button(match: ChannelMatch) -> dict[str, object] | None:
     )
     while len(value) > BUTTON_VALUE_LIMIT and len(terms) > 1:
         terms.pop()
-        value = json.dumps({"terms": terms, "key": "", "feed": match.item.feed_id}, ensure_ascii=False)
+        # The key stays: it names the alert, which the press is checked against (bot.slackapp.on_mute).
+        value = json.dumps(
+            {"terms": terms, "key": match.item.key, "feed": match.item.feed_id}, ensure_ascii=False
+        )
     shown = ", ".join(slack_terms)
     return {
         "type": "button",

@@ -82,9 +82,37 @@ class FetchError(BotError):
         self.reason = reason
         self.status = status
         self.retry_after = retry_after
-        # For metrics: timeout, too_large, redirects, decode, bad_url, file, network, or http_<status>.
+        # For metrics and for what is shown outside the logs (shown_failure): timeout, too_large,
+        # redirects, decode, bad_url, refused_address, dns, file, network, or http_<status>.
         self.kind = kind or (f"http_{status}" if status is not None else "network")
         super().__init__(reason)
+
+
+# What a failed poll or add-feed is called wherever people other than the operator read it (/healthz, App
+# Home, Slack notices and replies): its kind, never its detail. "Connection refused" against "looks like HTML"
+# told whoever could point the bot at an address which ports answer there (a port scan); a resolver's answer
+# named internal addresses. The logs keep the detail.
+_SHOWN_KINDS = {
+    "timeout": "timed out",
+    "too_large": "too large (over the size cap)",
+    "redirects": "too many redirects",
+    "decode": "could not be decoded",
+    "bad_url": "refused URL",
+    "refused_address": "refused: not a public address",
+    "dns": "host name not found",
+    "network": "network error",
+    "file": "file not readable",
+    "parse": "not a feed",
+    "crash": "internal error",
+}
+
+
+def shown_failure(kind: str | None) -> str:
+    """The one-line kind of a failure (see FetchError.kind; "parse", "crash"), for anywhere but the logs."""
+    status = (kind or "").removeprefix("http_")
+    if status != kind and status.isdigit():
+        return f"HTTP {status}"
+    return _SHOWN_KINDS.get(kind or "", "failed")
 
 
 class StateError(BotError):

@@ -1,6 +1,7 @@
 """Gets a feed's bytes: http(s) with timeouts, conditional GET, gzip, a size cap and few redirects; or a
 local file. Knows nothing of parsing: it never hands a URL to feedparser (which would fetch with no timeout).
-Feeds added from Slack go through GuardedFetcher, which connects to public addresses only.
+Feeds added from Slack go through GuardedFetcher, which connects to public addresses only; the operator's
+feeds connect anywhere, but a redirect off the feed's own host and port is checked the same way.
 """
 
 from __future__ import annotations
@@ -222,6 +223,8 @@ def conditional_headers(etag: str | None, last_modified: str | None) -> dict[str
     return headers
 
 
+PUBLIC_ONLY = AddressPolicy(allow_private=False)
+
 REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept": ACCEPT, "Accept-Encoding": "gzip, deflate"}
 
 
@@ -255,6 +258,31 @@ def fetch_errors(limits: FetchLimits, monotonic: Callable[[], float], started: f
         raise FetchError(f"unsupported URL: {e}", kind="bad_url") from e
     except httpx.HTTPError as e:
         raise FetchError(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+
+
+def follow_redirects(
+    url: str, headers: dict[str, str], limits: FetchLimits, client_for: Callable[[str, bool], httpx.Client]
+) -> FetchResult:
+    """GETs `url`, following up to `limits.max_redirects` redirects here rather than in httpx, so that each
+    hop goes through the client `client_for(its URL, redirected)` picks, which may refuse it (FetchError)."""
+    target = url
+    for hop in range(limits.max_redirects + 1):
+        with client_for(target, hop > 0).stream("GET", target, headers=headers) as response:
+            if not response.has_redirect_location:
+                return read_response(response, headers, limits)
+            target = str(response.url.join(response.headers["Location"]))
+    raise FetchError(f"more than {limits.max_redirects} redirects", kind="redirects")
+
+
+def host_and_port(url: str) -> tuple[str, int | None] | None:
+    """Where a URL connects to, as httpx (which connects) reads it: host and port, the scheme's default
+    port filled in. None for a URL httpx cannot parse."""
+    try:
+        parts = httpx.URL(url)
+    except httpx.InvalidURL:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.host.lower(), parts.port or default
 
 
 def read_response(response: httpx.Response, sent_headers: dict[str, str], limits: FetchLimits) -> FetchResult:
@@ -296,7 +324,11 @@ def read_response(response: httpx.Response, sent_headers: dict[str, str], limits
 
 
 class HttpFetcher:
-    """One shared connection pool; safe to call from several scheduler threads at once."""
+    """The operator's feeds (rules.yaml). Their host may be anywhere, private addresses included: the
+    operator chose it. A redirect that leaves that host or port is the feed host's choice, not the
+    operator's, so it is checked like a feed added from Slack (`redirect_policy`; see GuardedFetcher):
+    otherwise a feed's author could have the bot fetch, archive and show what answers inside its network.
+    One shared connection pool; safe to call from several scheduler threads at once."""
 
     def __init__(
         self,
@@ -304,6 +336,9 @@ class HttpFetcher:
         *,
         transport: httpx.BaseTransport | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        resolver: Resolver | None = None,
+        network: httpcore.NetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
@@ -311,26 +346,45 @@ class HttpFetcher:
         self._client = httpx.Client(
             headers=REQUEST_HEADERS,
             timeout=http_timeouts(self.limits),
-            follow_redirects=True,
-            max_redirects=self.limits.max_redirects,
+            follow_redirects=False,
             transport=transport or _transport_with_deadline(self._deadline),
         )
+        self._checked_network = (resolver or resolve_host, network, ssl_context)
+        # Built at the first redirect off a feed's host: most bots never see one, and each costs a TLS
+        # context (some 50 ms) at every start.
+        self._checked: dict[AddressPolicy, httpx.Client] = {}
+        self._checked_lock = threading.Lock()
 
-    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        redirect_policy: AddressPolicy = PUBLIC_ONLY,
+    ) -> FetchResult:
         if is_local(url):
             return self._read_file(url)
         headers = conditional_headers(etag, last_modified)
         started = self._monotonic()
         self._deadline.set(started + self.limits.total_timeout)
+        origin = host_and_port(url)
+
+        def client_for(target: str, redirected: bool) -> httpx.Client:
+            if host_and_port(target) == origin:
+                return self._client
+            check_web_url(target, redirected=True)
+            return self._checked_client(redirect_policy)
+
         try:
             with fetch_errors(self.limits, self._monotonic, started):
-                return self._get(url, headers)
+                return follow_redirects(url, headers, self.limits, client_for)
+        except FetchError as e:
+            if e.kind != "refused_address":  # only a hop off the feed's host is refused an address
+                raise
+            raise FetchError(f"redirected off the feed's host: {e.reason}", kind=e.kind) from e
         finally:
             self._deadline.set(None)
-
-    def _get(self, url: str, headers: dict[str, str]) -> FetchResult:
-        with self._client.stream("GET", url, headers=headers) as response:
-            return read_response(response, headers, self.limits)
 
     def _read_file(self, url: str) -> FetchResult:
         path = local_path(url)
@@ -352,8 +406,17 @@ class HttpFetcher:
             url=path.resolve().as_uri(),
         )
 
+    def _checked_client(self, policy: AddressPolicy) -> httpx.Client:
+        with self._checked_lock:
+            if not self._checked:
+                self._checked = checked_clients(self.limits, self._deadline, *self._checked_network)
+            return self._checked[policy]
+
     def close(self) -> None:
         self._client.close()
+        with self._checked_lock:
+            for client in self._checked.values():
+                client.close()
 
 
 # -- feeds added from Slack ------------------------------------------------------------------------------
@@ -456,6 +519,30 @@ class CheckedTransport(httpx.HTTPTransport):
         )
 
 
+def checked_clients(
+    limits: FetchLimits,
+    deadline: _Deadline,
+    resolver: Resolver,
+    network: httpcore.NetworkBackend | None,
+    ssl_context: ssl.SSLContext | None,
+) -> dict[AddressPolicy, httpx.Client]:
+    """One client per policy, so a pooled connection is only reused under the policy that checked it. Each
+    connects only to addresses its policy allows (CheckedNetwork), every wait ends by the fetch's deadline
+    (see _DeadlineStream), and no proxy comes from the environment (a proxy would look the name up itself)."""
+    context = ssl_context or httpx.create_ssl_context(trust_env=False)
+    sockets = _DeadlineBackend(network or httpcore.SyncBackend(), deadline)
+    return {
+        policy: httpx.Client(
+            headers=REQUEST_HEADERS,
+            timeout=http_timeouts(limits),
+            follow_redirects=False,
+            transport=CheckedTransport(CheckedNetwork(policy, resolver, sockets), context),
+            trust_env=False,
+        )
+        for policy in (AddressPolicy(allow_private=False), AddressPolicy(allow_private=True))
+    }
+
+
 class GuardedFetcher:
     """Fetches the feeds added from Slack, whose URLs nobody vetted: http(s) only, no credentials, each
     redirect followed here (not by httpx) and checked like the first URL, and connections only to the
@@ -474,23 +561,7 @@ class GuardedFetcher:
         self.limits = limits or FetchLimits()
         self._monotonic = monotonic
         self._deadline = _Deadline(monotonic)
-        context = ssl_context or httpx.create_ssl_context(trust_env=False)
-        # Every wait ends by the fetch's deadline here too (see _DeadlineStream).
-        sockets = _DeadlineBackend(network or httpcore.SyncBackend(), self._deadline)
-        # One client per policy, so a pooled connection is only reused under the policy that checked it.
-        self._clients = {
-            policy: self._client(CheckedTransport(CheckedNetwork(policy, resolver, sockets), context))
-            for policy in (AddressPolicy(allow_private=False), AddressPolicy(allow_private=True))
-        }
-
-    def _client(self, transport: httpx.BaseTransport) -> httpx.Client:
-        return httpx.Client(
-            headers=REQUEST_HEADERS,
-            timeout=http_timeouts(self.limits),
-            follow_redirects=False,
-            transport=transport,
-            trust_env=False,
-        )
+        self._clients = checked_clients(self.limits, self._deadline, resolver, network, ssl_context)
 
     def fetch(
         self, url: str, *, policy: AddressPolicy, etag: str | None = None, last_modified: str | None = None
@@ -499,18 +570,16 @@ class GuardedFetcher:
         client = self._clients[policy]
         started = self._monotonic()
         self._deadline.set(started + self.limits.total_timeout)  # for all the hops together
-        target = url
+
+        def client_for(target: str, redirected: bool) -> httpx.Client:
+            check_web_url(target, redirected=redirected)
+            return client
+
         try:
             with fetch_errors(self.limits, self._monotonic, started):
-                for hop in range(self.limits.max_redirects + 1):
-                    check_web_url(target, redirected=hop > 0)
-                    with client.stream("GET", target, headers=headers) as response:
-                        if not response.has_redirect_location:
-                            return read_response(response, headers, self.limits)
-                        target = str(response.url.join(response.headers["Location"]))
+                return follow_redirects(url, headers, self.limits, client_for)
         finally:
             self._deadline.set(None)
-        raise FetchError(f"more than {self.limits.max_redirects} redirects", kind="redirects")
 
     def close(self) -> None:
         for client in self._clients.values():

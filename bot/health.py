@@ -27,7 +27,7 @@ class FeedHealth:
     failures: int = 0  # failed polls in a row; 0 when the last poll worked
     failing_since: datetime | None = None  # the first failed poll of this run of failures
     last_failure: datetime | None = None  # the latest failed poll: backoff counts from it
-    last_error: str | None = None  # its one-line reason
+    last_error: str | None = None  # its kind, as shown outside the logs (bot.errors.shown_failure)
     gone_since: datetime | None = None  # its host has answered 410 Gone since then, every time
     # The channels following the feed hear once that it fails and once that it recovers, never more, a
     # restart included: hence the notice and who has had it are kept here, with the rest of the health.

@@ -32,10 +32,16 @@ def utc_now() -> datetime:
 
 
 class Fetcher(Protocol):
-    """Returns the feed's bytes, or `not_modified` when the server answered 304; raises FetchError."""
+    """Returns the feed's bytes, or `not_modified` when the server answered 304; raises FetchError. A
+    redirect off the feed's own host and port may only reach the addresses `redirect_policy` allows."""
 
     def fetch(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        redirect_policy: AddressPolicy = ...,
     ) -> FetchResult: ...
 
 
@@ -249,11 +255,13 @@ class Pipeline:
         self, feed: FeedConfig, settings: Settings, etag: str | None = None, last_modified: str | None = None
     ) -> FetchResult:
         """Through the guarded fetcher for a feed added from Slack, the plain one for the operator's."""
+        policy = AddressPolicy(allow_private=settings.allow_private_feeds)
         if feed.added is None:
-            return self.fetcher.fetch(feed.url, etag=etag, last_modified=last_modified)
+            return self.fetcher.fetch(
+                feed.url, etag=etag, last_modified=last_modified, redirect_policy=policy
+            )
         if self.guarded_fetcher is None:
             raise FetchError("feeds added from Slack need the guarded fetcher, and this bot has none")
-        policy = AddressPolicy(allow_private=settings.allow_private_feeds)
         return self.guarded_fetcher.fetch(feed.url, policy=policy, etag=etag, last_modified=last_modified)
 
     def try_feed(self, feed: FeedConfig) -> ParsedFeed:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from bot.addresses import AddressPolicy
 from bot.errors import FeedError, FetchError
 from bot.model import FeedConfig, Item, RuleSet, RuleVerdict
 from bot.parse import parse_feed
@@ -65,7 +66,8 @@ def preview_feed(
     adhoc: bool = False,
 ) -> FeedPreview:
     try:
-        fetched = fetcher.fetch(feed.url)
+        redirects = AddressPolicy(allow_private=rules.settings.allow_private_feeds)
+        fetched = fetcher.fetch(feed.url, redirect_policy=redirects)
         parsed = parse_feed(fetched.body, feed.id, headers=fetched.headers, url=fetched.url)
     except (FetchError, FeedError) as e:
         return FeedPreview(feed.id, feed.url, error=getattr(e, "reason", str(e)), adhoc=adhoc)

@@ -29,7 +29,6 @@ from bot.commands import (
     list_reply,
     newest_unique,
     oncall_reply,
-    one_line,
     parse_command,
     parse_count,
     parse_pause,
@@ -38,7 +37,7 @@ from bot.commands import (
     sections,
     text_reply,
 )
-from bot.errors import FeedError, FetchError
+from bot.errors import FeedError, FetchError, shown_failure
 from bot.model import AddedFeed, ChannelRule, FeedConfig, ParsedFeed, RuleSet, Subscription
 from bot.query import ItemText, evaluate, parse_query
 from bot.rules import compile_keyword
@@ -466,7 +465,8 @@ class CommandService:
             parsed = self.try_feed(candidate)
         except (FetchError, FeedError) as e:
             log.info("feed refused feed=%s user=%s reason=%s", feed_id, call.user, e.reason)
-            return text_reply(f"Could not add that feed: {one_line(e.reason)}. Nothing was changed.")
+            kind = shown_failure(e.kind if isinstance(e, FetchError) else "parse")  # the detail: log only
+            return text_reply(f"Could not add that feed: {kind}. Nothing was changed.")
         added = replace(added, title=" ".join(parsed.title.split()))
         if not self.store.add_feed(added):  # someone else took the id meanwhile
             return text_reply(f"There is already a feed `{feed_id}`. Pick another name with `id:`.")

@@ -29,7 +29,7 @@ from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from bot.model import ChannelMatch
+from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
 from bot.slack import SlackClient
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ACK_BUDGET_SECONDS = 2.0  # Slack wants an answer within 3 s; slower work answers through response_url
 RECENT_ALERTS_ON_HOME = 10
+NOT_THIS_CHANNELS_ALERT = "That button is not on an alert posted in this channel. Nothing was changed."
 
 
 class SlackInterface:
@@ -150,12 +151,17 @@ class SlackInterface:
             value = json.loads(action.get("value") or "{}")
             terms = [str(term) for term in value.get("terms", [])]
             feed = str(value["feed"]) if value.get("feed") else None
+            key = str(value.get("key") or "")
         except (ValueError, AttributeError, TypeError):
-            terms, feed = [], None
-        channel = str(
-            (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", "")
-        )
+            terms, feed, key = [], None, ""
+        channel = _payload_channel(body)
         user = str((body.get("user") or {}).get("id", ""))
+        # The button's value names the alert; a payload naming another channel, or an alert never posted
+        # in this one, must not mute that channel's topics.
+        if not self.app.store.is_delivered(channel, Item(feed or "", key, "", "")):
+            log.warning("button refused action=mute channel=%s user=%s: no such alert here", channel, user)
+            respond(text=NOT_THIS_CHANNELS_ALERT, response_type="ephemeral", replace_original=False)
+            return
         reply = self.service.mute(channel, user, terms, feed)
         respond(**_reply_args(reply), replace_original=False)
 
@@ -166,6 +172,12 @@ class SlackInterface:
         user = str((body.get("user") or {}).get("id", ""))
         now = self.app.pipeline.now()
         before = self.app.store.open_alert(alert_id)
+        if before is not None and before.channel != _payload_channel(body):  # not this channel's alert
+            log.warning(
+                "button refused action=ack channel=%s user=%s: another channel's alert", before.channel, user
+            )
+            respond(text=NOT_THIS_CHANNELS_ALERT, response_type="ephemeral", replace_original=False)
+            return
         alert = self.app.store.acknowledge(alert_id, user, now)
         if alert is None or before is None:
             respond(
@@ -275,6 +287,11 @@ class SlackInterface:
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
+
+
+def _payload_channel(body: dict[str, Any]) -> str:
+    """The channel a button press came from, as the payload names it."""
+    return str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id", ""))
 
 
 def _reply_args(reply: Reply) -> dict[str, Any]:

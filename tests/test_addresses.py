@@ -63,6 +63,10 @@ from bot.addresses import AddressPolicy, RefusedURL, address_refusal, check_feed
         ("::ffff:169.254.169.254", "cloud metadata"),
         ("::ffff:0.0.0.0", "unspecified"),
         ("::ffff:8.8.8.8", None),
+        ("::ffff:0:127.0.0.1", "loopback"),  # IPv4-translated (::ffff:0:0:0/96), not IPv4-mapped
+        ("::ffff:0:a00:1", "private"),
+        ("::ffff:0:169.254.169.254", "cloud metadata"),
+        ("::ffff:0:8.8.8.8", None),
         ("2002:7f00:1::", "loopback"),  # 6to4 of 127.0.0.1
         ("2002:a9fe:a9fe::1", "cloud metadata"),  # 6to4 of 169.254.169.254
         ("2002:808:808::1", None),
@@ -95,6 +99,7 @@ def test_a_refusal_says_what_the_address_is_and_through_which_form() -> None:
         ("::ffff:192.168.0.1", False, True),
         ("169.254.169.254", False, False),  # never a feed, always the host's credentials
         ("::ffff:169.254.169.254", False, False),
+        ("::ffff:0:169.254.169.254", False, False),
         ("fd00:ec2::254", False, False),
     ],
 )

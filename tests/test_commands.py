@@ -301,19 +301,29 @@ def test_the_feeds_added_from_slack_are_bounded(monkeypatch: pytest.MonkeyPatch)
     assert say(commands, "add-feed https://c.example/feed").startswith("📡 Added feed `c.example`")
 
 
-def test_a_feed_that_cannot_be_fetched_or_parsed_is_refused_with_the_reason() -> None:
+def test_a_feed_that_cannot_be_fetched_or_parsed_is_refused_with_the_kind_of_failure_only() -> None:
+    """The detail (an internal address, "connection refused" or "looks like HTML") is for the log: told to
+    whoever typed the URL, it mapped the bot's network."""
     store, trials, changes = Store.in_memory(), FeedTrials(), []
     commands = feed_service(store, trials, changes=changes)
     trials.error = FetchError(
-        "not a public address: intranet.example resolves to 10.0.0.7, a private address"
+        "not a public address: intranet.example resolves to 10.0.0.7, a private address",
+        kind="refused_address",
     )
     assert say(commands, "add-feed https://intranet.example/feed") == (
-        "Could not add that feed: not a public address: intranet.example resolves to 10.0.0.7, a private "
-        "address. Nothing was changed."
+        "Could not add that feed: refused: not a public address. Nothing was changed."
+    )
+    trials.error = FetchError("ConnectError: [Errno 111] Connection refused")
+    assert say(commands, "add-feed https://example.com/a") == (
+        "Could not add that feed: network error. Nothing was changed."
+    )
+    trials.error = FetchError("HTTP 503 Service Unavailable", status=503)
+    assert say(commands, "add-feed https://example.com/b") == (
+        "Could not add that feed: HTTP 503. Nothing was changed."
     )
     trials.error = FeedError("example.com", "not a feed: looks like\nHTML <b>")
     assert say(commands, "add-feed https://example.com/") == (
-        "Could not add that feed: not a feed: looks like HTML &lt;b&gt;. Nothing was changed."
+        "Could not add that feed: not a feed. Nothing was changed."
     )
     assert store.added_feeds() == [] and changes == []
 

@@ -100,6 +100,7 @@ def test_one_private_answer_among_public_ones_refuses_the_host(
         ("2130706433", "127.0.0.1 is a loopback address"),
         ("0x7f.1", "127.0.0.1 is a loopback address"),
         ("[::ffff:127.0.0.1]", "a loopback address (the IPv4-mapped form of 127.0.0.1)"),
+        ("[::ffff:0:127.0.0.1]", "a loopback address (the IPv4-translated form of 127.0.0.1)"),
         ("169.254.169.254", "169.254.169.254 is a cloud metadata address"),
         ("[fd00:ec2::254]", "fd00:ec2::254 is a cloud metadata address"),
         ("0.0.0.0", "0.0.0.0 is an unspecified address"),

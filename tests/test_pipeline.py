@@ -129,7 +129,14 @@ class FakeFetcher:
         self.body = body
         self.error: FetchError | None = None
 
-    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        redirect_policy: AddressPolicy | None = None,
+    ) -> FetchResult:
         if self.error:
             raise self.error
         return FetchResult(not_modified=False, body=self.body)
