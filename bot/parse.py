@@ -368,6 +368,8 @@ def _text(detail: Any, value: Any, limit: int) -> str:
     would otherwise cost seconds of HTML parsing for text that is then cut."""
     source = str(value or "")
     text = _source_start(source, limit)
+    if _is_html(detail) and len(text) < len(source) and text.rfind("<") > text.rfind(">"):
+        text = text[: text.rfind("<")]  # the cut fell inside a tag: its start would read as text
     if _is_html(detail):
         if "<" in text:
             soup = BeautifulSoup(text, "html.parser")
