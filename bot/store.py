@@ -777,15 +777,20 @@ class Store:
             return Item.from_dict(doc["item"]) if doc else None
 
     def prune_archive(self, now: datetime, retention: timedelta) -> int:
-        """Forgets items first seen more than `retention` ago; returns how many."""
+        """Forgets items first seen more than `retention` ago, and the oldest of any feed over its bounds
+        (an archive written before them, or by a feed that has not published since); returns how many."""
         with self._lock:
             horizon = _iso(now - retention)
             stale = [key for key, doc in self._archive.items() if doc["archived_at"] < horizon]
             for key in stale:
                 self._archive_drop(key)
-            if stale:
+            before = len(self._archive)
+            for feed_id in list(self._archive_keys):
+                self._bound_archive(feed_id)
+            pruned = len(stale) + before - len(self._archive)
+            if pruned:
                 self._flush()
-            return len(stale)
+            return pruned
 
     def _archive_add(self, key: str, doc: dict[str, Any]) -> None:
         feed_id = doc["item"]["feed_id"]

@@ -269,3 +269,18 @@ def test_archive_bounds_hold_in_a_store_reopened_on_its_backend() -> None:
     items = [Item("f", f"k{n}", "", f"t{n}") for n in range(2_100)]
     store.commit_cycle(CycleChange("f", T0, items=items))
     assert len(Store(backend).archived()) == feed_limits.ARCHIVE_ITEMS_PER_FEED
+
+
+def test_an_archive_stored_before_its_bounds_is_brought_within_them_by_the_hourly_prune() -> None:
+    backend = MemoryBackend()
+    for n in range(2_300):  # as a bot without the bounds left it
+        item = Item("f", f"k{n}", "", f"t{n}")
+        backend.archive[f"f\x1fk{n}"] = {
+            "key": f"f\x1fk{n}",
+            "item": item.to_dict(),
+            "archived_at": T0.isoformat(),
+        }
+    store = Store(backend)
+
+    assert store.prune_archive(T0 + timedelta(hours=1), timedelta(days=30)) == 300
+    assert len(Store(backend).archived()) == feed_limits.ARCHIVE_ITEMS_PER_FEED
