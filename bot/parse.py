@@ -1,6 +1,7 @@
-"""Turns feed bytes into `Item`s: identity keys, canonical links, plain text, UTC dates and thumbnails.
-Does no I/O: feedparser only ever gets an `io.BytesIO`, never a URL, str or path (given a URL it fetches
-it itself with no timeout; given a str it may open it as a local file)."""
+"""Turns feed bytes into `Item`s: identity keys, canonical links, plain text, UTC dates and thumbnails,
+each within bot.feed_limits (the feed's author chooses the sizes; we choose what we keep).
+Does no I/O: feedparser only ever gets an `io.BytesIO`, never a URL, str or path (given a URL it
+fetches it itself with no timeout; given a str it may open it as a local file)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ import feedparser
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
 
 from bot.errors import FeedError
+from bot.feed_limits import (
+    ELLIPSIS,
+    MAX_AUTHOR_CHARS,
+    MAX_ITEMS_PER_DOCUMENT,
+    MAX_KEY_CHARS,
+    MAX_SUMMARY_CHARS,
+    MAX_TITLE_CHARS,
+    MAX_URL_CHARS,
+    SOURCE_CHARS_PER_FIELD_CHAR,
+    cut_text,
+)
 from bot.model import Item, ParsedFeed
 
 # Markup such as "https://a.example/<b>x</b>" makes bs4 warn that we may have meant to fetch a URL; we did
@@ -91,6 +103,8 @@ def parse_feed(
     entries: list[Any] = list(parsed.get("entries") or [])
     if not entries:
         _reject_if_not_a_feed(body, feed_id, parsed, bozo)
+    listed = len(entries)
+    entries = newest_entries(entries, MAX_ITEMS_PER_DOCUMENT)
 
     items: list[Item] = []
     seen: set[str] = set()
@@ -109,12 +123,31 @@ def parse_feed(
     problems = [bozo] if bozo else []
     if skipped:
         problems.append(f"skipped {skipped} unreadable {'entry' if skipped == 1 else 'entries'}")
+    if listed > len(entries):
+        problems.append(
+            f"read the newest {len(entries)} of its {listed} entries (at most {MAX_ITEMS_PER_DOCUMENT} "
+            "a document); the others count as not seen yet"
+        )
     feed = parsed.get("feed") or {}
     return ParsedFeed(
-        title=_text(feed.get("title_detail"), feed.get("title")),
+        title=_text(feed.get("title_detail"), feed.get("title"), MAX_TITLE_CHARS),
         items=tuple(items),
         warning="; ".join(problems) or None,
     )
+
+
+def newest_entries(entries: list[Any], limit: int) -> list[Any]:
+    """At most `limit` entries, the newest, in the document's order. Newest by date when every entry has
+    one (some feeds list oldest first), else the first ones, as most feeds list newest first. The rest are
+    not turned into items at all: not archived and not seen, so one that is still listed when it comes
+    within the limit (newer entries removed above it) is read then, and taken as new."""
+    if len(entries) <= limit:
+        return entries
+    dates = [date for date in map(_published, entries) if date is not None]
+    if len(dates) < len(entries):
+        return entries[:limit]
+    by_date = sorted(range(len(entries)), key=dates.__getitem__, reverse=True)  # stable: ties keep order
+    return [entries[index] for index in sorted(by_date[:limit])]
 
 
 def unsafe_entity(body: bytes) -> str | None:
@@ -267,13 +300,13 @@ def _describe_bozo(parsed: Any) -> str:
 
 
 def _to_item(entry: Any, feed_id: str) -> Item:
-    link = canonical_url(entry.get("link") or "")
+    link = _bounded_url(entry.get("link"))
     # Only a web address is a link: feedparser copies a non-URL guid ("42") into `link` when the item has
     # no <link>, and a "javascript:" or still-relative one must not reach Slack.
     link = link if _is_absolute_http(link) else ""
-    title = _text(entry.get("title_detail"), entry.get("title"))
+    title = _text(entry.get("title_detail"), entry.get("title"), MAX_TITLE_CHARS)
     summary_html = _summary_source(entry)
-    summary = _text(*summary_html) if summary_html else ""
+    summary = _text(*summary_html, MAX_SUMMARY_CHARS) if summary_html else ""
     published = _published(entry)
     return Item(
         feed_id=feed_id,
@@ -291,7 +324,11 @@ def _key(entry: Any, link: str, title: str, summary: str, published: datetime | 
     # The guid/id is what the publisher promises is stable. Tracking parameters are removed so that
     # SCMP's `?utm_source=rss_feed` or DW's `?maca=` changing does not make every item new again;
     # non-URL ids (Reddit's `t3_abc`, `tag:` URIs) are kept verbatim by canonical_url.
-    guid = canonical_url(str(entry.get("id") or ""))
+    raw_guid = str(entry.get("id") or "")
+    if len(raw_guid) > MAX_KEY_CHARS:
+        # Cutting would make two long guids with the same start one item; a hash keeps them apart.
+        return "sha1:" + hashlib.sha1(raw_guid.encode("utf-8", "replace")).hexdigest()
+    guid = canonical_url(raw_guid)
     if guid:
         return guid
     # Boston.com sends `<guid isPermaLink="false"></guid>` on most items, and many feeds (aktuality.sk,
@@ -324,10 +361,15 @@ def _is_html(detail: Any) -> bool:
     return str(content_type).lower() in _HTML_TYPES
 
 
-def _text(detail: Any, value: Any) -> str:
-    """Plain text on one line. HTML is stripped and its entities decoded once; text/plain is not decoded
-    again, because feedparser already did (an Atom `type="text"` title of `&amp;amp;` means `&amp;`)."""
-    text = str(value or "")
+def _text(detail: Any, value: Any, limit: int) -> str:
+    """Plain text on one line, at most `limit` characters. HTML is stripped and its entities decoded once;
+    text/plain is not decoded again, because feedparser already did (an Atom `type="text"` title of
+    `&amp;amp;` means `&amp;`). Only the start of a long source is read (see feed_limits): a 9 MB summary
+    would otherwise cost seconds of HTML parsing for text that is then cut."""
+    source = str(value or "")
+    text = _source_start(source, limit)
+    if _is_html(detail) and len(text) < len(source) and text.rfind("<") > text.rfind(">"):
+        text = text[: text.rfind("<")]  # the cut fell inside a tag: its start would read as text
     if _is_html(detail):
         if "<" in text:
             soup = BeautifulSoup(text, "html.parser")
@@ -336,7 +378,21 @@ def _text(detail: Any, value: Any) -> str:
             text = soup.get_text(" ")
         elif "&" in text:
             text = html.unescape(text)  # what get_text would give, without building a tree
-    return _one_line(text)
+    text = cut_text(_one_line(text), limit)
+    if len(source) > limit * SOURCE_CHARS_PER_FIELD_CHAR and not text.endswith(ELLIPSIS):
+        # Markup-heavy: the text read fits, yet it is not all there was.
+        text = text[: limit - len(ELLIPSIS)].rstrip() + ELLIPSIS
+    return text
+
+
+def _source_start(text: str, limit: int) -> str:
+    return text[: limit * SOURCE_CHARS_PER_FIELD_CHAR]
+
+
+def _bounded_url(value: Any) -> str:
+    """The canonical URL, or "" when it is longer than any real one (see MAX_URL_CHARS)."""
+    url = str(value or "")
+    return "" if len(url.strip()) > MAX_URL_CHARS else canonical_url(url)
 
 
 def _one_line(text: str) -> str:
@@ -344,9 +400,9 @@ def _one_line(text: str) -> str:
 
 
 def _author(entry: Any) -> str:
-    author = _one_line(str(entry.get("author") or ""))
+    author = _one_line(_source_start(str(entry.get("author") or ""), MAX_AUTHOR_CHARS))
     # SCMP writes several authors as "A,B,C".
-    return _AUTHOR_COMMA.sub(", ", author).strip(", ")
+    return cut_text(_AUTHOR_COMMA.sub(", ", author).strip(", "), MAX_AUTHOR_CHARS)
 
 
 def _published(entry: Any) -> datetime | None:
@@ -396,6 +452,7 @@ def _image_candidates(entry: Any) -> Iterator[str]:
         sources.append((entry.get("summary_detail"), entry["summary"]))
     sources.extend((content, content.get("value")) for content in entry.get("content") or ())
     for detail, markup in sources:
+        markup = _source_start(markup or "", MAX_SUMMARY_CHARS)  # the part of it the summary reads
         if markup and "<img" in markup.lower() and _is_html(detail):
             yield from _img_sources(markup)
 
@@ -418,7 +475,7 @@ def _has_image_ext(url: str) -> bool:
 
 def _absolute_image_url(url: str, base: str) -> str | None:
     url = url.strip()
-    if not url:
+    if not url or len(url) > MAX_URL_CHARS:
         return None
     try:
         # kc0011's `<img src="skins/…">` is relative; the item's own page is the best base we have.

@@ -14,11 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot import feed_limits
+from bot.feed_limits import archive_overflow, archived_bytes, heaviest_first, keys_to_forget
 from bot.health import FeedHealth, health_from_doc, health_to_doc
 from bot.model import AddedFeed, ChannelMatch, Item, Subscription
 from bot.oncall import OpenAlert, QueuedAlert, alert_from_doc, alert_to_doc
 
-SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this
+SEEN_RETENTION = timedelta(days=30)  # a key no longer in its feed is forgotten after this (or sooner:
+# past feed_limits.SEEN_KEYS_BEYOND_FEED keys gone from it, the ones gone longest are)
 DELIVERED_RETENTION = timedelta(days=90)  # longer: an old article that resurfaces is still not reposted
 ACKED_RETENTION = timedelta(
     days=7
@@ -265,8 +268,14 @@ class Store:
         self._added_feeds: dict[str, dict[str, Any]] = {}
         # Every polled item, by delivery key, in a file of its own: it is large and changes only when a
         # feed publishes, so the main file's per-cycle write stays small.
-        self._archive: dict[str, dict[str, Any]] = backend.load_archive()
+        self._archive: dict[str, dict[str, Any]] = {}
         self._archive_dirty: set[str] = set()
+        # Its size by feed, so that its bounds (feed_limits) cost nothing while they are not reached.
+        self._archive_keys: dict[str, set[str]] = {}
+        self._archive_sizes: dict[str, int] = {}
+        self._archive_feed_bytes: dict[str, int] = {}
+        for key, doc in backend.load_archive().items():
+            self._archive_add(key, doc)
         for name, target, key_field in (
             ("feeds", self._feeds, "feed_id"),
             ("channels", self._legacy_channels, "channel"),
@@ -710,9 +719,14 @@ class Store:
             seen = self._seen.setdefault(change.feed_id, {})
             stamp = _iso(now)
             renew_before = _iso(now - SEEN_RENEWAL)
-            for key in change.keys_in_feed:
+            in_feed = set(change.keys_in_feed)
+            for key in in_feed:
                 if key not in seen or seen[key] < renew_before:
                     seen[key] = stamp
+                    self._dirty["seen"].add(_pair(change.feed_id, key))
+            if len(seen) > len(in_feed) + feed_limits.SEEN_KEYS_BEYOND_FEED:
+                for key in keys_to_forget(seen, in_feed, feed_limits.SEEN_KEYS_BEYOND_FEED):
+                    del seen[key]
                     self._dirty["seen"].add(_pair(change.feed_id, key))
             self._dirty["feeds"].add(change.feed_id)
             recovery = self._meta.get("recovered")
@@ -730,8 +744,9 @@ class Store:
             for item in change.items:
                 key = delivery_key(item)
                 if key not in self._archive:
-                    self._archive[key] = {"key": key, "item": item.to_dict(), "archived_at": stamp}
+                    self._archive_add(key, {"key": key, "item": item.to_dict(), "archived_at": stamp})
                     self._archive_dirty.add(key)
+            self._bound_archive(change.feed_id)
             if self._swept_at is None or now - self._swept_at >= SWEEP_EVERY:
                 self._sweep(now)
             self._flush()
@@ -762,16 +777,67 @@ class Store:
             return Item.from_dict(doc["item"]) if doc else None
 
     def prune_archive(self, now: datetime, retention: timedelta) -> int:
-        """Forgets items first seen more than `retention` ago; returns how many."""
+        """Forgets items first seen more than `retention` ago, and the oldest of any feed over its bounds
+        (an archive written before them, or by a feed that has not published since); returns how many."""
         with self._lock:
             horizon = _iso(now - retention)
             stale = [key for key, doc in self._archive.items() if doc["archived_at"] < horizon]
             for key in stale:
-                del self._archive[key]
-                self._archive_dirty.add(key)
-            if stale:
+                self._archive_drop(key)
+            before = len(self._archive)
+            for feed_id in list(self._archive_keys):
+                self._bound_archive(feed_id)
+            pruned = len(stale) + before - len(self._archive)
+            if pruned:
                 self._flush()
-            return len(stale)
+            return pruned
+
+    def _archive_add(self, key: str, doc: dict[str, Any]) -> None:
+        feed_id = doc["item"]["feed_id"]
+        size = archived_bytes(doc)
+        self._archive[key] = doc
+        self._archive_keys.setdefault(feed_id, set()).add(key)
+        self._archive_sizes[key] = size
+        self._archive_feed_bytes[feed_id] = self._archive_feed_bytes.get(feed_id, 0) + size
+
+    def _archive_drop(self, key: str) -> None:
+        feed_id = self._archive.pop(key)["item"]["feed_id"]
+        self._archive_keys[feed_id].discard(key)
+        self._archive_feed_bytes[feed_id] -= self._archive_sizes.pop(key)
+        self._archive_dirty.add(key)
+
+    def _bound_archive(self, feed_id: str) -> None:
+        """Keeps the feed's archive, and the whole archive, within feed_limits, dropping the oldest items
+        (by when archived, then published) of the feed over its bound, or of the feeds holding the most."""
+        keys = self._archive_keys.get(feed_id, set())
+        if (
+            len(keys) > feed_limits.ARCHIVE_ITEMS_PER_FEED
+            or self._archive_feed_bytes.get(feed_id, 0) > feed_limits.ARCHIVE_BYTES_PER_FEED
+        ):
+            for key in archive_overflow(
+                self._archive_entries(keys),
+                max_items=feed_limits.ARCHIVE_ITEMS_PER_FEED,
+                max_bytes=feed_limits.ARCHIVE_BYTES_PER_FEED,
+            ):
+                self._archive_drop(key)
+        total = sum(self._archive_feed_bytes.values())
+        shares = heaviest_first(self._archive_feed_bytes, total, feed_limits.ARCHIVE_BYTES_TOTAL)
+        for heavy, excess in shares.items():
+            keys = self._archive_keys[heavy]
+            allowed = self._archive_feed_bytes[heavy] - excess
+            for key in archive_overflow(self._archive_entries(keys), max_items=len(keys), max_bytes=allowed):
+                self._archive_drop(key)
+
+    def _archive_entries(self, keys: Iterable[str]) -> list[tuple[str, str, str, int]]:
+        return [
+            (
+                key,
+                self._archive[key]["archived_at"],
+                self._archive[key]["item"].get("published") or "",
+                self._archive_sizes[key],
+            )
+            for key in keys
+        ]
 
     def recent_deliveries(self, limit: int, channels: Iterable[str]) -> list[tuple[str, str, datetime]]:
         """The newest (channel, delivery key, when) deliveries to these channels, newest first."""
