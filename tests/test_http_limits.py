@@ -1,0 +1,179 @@
+"""Whoever can reach PORT, signed or not, and whichever member sends slow commands, cannot exhaust the
+bot's memory or threads: oversized bodies and headers are refused before they are read, slow connections
+hold no thread and are closed at a deadline. Through
+the real HTTP listener on loopback, with real signed commands."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.web import MAX_REQUEST_BODY_BYTES, HttpServer, public_routes
+from tests.conftest import Clock
+from tests.feed_host import FeedHost
+from tests.slack_standin import SlackStandIn
+from tests.test_slack_app import Bot, reply_text, start_bot
+
+ANSWER_WITHIN = 1.0  # seconds: what a member and a monitor must get while the attacks run
+
+
+@pytest.fixture
+def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[Bot]:
+    yield from start_bot(tmp_path, feed_host, slack, clock)
+
+
+def connect(bot: Bot) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", bot.serving.http.port), timeout=5)
+
+
+def read_answer(conn: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (or resets it)."""
+    received = b""
+    try:
+        while chunk := conn.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
+
+
+def test_an_unsigned_post_claiming_a_huge_body_gets_413_before_a_byte_of_it_is_sent(bot: Bot) -> None:
+    """Refused from Content-Length alone: the client sends headers and no body, and still hears the answer,
+    so the server read none of it (a server that reads first waits here for a gigabyte)."""
+    with connect(bot) as conn:
+        conn.sendall(
+            b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1073741824\r\n\r\n"
+        )
+        answer = read_answer(conn)
+    assert answer.startswith(b"HTTP/1.1 413 Request Entity Too Large"), answer[:200]
+    assert f"exceeds max_body of {MAX_REQUEST_BODY_BYTES}".encode() in answer
+    assert bot.app.store.subscriptions() == []
+
+
+def test_a_chunked_body_is_cut_at_the_limit_and_never_reaches_the_slack_app(bot: Bot) -> None:
+    """No Content-Length to refuse from: reading stops at 1 MiB. 5 MiB are offered; the answer is 413, not
+    the 401 that Bolt would give a body it had read whole."""
+    received: list[bytes] = []
+    with connect(bot) as conn:
+        reader = threading.Thread(target=lambda: received.append(read_answer(conn)))
+        reader.start()
+        conn.sendall(
+            b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b"a" * 65536
+        sent = 0
+        try:
+            while sent < 5 * 1024 * 1024:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent += len(chunk)
+            conn.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server closed the connection on us: the point
+        reader.join(timeout=10)
+    assert received and received[0].startswith(b"HTTP/1.1 413 Request Entity Too Large"), received[:1]
+
+
+def test_headers_over_the_limit_get_431(bot: Bot) -> None:
+    with connect(bot) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: bot\r\n")
+        try:
+            for n in range(64):
+                conn.sendall(b"X-Padding-%d: %s\r\n" % (n, b"p" * 1024))
+            conn.sendall(b"\r\n")
+        except OSError:
+            pass
+        answer = read_answer(conn)
+    assert b" 431 Request Header Fields Too Large\r\n" in answer.split(b"\n")[0] + b"\n", answer[:200]
+    assert b"exceeds max_header of 32768" in answer
+
+
+class Trickler:
+    """Slowloris: connections that each send the start of a request, then one more header byte at a time,
+    until stopped. Each byte arrives well within any per-read timeout."""
+
+    def __init__(self, port: int, connections: int, every: float = 0.2) -> None:
+        self.stop = threading.Event()
+        self.sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(connections)]
+        for conn in self.sockets:
+            conn.sendall(b"POST /slack/events HTTP/1.1\r\nHost: bot\r\nX-Slow: ")
+        self._thread = threading.Thread(target=self._trickle, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _trickle(self, every: float) -> None:
+        while not self.stop.wait(every):
+            for conn in self.sockets:
+                with contextlib.suppress(OSError):  # one the server closed: it stays closed
+                    conn.sendall(b"x")
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(timeout=5)
+        for conn in self.sockets:
+            conn.close()
+
+
+def timed(call) -> tuple[float, httpx.Response]:
+    started = time.monotonic()
+    response = call()
+    return time.monotonic() - started, response
+
+
+def test_twelve_slow_connections_leave_help_and_healthz_answering_within_a_second(bot: Bot) -> None:
+    slowloris = Trickler(bot.serving.http.port, connections=12)
+    try:
+        took_help, help_reply = timed(lambda: bot.command("help", user="U0OTHER01"))
+        took_health, health = timed(lambda: bot.http.get(bot.url + "/healthz"))
+    finally:
+        slowloris.close()
+    assert help_reply.status_code == 200 and "subscribe" in reply_text(help_reply.json())
+    assert took_help < ANSWER_WITHIN, took_help
+    assert health.json() == {"status": "ok"} and took_health < ANSWER_WITHIN, took_health
+
+
+class Seconds:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_connection_that_has_not_sent_a_whole_request_by_the_deadline_is_closed() -> None:
+    clock = Seconds()
+    server = HttpServer(
+        public_routes(lambda: {"status": "ok"}), port=0, host="127.0.0.1", clock=clock, deadline=10
+    ).start()
+
+    def answered_at_once() -> bool:
+        """A whole request is answered whatever the others do; once it is, the server's loop has read
+        everything sent before it."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as prompt:
+            prompt.sendall(b"GET /healthz HTTP/1.1\r\nHost: bot\r\nConnection: close\r\n\r\n")
+            return read_answer(prompt).startswith(b"HTTP/1.1 200 OK")
+
+    try:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: bot\r\nX-Slow: x")
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        assert answered_at_once()
+        clock.now += 9  # within the deadline: both still open
+        assert answered_at_once()
+        slow.setblocking(False)
+        with pytest.raises(BlockingIOError):  # open, nothing to read
+            slow.recv(1)
+        slow.settimeout(5)
+        clock.now += 2  # past it: both the trickler and the silent one are closed
+        assert read_answer(slow) == b"" and read_answer(idle) == b""
+    finally:
+        server.stop()
