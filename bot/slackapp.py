@@ -1,5 +1,7 @@
 """The interactive Slack app: slash commands, the mute button and App Home through slack-bolt, served over
 HTTP (bot.web, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+Slow commands are answered through response_url from a bounded pool (bot.slowwork), never by a waiting
+listener thread.
 
 Bolt verifies each request's signature and timestamp (older than five minutes: 401) and routes it; the
 answers come from bot.service and bot.home, which need no Slack client.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -30,6 +33,7 @@ from bot.model import ChannelMatch
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
 from bot.slack import SlackClient
+from bot.slowwork import SlowWork, is_slow_command
 from bot.web import HttpServer, detail_routes, public_routes
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class SlackInterface:
         self.budget = budget
         self._dm_channels: dict[str, str] = {}
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slash")
+        self._slow = SlowWork()
         self.service = CommandService(
             store=app.store,
             rules=lambda: app.rules,
@@ -131,16 +136,39 @@ class SlackInterface:
         )
         # A feed's URL may carry a token: the log keeps its host and path only.
         log.info("command user=%s channel=%s text=%r", call.user, call.channel, redact_urls(call.text)[:200])
+        if is_slow_command(call.text):
+            self._defer(call, ack, respond)
+            return
         work = self._workers.submit(self._answer, call)
         try:
             reply = work.result(timeout=self.budget)
         except FutureTimeout:
-            # Acknowledge in time; the answer follows through response_url when it is ready.
+            # Acknowledge in time; the answer follows through response_url when it is ready, and no
+            # listener thread waits for it.
             ack(text=WORKING, response_type="ephemeral")
-            reply = work.result()
-            respond(**_reply_args(reply))
+            work.add_done_callback(lambda done: self._send_late(call, done.result(), respond))
             return
         ack(**_reply_args(reply))
+
+    def _defer(self, call: Invocation, ack: Callable[..., None], respond: Callable[..., None]) -> None:
+        """Slow work: acknowledged at once, done on the bounded slow pool, answered through response_url."""
+        acked = threading.Event()
+
+        def work() -> None:
+            acked.wait(timeout=ACK_BUDGET_SECONDS)  # "Working on it…" first, then the answer
+            self._send_late(call, self._answer(call), respond)
+
+        refusal = self._slow.submit(call.user, work)
+        ack(text=refusal or WORKING, response_type="ephemeral")
+        acked.set()
+        if refusal:
+            log.warning("slow command refused user=%s channel=%s reason=%r", call.user, call.channel, refusal)
+
+    def _send_late(self, call: Invocation, reply: Reply, respond: Callable[..., None]) -> None:
+        try:
+            respond(**_reply_args(reply))
+        except Exception as e:  # Slack unreachable, or the response_url expired (30 minutes)
+            log.error("late answer not delivered user=%s channel=%s error=%r", call.user, call.channel, e)
 
     def on_mute(self, ack: Callable[..., None], body: dict[str, Any], respond: Callable[..., None]) -> None:
         ack()
@@ -274,6 +302,7 @@ class SlackInterface:
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._slow.close()
 
 
 def _reply_args(reply: Reply) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Whoever can reach PORT, signed or not, and whichever member sends slow commands, cannot exhaust the
 bot's memory or threads: oversized bodies and headers are refused before they are read, slow connections
-hold no thread and are closed at a deadline. Through
+hold no thread and are closed at a deadline, and slow commands are bounded per user and in total. Through
 the real HTTP listener on loopback, with real signed commands."""
 
 from __future__ import annotations
@@ -15,18 +15,22 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.slackapp import WORKING
+from bot.slowwork import MAX_SLOW_COMMANDS, MAX_SLOW_COMMANDS_PER_USER
 from bot.web import MAX_REQUEST_BODY_BYTES, HttpServer, public_routes
 from tests.conftest import Clock
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
-from tests.test_slack_app import Bot, reply_text, start_bot
+from tests.test_feed_faults import FaultServer
+from tests.test_slack_app import Bot, reply_text, start_bot, wait_for
 
 ANSWER_WITHIN = 1.0  # seconds: what a member and a monitor must get while the attacks run
 
 
 @pytest.fixture
 def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) -> Iterator[Bot]:
-    yield from start_bot(tmp_path, feed_host, slack, clock)
+    # No admins: any member may add a feed, the case where slow commands can pile up.
+    yield from start_bot(tmp_path, feed_host, slack, clock, settings="  allow_private_feeds: true\n")
 
 
 def connect(bot: Bot) -> socket.socket:
@@ -121,19 +125,47 @@ class Trickler:
             conn.close()
 
 
+def trickles_forever(conn: socket.socket, stop: threading.Event) -> None:
+    """A feed host that answers one header byte at a time until the test ends."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+    while not stop.wait(0.2):
+        conn.sendall(b"x")
+
+
 def timed(call) -> tuple[float, httpx.Response]:
     started = time.monotonic()
     response = call()
     return time.monotonic() - started, response
 
 
-def test_twelve_slow_connections_leave_help_and_healthz_answering_within_a_second(bot: Bot) -> None:
+def test_slow_connections_and_slow_add_feeds_leave_help_and_healthz_answering_within_a_second(
+    bot: Bot,
+) -> None:
+    slow_host = FaultServer(trickles_forever)
     slowloris = Trickler(bot.serving.http.port, connections=12)
     try:
+        # Ten members each add a feed whose host trickles: each is acknowledged at once.
+        for n in range(10):
+            took, response = timed(
+                lambda n=n: bot.command(f"add-feed {slow_host.url()} id:slow{n}", user=f"U{n}")
+            )
+            assert response.json()["text"] == WORKING and took < ANSWER_WITHIN, (n, took)
+        # A member's third slow command while two are in progress: refused, naming the limit.
+        bot.command(f"add-feed {slow_host.url()} id:again", user="U0")
+        refused = reply_text(bot.command(f"add-feed {slow_host.url()} id:more", user="U0").json())
+        assert refused.startswith(f"You already have {MAX_SLOW_COMMANDS_PER_USER} slow commands")
+        for n in range(11, MAX_SLOW_COMMANDS):  # the 12th to 16th slow commands: queued
+            assert bot.command(f"search chips {n}", user=f"U{n}").json()["text"] == WORKING
+        busy = reply_text(bot.command("search chips", user="U99").json())
+        assert busy.startswith(f"I am busy with {MAX_SLOW_COMMANDS} slow commands")
+
         took_help, help_reply = timed(lambda: bot.command("help", user="U0OTHER01"))
         took_health, health = timed(lambda: bot.http.get(bot.url + "/healthz"))
     finally:
         slowloris.close()
+        slow_host.close()
+    # Every command taken is answered once its host gives up: nothing is left waiting.
+    wait_for(lambda: len(bot.slack.responses) == MAX_SLOW_COMMANDS, timeout=30)
     assert help_reply.status_code == 200 and "subscribe" in reply_text(help_reply.json())
     assert took_help < ANSWER_WITHIN, took_help
     assert health.json() == {"status": "ok"} and took_health < ANSWER_WITHIN, took_health

@@ -233,7 +233,7 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
 
 def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, slack: SlackStandIn) -> None:
     """The real entry point in HTTP mode: SLACK_SIGNING_SECRET set, /feeds answered on PORT."""
-    from tests.test_slack_app import SECRET, sign
+    from tests.test_slack_app import SECRET, sign, wait_for
 
     slack.add_channel("C0CHIPS01", "chip-supply-chain")
     environ = {
@@ -265,7 +265,10 @@ def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, s
             headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
         )
         answer = json.loads(urlopen(request, timeout=10).read())
-        assert answer["response_type"] == "ephemeral" and "Newest items matching nexperia" in answer["text"]
+        assert answer == {"text": "Working on it…", "response_type": "ephemeral"}  # a search: slow work
+        wait_for(lambda: slack.responses)
+        [late] = slack.responses
+        assert late["response_type"] == "ephemeral" and "Newest items matching nexperia" in late["text"]
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -21,7 +21,7 @@ import yaml
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
 from bot.fetch import GuardedFetcher
-from bot.slackapp import Serving, serve
+from bot.slackapp import WORKING, Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.fake_network import FakeInternet, FakeResolver
 from tests.feed_host import FeedHost, running_feed_host
@@ -78,10 +78,16 @@ class Bot:
         return self.post(body, "application/x-www-form-urlencoded", headers)
 
     def say(self, text: str, **where) -> str:
-        """The reply's text, blocks included (what the user reads)."""
-        response = self.command(text, **where)
+        """The reply's text, blocks included (what the user reads): in the acknowledgement, or for slow
+        work, what follows "Working on it…" through the command's response_url."""
+        name = f"r{next(self._answers)}"
+        response = self.command(text, response_url=name, **where)
         assert response.status_code == 200, response.text
-        return reply_text(response.json())
+        if response.json().get("text") != WORKING:
+            return reply_text(response.json())
+        wait_for(lambda: self.slack.calls(f"response/{name}"), timeout=30)
+        [late] = self.slack.calls(f"response/{name}")
+        return reply_text(late)
 
     def press(self, message: dict, *, user: str = ALICE) -> httpx.Response:
         return self.press_button(message, "mute_topic", user=user)
