@@ -30,7 +30,7 @@ MAX_REQUEST_BODY_BYTES = 1024 * 1024
 MAX_REQUEST_HEADER_BYTES = 32 * 1024
 # From a connection's first byte of a request (or its opening) to the request's last byte.
 REQUEST_DEADLINE_SECONDS = 10.0
-MAX_CONNECTIONS = 200  # open at once; beyond it new connections wait in the listen backlog
+MAX_CONNECTIONS = 1000  # open at once; beyond it new connections wait in the listen backlog
 REQUEST_THREADS = 8  # for requests that have fully arrived: the Slack ack is quick, the rest is deferred
 _LOOP_SECONDS = 0.2  # how often the event loop looks for connections past their deadline
 
@@ -151,6 +151,7 @@ class HttpServer:
             max_request_header_size=MAX_REQUEST_HEADER_BYTES,
             connection_limit=MAX_CONNECTIONS,
             channel_timeout=int(deadline) + 1,  # waitress's own idle rule; ours is stricter
+            asyncore_use_poll=True,  # select() cannot watch descriptors past 1024
             ident="feedwatch",
             expose_tracebacks=False,
         )
@@ -171,7 +172,7 @@ class HttpServer:
         server = self._server
         try:
             while not self._stopping.is_set():
-                wasyncore.loop(timeout=_LOOP_SECONDS, map=server._map, count=1)
+                wasyncore.loop(timeout=_LOOP_SECONDS, map=server._map, use_poll=True, count=1)
                 server.close_late_connections()
         finally:
             for channel in list(server._map.values()):
