@@ -555,24 +555,59 @@ def test_app_home_names_a_channel_that_cannot_take_posts(bot: Bot) -> None:
 # -- slow answers and rules reloads -----------------------------------------------------------------------
 
 
-def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(bot: Bot) -> None:
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        pytest.param("search nexperia", "Newest items matching nexperia", id="slow-work-pool"),
+        pytest.param("list", "`Nexperia` · every feed", id="over-the-ack-budget"),
+    ],
+)
+def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(
+    bot: Bot, text: str, answer: str
+) -> None:
     interface = bot.serving.interface
     assert interface is not None
     gate = threading.Event()
-    answer = interface.service.handle
+    handle = interface.service.handle
     interface.budget = 0.05
 
     def slow(call):
         gate.wait(timeout=10)
-        return answer(call)
+        return handle(call)
 
     interface.service.handle = slow
-    response = bot.command("search nexperia")
-    assert response.json()["text"] == "Working on it…"
+    response = bot.command(text)
+    assert response.json()["text"] == "Working on it…"  # answered while the work is still held
     gate.set()
     wait_for(lambda: bot.slack.responses)
     [late] = bot.slack.responses
-    assert "Newest items matching nexperia" in reply_text(late)
+    assert answer in reply_text(late)
+
+
+def test_answers_that_overrun_the_ack_budget_hold_no_thread_so_other_commands_are_answered(bot: Bot) -> None:
+    """Bolt runs listeners on five threads: six answers still being worked on must not hold them all."""
+    interface = bot.serving.interface
+    assert interface is not None
+    gate = threading.Event()
+    handle = interface.service.handle
+    interface.budget = 0.05
+
+    def slow_list(call):
+        if call.text == "list":
+            gate.wait(timeout=10)
+        return handle(call)
+
+    interface.service.handle = slow_list
+    try:
+        for _ in range(6):
+            assert bot.command("list").json()["text"] == "Working on it…"
+        started = time.monotonic()
+        reply = bot.command("help", user=BOB)
+        took = time.monotonic() - started
+    finally:
+        gate.set()
+    assert "subscribe" in reply_text(reply.json()) and took < 1.0, took
+    wait_for(lambda: len(bot.slack.responses) == 6)
 
 
 def test_an_edited_rules_file_takes_effect_and_an_invalid_edit_keeps_the_last_good_rules(
