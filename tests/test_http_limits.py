@@ -15,14 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.slackapp import WORKING
+from bot.app import build_app
+from bot.config import environment_from
+from bot.slackapp import WORKING, serve
 from bot.slowwork import MAX_SLOW_COMMANDS, MAX_SLOW_COMMANDS_PER_USER
 from bot.web import MAX_REQUEST_BODY_BYTES, HttpServer, public_routes
-from tests.conftest import Clock
+from tests.conftest import Clock, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
 from tests.test_feed_faults import FaultServer
-from tests.test_slack_app import Bot, reply_text, start_bot, wait_for
+from tests.test_slack_app import Bot, reply_text, start_bot, wait_for, write_rules
 
 ANSWER_WITHIN = 1.0  # seconds: what a member and a monitor must get while the attacks run
 
@@ -209,3 +211,29 @@ def test_a_connection_that_has_not_sent_a_whole_request_by_the_deadline_is_close
         assert read_answer(slow) == b"" and read_answer(idle) == b""
     finally:
         server.stop()
+
+
+def test_a_detail_port_already_taken_is_one_error_line_and_the_bot_serves_on(
+    tmp_path: Path, feed_host: FeedHost, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        environ = {
+            "BOT_RULES": str(write_rules(tmp_path, feed_host.serve("/feed", scmp_feed()))),
+            "BOT_DB": str(tmp_path / "state.json"),
+            "PORT": "0",
+            "METRICS_PORT": str(port),
+        }
+        app = build_app(environment_from(environ, tmp_path), sleep=clock.sleep, now=clock, listening=True)
+        try:
+            serving = serve(app, environment_from(environ, tmp_path), host="127.0.0.1")
+            try:
+                health = httpx.get(f"http://127.0.0.1:{serving.http.port}/healthz", timeout=5)
+            finally:
+                serving.stop()
+        finally:
+            app.close()
+    assert serving.detail is None
+    [line] = [r.getMessage() for r in caplog.records if "detail listener not started" in r.getMessage()]
+    assert line.startswith(f"detail listener not started: METRICS_HOST=127.0.0.1 METRICS_PORT={port}: ")
+    assert health.json() == {"status": "ok"}
