@@ -112,7 +112,7 @@ def _preview(env: Environment, feed_url: str | None, out: IO[str]) -> int:
 def _run(env: Environment, *, once: bool, out: IO[str]) -> int:
     app = build_app(env, stdout=out, listening=not once)
     if not once:
-        from bot.slackapp import serve  # slack-bolt and cheroot load only for the long-running bot
+        from bot.slackapp import serve  # slack-bolt and waitress load only for the long-running bot
 
         run_scheduler(app, serve=lambda deliver_held_now: serve(app, env, on_resume=deliver_held_now))
         return 0

@@ -819,6 +819,10 @@ DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_RULES_PATH = "rules.yaml"
 DEFAULT_DB_PATH = "data/state.json"
 DEFAULT_PORT = 3000
+# The detail listener (/healthz with each feed's errors, /metrics): not the public PORT. 9464 is the port
+# Prometheus exporters commonly take that nothing else on a host tends to (9090 is Prometheus itself).
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_METRICS_HOST = "127.0.0.1"
 DEFAULT_COMMAND = "/feeds"
 
 
@@ -836,6 +840,8 @@ class Environment:
     app_token: str | None = field(default=None, repr=False)  # Socket Mode (xapp-...)
     port: int = DEFAULT_PORT
     command: str = DEFAULT_COMMAND
+    metrics_port: int = DEFAULT_METRICS_PORT  # the full /healthz and /metrics, apart from the public PORT
+    metrics_host: str = DEFAULT_METRICS_HOST  # loopback: only this host (or its pod) reads the detail
 
     @property
     def interactive(self) -> bool:
@@ -848,8 +854,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
     """Build an Environment from SLACK_BOT_TOKEN, SLACK_API_URL, SLACK_SIGNING_SECRET, SLACK_APP_TOKEN,
-    PORT, BOT_COMMAND, BOT_RULES, BOT_DB, BOT_LOG_LEVEL and BOT_LOG_FORMAT; relative paths resolve against
-    `cwd`. Empty or blank values count as unset."""
+    PORT, METRICS_PORT, METRICS_HOST, BOT_COMMAND, BOT_RULES, BOT_DB, BOT_LOG_LEVEL and BOT_LOG_FORMAT;
+    relative paths resolve against `cwd`. Empty or blank values count as unset."""
 
     def setting(name: str) -> str | None:
         value = environ.get(name, "").strip()
@@ -877,6 +883,9 @@ def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
     port_text = setting("PORT") or str(DEFAULT_PORT)
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ConfigError([f"PORT: expected a port number (0-65535), got {port_text!r}"])
+    metrics_port_text = setting("METRICS_PORT") or str(DEFAULT_METRICS_PORT)
+    if not metrics_port_text.isdigit() or not 0 <= int(metrics_port_text) <= 65535:
+        raise ConfigError([f"METRICS_PORT: expected a port number (0-65535), got {metrics_port_text!r}"])
     command = setting("BOT_COMMAND") or DEFAULT_COMMAND
     if not re.fullmatch(r"/[a-z0-9_-]{1,31}", command):
         raise ConfigError([f"BOT_COMMAND: expected a slash command like /feeds, got {command!r}"])
@@ -886,6 +895,8 @@ def environment_from(environ: Mapping[str, str], cwd: Path) -> Environment:
         signing_secret=setting("SLACK_SIGNING_SECRET"),
         app_token=setting("SLACK_APP_TOKEN"),
         port=int(port_text),
+        metrics_port=int(metrics_port_text),
+        metrics_host=setting("METRICS_HOST") or DEFAULT_METRICS_HOST,
         command=command,
         slack_api_url=api_url,
         rules_path=cwd / (setting("BOT_RULES") or DEFAULT_RULES_PATH),

@@ -1,4 +1,4 @@
-"""The bot's Prometheus metrics, served at GET /metrics on PORT.
+"""The bot's Prometheus metrics, served at GET /metrics on METRICS_PORT (loopback by default, not PORT).
 
 prometheus_client writes the text exposition format (escaping, histogram buckets, `_total`/`_created`
 series) the way every scraper expects, which hand-written code would only approximate. Each App has a

@@ -1,5 +1,7 @@
 """The interactive Slack app: slash commands, the mute button and App Home through slack-bolt, served over
-HTTP (cheroot, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+HTTP (bot.web, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+Slow commands are answered through response_url from a bounded pool (bot.slowwork), never by a waiting
+listener thread.
 
 Bolt verifies each request's signature and timestamp (older than five minutes: 401) and routes it; the
 answers come from bot.service and bot.home, which need no Slack client.
@@ -15,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
-from cheroot import wsgi
 from slack_bolt import App as BoltApp
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -28,17 +29,19 @@ from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
-from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
 from bot.slack import SlackClient
+from bot.slowwork import SlowWork, is_slow_command
+from bot.web import HttpServer, detail_routes, public_routes
 
 log = logging.getLogger(__name__)
 
 ACK_BUDGET_SECONDS = 2.0  # Slack wants an answer within 3 s; slower work answers through response_url
 RECENT_ALERTS_ON_HOME = 10
 NOT_THIS_CHANNELS_ALERT = "That button is not on an alert posted in this channel. Nothing was changed."
+WORKING = "Working on it…"
 
 
 class SlackInterface:
@@ -58,6 +61,7 @@ class SlackInterface:
         self.budget = budget
         self._dm_channels: dict[str, str] = {}
         self._workers = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slash")
+        self._slow = SlowWork()
         self.service = CommandService(
             store=app.store,
             rules=lambda: app.rules,
@@ -133,16 +137,39 @@ class SlackInterface:
         )
         # A feed's URL may carry a token: the log keeps its host and path only.
         log.info("command user=%s channel=%s text=%r", call.user, call.channel, redact_urls(call.text)[:200])
+        if is_slow_command(call.text):
+            self._defer(call, ack, respond)
+            return
         work = self._workers.submit(self._answer, call)
         try:
             reply = work.result(timeout=self.budget)
         except FutureTimeout:
-            # Acknowledge in time; the answer follows through response_url when it is ready.
-            ack(text="Working on it…", response_type="ephemeral")
-            reply = work.result()
-            respond(**_reply_args(reply))
+            # Acknowledge in time; the answer follows through response_url when it is ready, and no
+            # listener thread waits for it.
+            ack(text=WORKING, response_type="ephemeral")
+            work.add_done_callback(lambda done: self._send_late(call, done.result(), respond))
             return
         ack(**_reply_args(reply))
+
+    def _defer(self, call: Invocation, ack: Callable[..., None], respond: Callable[..., None]) -> None:
+        """Slow work: acknowledged at once, done on the bounded slow pool, answered through response_url."""
+        acked = threading.Event()
+
+        def work() -> None:
+            acked.wait(timeout=ACK_BUDGET_SECONDS)  # "Working on it…" first, then the answer
+            self._send_late(call, self._answer(call), respond)
+
+        refusal = self._slow.submit(call.user, work)
+        ack(text=refusal or WORKING, response_type="ephemeral")
+        acked.set()
+        if refusal:
+            log.warning("slow command refused user=%s channel=%s reason=%r", call.user, call.channel, refusal)
+
+    def _send_late(self, call: Invocation, reply: Reply, respond: Callable[..., None]) -> None:
+        try:
+            respond(**_reply_args(reply))
+        except Exception as e:  # Slack unreachable, or the response_url expired (30 minutes)
+            log.error("late answer not delivered user=%s channel=%s error=%r", call.user, call.channel, e)
 
     def on_mute(self, ack: Callable[..., None], body: dict[str, Any], respond: Callable[..., None]) -> None:
         ack()
@@ -287,6 +314,7 @@ class SlackInterface:
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._slow.close()
 
 
 def _payload_channel(body: dict[str, Any]) -> str:
@@ -322,79 +350,25 @@ def socket_mode_problem(error: Exception) -> str:
 # -- serving ---------------------------------------------------------------------------------------------
 
 
-class HttpServer:
-    """One cheroot WSGI server on PORT: POST /slack/events (when Slack is served over HTTP) and GET /healthz.
-    One process, threads for requests: the scheduler lives in the same process, once."""
+class Serving:
+    """What `run` serves beside the scheduler, stopped together: the public listener, the detail listener
+    (None when METRICS_PORT could not be bound), the Slack app."""
 
     def __init__(
         self,
-        status: Callable[[], dict[str, object]],
-        *,
-        port: int,
-        host: str = "0.0.0.0",
-        slack: SlackRequestHandler | None = None,
-        metrics: Callable[[], bytes] | None = None,
-    ) -> None:
-        self._status = status
-        self._metrics = metrics
-        self._slack = slack
-        self._server = wsgi.Server((host, port), self.wsgi, numthreads=10, server_name="feedwatch")
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.bind_addr[1])
-
-    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD", "")
-        if path == "/healthz" and method in ("GET", "HEAD"):
-            status = self._status()
-            body = json.dumps(status, default=str).encode()
-            code = "200 OK" if status.get("status") == "ok" else "503 Service Unavailable"
-            start_response(code, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-            return [body]
-        if path == "/metrics" and method in ("GET", "HEAD") and self._metrics is not None:
-            body = self._metrics()
-            start_response(
-                "200 OK", [("Content-Type", METRICS_CONTENT_TYPE), ("Content-Length", str(len(body)))]
-            )
-            return [body]
-        if path == "/slack/events" and self._slack is not None:
-            return self._slack(environ, start_response)
-        body = b'{"error": "not found"}'
-        start_response(
-            "404 Not Found", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-        )
-        return [body]
-
-    def start(self) -> HttpServer:
-        self._server.prepare()
-        self._thread = threading.Thread(target=self._server.serve, name="http", daemon=True)
-        self._thread.start()
-        paths = (
-            ["/healthz"]
-            + (["/metrics"] if self._metrics else [])
-            + (["/slack/events"] if self._slack else [])
-        )
-        log.info("listening port=%d paths=%s", self.port, ", ".join(paths))
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-
-class Serving:
-    """What `run` serves beside the scheduler, stopped together."""
-
-    def __init__(self, http: HttpServer, interface: SlackInterface | None, socket: SocketModeHandler | None):
-        self.http, self.interface, self.socket = http, interface, socket
+        http: HttpServer,
+        interface: SlackInterface | None,
+        socket: SocketModeHandler | None,
+        detail: HttpServer | None = None,
+    ):
+        self.http, self.interface, self.socket, self.detail = http, interface, socket, detail
 
     def stop(self) -> None:
         if self.socket is not None:
             self.socket.close()  # type: ignore[no-untyped-call]
         self.http.stop()
+        if self.detail is not None:
+            self.detail.stop()
         if self.interface is not None:
             self.interface.close()
 
@@ -423,7 +397,35 @@ def serve(
             log.warning("slack socket mode not connected yet; retrying in the background")
     elif interface is not None:
         slack_http = SlackRequestHandler(interface.bolt)
-    http = HttpServer(
-        app.status, port=env.port, host=host, slack=slack_http, metrics=app.metrics.exposition
-    ).start()
-    return Serving(http, interface, socket)
+    try:
+        detail: HttpServer | None = HttpServer(
+            detail_routes(app.status, app.metrics.exposition),
+            port=env.metrics_port,
+            host=env.metrics_host,
+            name="http-detail",
+        ).start()
+    except OSError as e:
+        # Monitoring detail is not worth silencing the bot for: the public /healthz still answers.
+        log.error(
+            "detail listener not started: METRICS_HOST=%s METRICS_PORT=%d: %s (/metrics and the full "
+            "/healthz are off; set METRICS_PORT to a free port)",
+            env.metrics_host,
+            env.metrics_port,
+            e.strerror or e,
+        )
+        detail = None
+    if detail is not None:
+        log.info("detail listening host=%s port=%d paths=/healthz, /metrics", detail.host, detail.port)
+    try:
+        http = HttpServer(
+            public_routes(app.status, slack_http), port=env.port, host=host, name="http"
+        ).start()
+    except OSError as e:
+        if detail is not None:
+            detail.stop()
+        if interface is not None:
+            interface.close()
+        raise BotError(f"cannot listen on PORT={env.port}: {e.strerror or e}") from e
+    paths = ["/healthz"] + (["/slack/events"] if slack_http else [])
+    log.info("listening port=%d paths=%s", http.port, ", ".join(paths))
+    return Serving(http, interface, socket, detail)

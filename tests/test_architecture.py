@@ -35,8 +35,9 @@ ADAPTER_LIBRARIES = {
     "requests",
     "urllib3",
     "socket",
+    "waitress",
 }
-ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli", "bot.slackapp"}
+ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli", "bot.slackapp", "bot.web"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -743,6 +743,8 @@ def test_environment_reads_every_variable_and_resolves_paths_against_cwd(in_tmp_
             "SLACK_SIGNING_SECRET": "signing-secret",
             "SLACK_APP_TOKEN": "xapp-secret",
             "PORT": "8081",
+            "METRICS_PORT": "9100",
+            "METRICS_HOST": "0.0.0.0",
             "BOT_COMMAND": "/news",
             "UNRELATED": "ignored",
         },
@@ -750,6 +752,9 @@ def test_environment_reads_every_variable_and_resolves_paths_against_cwd(in_tmp_
     )
     assert (environment.signing_secret, environment.app_token) == ("signing-secret", "xapp-secret")
     assert (environment.port, environment.command, environment.interactive) == (8081, "/news", True)
+    assert (environment.metrics_port, environment.metrics_host) == (9100, "0.0.0.0")
+    # The detail (each feed's errors, /metrics) is for this host only unless asked otherwise.
+    assert (environment_from({}, in_tmp_path).metrics_host, Environment().metrics_port) == ("127.0.0.1", 9464)
 
     assert environment.slack_token == "xoxb-secret"
     assert environment.slack_api_url == "http://localhost:8080/api/"
@@ -783,6 +788,7 @@ def test_secrets_never_appear_in_repr(in_tmp_path: Path) -> None:
     [
         ("PORT", "http", "PORT: expected a port number (0-65535), got 'http'"),
         ("PORT", "70000", "PORT: expected a port number (0-65535), got '70000'"),
+        ("METRICS_PORT", "metrics", "METRICS_PORT: expected a port number (0-65535), got 'metrics'"),
         ("BOT_COMMAND", "feeds", "BOT_COMMAND: expected a slash command like /feeds, got 'feeds'"),
     ],
 )

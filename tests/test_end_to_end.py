@@ -23,7 +23,7 @@ from bot.app import App, build_app
 from bot.config import environment_from
 from bot.errors import BotError
 from bot.logs import LOG_FORMATS, configure_logging
-from bot.slackapp import HttpServer
+from bot.web import HttpServer, detail_routes
 from tests.conftest import REPO, Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
@@ -746,7 +746,7 @@ def test_feeds_are_fetched_in_parallel_up_to_poll_concurrency(tmp_path: Path) ->
 
 def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """GET /metrics from the bot's own HTTP server, parsed as Prometheus would: {(sample, labels): value}."""
-    server = HttpServer(app.status, port=0, host="127.0.0.1", metrics=app.metrics.exposition).start()
+    server = HttpServer(detail_routes(app.status, app.metrics.exposition), port=0, host="127.0.0.1").start()
     try:
         response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
     finally:
@@ -760,7 +760,7 @@ def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def healthz(app: App) -> httpx.Response:
-    server = HttpServer(app.status, port=0, host="127.0.0.1").start()
+    server = HttpServer(detail_routes(app.status, None), port=0, host="127.0.0.1").start()
     try:
         return httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
     finally:

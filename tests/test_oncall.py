@@ -67,6 +67,7 @@ class OnCallWorld:
             "BOT_RULES": str(self.rules),
             "BOT_DB": str(tmp_path / "state.json"),
             "PORT": "0",
+            "METRICS_PORT": "0",
         }
 
     def start(self) -> Iterator[Bot]:

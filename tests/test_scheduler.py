@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlencode
 from urllib.request import Request, urlopen
 
 import pytest
@@ -188,6 +189,7 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
         "BOT_RULES": str(DEMO_RULES),
         "BOT_DB": str(db),
         "PORT": "0",  # /healthz on a free port: tests run side by side
+        "METRICS_PORT": "0",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"],
@@ -199,11 +201,18 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
     )
     try:
         started = read_until(
-            process, "poll feed=scmp-semiconductors status=ok", "listening port=", timeout=30
+            process,
+            "poll feed=scmp-semiconductors status=ok",
+            "listening port=",
+            "detail listening host=127.0.0.1",
+            timeout=30,
         )
         port = re.search(r"listening port=(\d+)", started)
-        assert port, started
-        health = json.loads(urlopen(f"http://127.0.0.1:{port.group(1)}/healthz", timeout=10).read())
+        detail_port = re.search(r"detail listening host=127\.0\.0\.1 port=(\d+)", started)
+        assert port and detail_port, started
+        public = json.loads(urlopen(f"http://127.0.0.1:{port.group(1)}/healthz", timeout=10).read())
+        assert public == {"status": "ok"}
+        health = json.loads(urlopen(f"http://127.0.0.1:{detail_port.group(1)}/healthz", timeout=10).read())
         assert health["status"] == "ok" and health["mode"] == "console"
         assert health["feeds"]["scmp-semiconductors"]["items_seen"] == 50
         process.send_signal(signum)
@@ -224,7 +233,7 @@ def test_a_stop_signal_finishes_and_saves_state(tmp_path: Path, signum: int) -> 
 
 def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, slack: SlackStandIn) -> None:
     """The real entry point in HTTP mode: SLACK_SIGNING_SECRET set, /feeds answered on PORT."""
-    from tests.test_slack_app import SECRET, sign
+    from tests.test_slack_app import SECRET, sign, wait_for
 
     slack.add_channel("C0CHIPS01", "chip-supply-chain")
     environ = {
@@ -235,6 +244,7 @@ def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, s
         "BOT_RULES": str(DEMO_RULES),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
+        "METRICS_PORT": "0",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "bot", "run"], cwd=REPO, env=environ, stderr=subprocess.PIPE, text=True
@@ -243,16 +253,22 @@ def test_run_serves_signed_slash_commands_beside_the_scheduler(tmp_path: Path, s
         started = read_until(
             process, "listening port=", "poll feed=scmp-semiconductors status=ok", timeout=30
         )
-        port = re.search(r"listening port=(\d+) paths=/healthz, /metrics, /slack/events", started)
+        port = re.search(r"listening port=(\d+) paths=/healthz, /slack/events", started)
         assert port, started
-        body = b"command=%2Ffeeds&text=search+nexperia&channel_id=C0CHIPS01&user_id=U0ALICE01"
+        body = (
+            b"command=%2Ffeeds&text=search+nexperia&channel_id=C0CHIPS01&user_id=U0ALICE01&"
+            + urlencode({"response_url": slack.response_url()}).encode()
+        )
         request = Request(
             f"http://127.0.0.1:{port.group(1)}/slack/events",
             data=body,
             headers={"Content-Type": "application/x-www-form-urlencoded", **sign(body)},
         )
         answer = json.loads(urlopen(request, timeout=10).read())
-        assert answer["response_type"] == "ephemeral" and "Newest items matching nexperia" in answer["text"]
+        assert answer == {"text": "Working on it…", "response_type": "ephemeral"}  # a search: slow work
+        wait_for(lambda: slack.responses)
+        [late] = slack.responses
+        assert late["response_type"] == "ephemeral" and "Newest items matching nexperia" in late["text"]
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import threading
 import time
@@ -20,7 +21,7 @@ import yaml
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
 from bot.fetch import GuardedFetcher
-from bot.slackapp import Serving, serve
+from bot.slackapp import WORKING, Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.fake_network import FakeInternet, FakeResolver
 from tests.feed_host import FeedHost, running_feed_host
@@ -42,7 +43,10 @@ class Bot:
     def __init__(self, app: App, serving: Serving, slack: SlackStandIn, feed_host: FeedHost, clock: Clock):
         self.app, self.serving, self.slack, self.feed_host, self.clock = app, serving, slack, feed_host, clock
         self.url = f"http://127.0.0.1:{serving.http.port}"
+        assert serving.detail is not None
+        self.detail_url = f"http://127.0.0.1:{serving.detail.port}"  # the full /healthz and /metrics
         self.http = httpx.Client(timeout=10)
+        self._answers = itertools.count(1)
 
     def post(self, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> httpx.Response:
         headers = sign(body) if headers is None else headers
@@ -51,7 +55,14 @@ class Bot:
         )
 
     def command(
-        self, text: str, *, channel: str = CHIPS, user: str = ALICE, headers=None, name: str = "/feeds"
+        self,
+        text: str,
+        *,
+        channel: str = CHIPS,
+        user: str = ALICE,
+        headers=None,
+        name: str = "/feeds",
+        response_url: str | None = None,
     ) -> httpx.Response:
         form = {
             "command": name,
@@ -60,17 +71,23 @@ class Bot:
             "channel_name": "directmessage" if channel.startswith("D") else "chips",
             "user_id": user,
             "team_id": "T0TEAM001",
-            "response_url": self.slack.response_url(),
+            "response_url": self.slack.response_url(response_url or f"r{next(self._answers)}"),
             "trigger_id": "1.2.3",
         }
         body = urlencode(form).encode()
         return self.post(body, "application/x-www-form-urlencoded", headers)
 
     def say(self, text: str, **where) -> str:
-        """The reply's text, blocks included (what the user reads)."""
-        response = self.command(text, **where)
+        """The reply's text, blocks included (what the user reads): in the acknowledgement, or for slow
+        work, what follows "Working on it…" through the command's response_url."""
+        name = f"r{next(self._answers)}"
+        response = self.command(text, response_url=name, **where)
         assert response.status_code == 200, response.text
-        return reply_text(response.json())
+        if response.json().get("text") != WORKING:
+            return reply_text(response.json())
+        wait_for(lambda: self.slack.calls(f"response/{name}"), timeout=30)
+        [late] = self.slack.calls(f"response/{name}")
+        return reply_text(late)
 
     def press(self, message: dict, *, user: str = ALICE) -> httpx.Response:
         return self.press_button(message, "mute_topic", user=user)
@@ -163,6 +180,7 @@ def start_bot(
         "BOT_RULES": str(rules),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
+        "METRICS_PORT": "0",
         **environ_extra,
     }
     env = environment_from(environ, tmp_path)
@@ -225,19 +243,36 @@ def test_tokens_and_the_signing_secret_never_reach_logs_or_replies(
     bot.publish(HUAWEI_NEWS)
     bot.poll()
     replies.append(bot.http.get(bot.url + "/healthz").text)
-    replies.append(bot.http.get(bot.url + "/metrics").text)
+    replies.append(bot.http.get(bot.detail_url + "/healthz").text)
+    replies.append(bot.http.get(bot.detail_url + "/metrics").text)
     for secret in (SECRET, bot.slack.state.token):
         assert secret not in caplog.text
         assert not [reply for reply in replies if secret in reply]
 
 
-def test_healthz_needs_no_signature_and_shows_each_feed(bot: Bot) -> None:
-    response = bot.http.get(bot.url + "/healthz")
+def test_healthz_needs_no_signature_and_the_detail_listener_shows_each_feed(bot: Bot) -> None:
+    response = bot.http.get(bot.detail_url + "/healthz")
     assert response.status_code == 200
     status = response.json()
     assert status["status"] == "ok"
     assert status["feeds"]["scmp"]["items_seen"] == 47
     assert status["feeds"]["scmp"]["last_error"] is None
+
+
+def test_the_public_port_tells_only_ok_or_failing_and_the_detail_listens_on_loopback(bot: Bot) -> None:
+    """Anyone can reach PORT: it must not tell feed errors, internal paths or channel IDs."""
+    assert bot.serving.detail is not None and bot.serving.detail.host == "127.0.0.1"
+    assert bot.http.get(bot.url + "/healthz").json() == {"status": "ok"}
+    bot.feed_host.serve("/feed", b"<html>/srv/internal/feeds.xml is gone</html>", "text/html")
+    bot.clock.advance(minutes=10)
+    bot.poll()  # the only feed fails: the bot is failing
+    detail = bot.http.get(bot.detail_url + "/healthz")
+    assert detail.status_code == 503 and "HTML" in detail.json()["feeds"]["scmp"]["last_error"]
+
+    public = bot.http.get(bot.url + "/healthz")
+    assert (public.status_code, public.json()) == (503, {"status": "failing"})
+    assert bot.http.get(bot.url + "/metrics").status_code == 404
+    assert bot.http.get(bot.detail_url + "/metrics").text.startswith("# HELP")
 
 
 # -- subscribe, and the alerts that follow -------------------------------------------------------------
@@ -520,24 +555,59 @@ def test_app_home_names_a_channel_that_cannot_take_posts(bot: Bot) -> None:
 # -- slow answers and rules reloads -----------------------------------------------------------------------
 
 
-def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(bot: Bot) -> None:
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        pytest.param("search nexperia", "Newest items matching nexperia", id="slow-work-pool"),
+        pytest.param("list", "`Nexperia` · every feed", id="over-the-ack-budget"),
+    ],
+)
+def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(
+    bot: Bot, text: str, answer: str
+) -> None:
     interface = bot.serving.interface
     assert interface is not None
     gate = threading.Event()
-    answer = interface.service.handle
+    handle = interface.service.handle
     interface.budget = 0.05
 
     def slow(call):
         gate.wait(timeout=10)
-        return answer(call)
+        return handle(call)
 
     interface.service.handle = slow
-    response = bot.command("search nexperia")
-    assert response.json()["text"] == "Working on it…"
+    response = bot.command(text)
+    assert response.json()["text"] == "Working on it…"  # answered while the work is still held
     gate.set()
     wait_for(lambda: bot.slack.responses)
     [late] = bot.slack.responses
-    assert "Newest items matching nexperia" in reply_text(late)
+    assert answer in reply_text(late)
+
+
+def test_answers_that_overrun_the_ack_budget_hold_no_thread_so_other_commands_are_answered(bot: Bot) -> None:
+    """Bolt runs listeners on five threads: six answers still being worked on must not hold them all."""
+    interface = bot.serving.interface
+    assert interface is not None
+    gate = threading.Event()
+    handle = interface.service.handle
+    interface.budget = 0.05
+
+    def slow_list(call):
+        if call.text == "list":
+            gate.wait(timeout=10)
+        return handle(call)
+
+    interface.service.handle = slow_list
+    try:
+        for _ in range(6):
+            assert bot.command("list").json()["text"] == "Working on it…"
+        started = time.monotonic()
+        reply = bot.command("help", user=BOB)
+        took = time.monotonic() - started
+    finally:
+        gate.set()
+    assert "subscribe" in reply_text(reply.json()) and took < 1.0, took
+    wait_for(lambda: len(bot.slack.responses) == 6)
 
 
 def test_an_edited_rules_file_takes_effect_and_an_invalid_edit_keeps_the_last_good_rules(
@@ -705,7 +775,7 @@ def test_an_admin_adds_a_feed_from_slack_and_it_is_polled_like_the_others(
         f"• `hn` Semiconductors: Companies - South China Morning Post · news.example · added by <@{ADMIN}>"
         in listed
     )
-    assert bot.http.get(bot.url + "/healthz").json()["feeds"]["hn"]["items_seen"] == 48
+    assert bot.http.get(bot.detail_url + "/healthz").json()["feeds"]["hn"]["items_seen"] == 48
     snippet = bot.say("export", channel=CHINA).split("```")[1]
     assert yaml.safe_load(snippet)["feeds"] == [{"id": "hn", "url": url}]
 
@@ -746,7 +816,7 @@ def test_removing_a_feed_from_slack_stops_its_polls_and_the_topics_only_it_fed(
     assert [s.term for s in bot.app.store.subscriptions(CHINA)] == ["Nexperia"]
     bot.poll()
     assert len(news_host.requests) == polls  # no longer polled
-    assert "hn" not in bot.http.get(bot.url + "/healthz").json()["feeds"]
+    assert "hn" not in bot.http.get(bot.detail_url + "/healthz").json()["feeds"]
 
 
 def test_a_feed_on_a_private_address_is_refused_from_slack(

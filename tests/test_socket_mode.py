@@ -45,6 +45,7 @@ def socket_mode_app(
         "BOT_RULES": str(rules),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
+        "METRICS_PORT": "0",
     }
     env = environment_from(environ, tmp_path)
     return build_app(env, sleep=clock.sleep, now=clock), env
@@ -76,7 +77,8 @@ def test_a_slash_command_over_socket_mode_subscribes_and_answers_in_the_ack(
                     },
                 }
             )
-            health_url = f"http://127.0.0.1:{serving.http.port}/healthz"
+            assert serving.detail is not None
+            health_url = f"http://127.0.0.1:{serving.detail.port}/healthz"
             with urllib.request.urlopen(health_url, timeout=10) as answer:
                 health_status, health = answer.status, json.loads(answer.read())
         finally:
