@@ -267,7 +267,7 @@ def test_the_public_port_tells_only_ok_or_failing_and_the_detail_listens_on_loop
     bot.clock.advance(minutes=10)
     bot.poll()  # the only feed fails: the bot is failing
     detail = bot.http.get(bot.detail_url + "/healthz")
-    assert detail.status_code == 503 and "HTML" in detail.json()["feeds"]["scmp"]["last_error"]
+    assert detail.status_code == 503 and detail.json()["feeds"]["scmp"]["last_error"] == "not a feed"
 
     public = bot.http.get(bot.url + "/healthz")
     assert (public.status_code, public.json()) == (503, {"status": "failing"})
