@@ -331,3 +331,32 @@ def test_a_poll_cap_keeps_high_priority_then_the_newest_and_their_order() -> Non
     assert [m.item.key for m in capped.kept] == ["0", *(str(n) for n in range(50, 101))]
     assert capped.left_out == {"C1": 49}
     assert cap_per_channel(alerts[:52], max_per_cycle=2).left_out == {}
+
+
+def test_an_article_being_posted_by_one_feed_is_not_posted_by_another_meanwhile(world: World) -> None:
+    rules = world.tmp_path / "rules.yaml"
+    rules.write_text(rules.read_text().replace("    feeds: [good]\n", ""))  # OTHER follows both feeds
+    shared = rss_item("Entity list grows", "https://news.example/entity-list-grows")
+    with world.start() as app:
+        app.poll_all_once()  # baselines
+        world.feed_host.serve("/flood", rss(shared, story(0)))
+        world.feed_host.serve("/good", rss(shared, story(0, "entity list")))
+        world.slack.hang_call(1, carry_out=False, method="chat.postMessage")
+        first = in_thread(lambda: world.poll(app, "flood"))
+        try:
+            assert world.slack.hanging.wait(WAIT)  # on its way, not landed yet
+            assert finishes(lambda: world.poll(app, "good"))
+            assert finishes(app.retry_pending)
+            # Nobody else sent it meanwhile: a second post in flight could land beside the first (the
+            # look in the channel before a repost only finds what has landed).
+            sent = [c for c in world.slack.calls("chat.postMessage") if "entity-list-grows" in str(c)]
+            assert len(sent) == 1
+        finally:
+            world.slack.release()
+            first.join(WAIT)
+        world.clock.advance(minutes=1)
+        app.retry_pending()  # the post that timed out is looked for in the channel, then made
+        app.poll_all_once()
+    assert [p["text"] for p in world.slack.posts_to(OTHER)] == [
+        "Entity list grows https://news.example/entity-list-grows"
+    ]
