@@ -423,7 +423,18 @@ class App:
     def _still_owed(self, alert: QueuedAlert) -> list[QueuedAlert]:
         """A queued alert as the rules in force see it: dropped when no rule matches any more, or when the
         article was delivered meanwhile (from another feed)."""
-        match = self.pipeline.match_for(alert.match.channel, alert.match.item)
+        try:
+            match = self.pipeline.match_for(alert.match.channel, alert.match.item)
+        except STOP_REQUESTS:
+            raise
+        except BaseException as e:  # an item that fails matching must not hold its whole group back
+            log.error(
+                "queued alert not matched again channel=%s key=%r error=%r; it goes out as queued",
+                alert.match.channel,
+                alert.match.item.key,
+                one_line_error(e),
+            )
+            return [alert]
         if match is None or self.store.is_delivered(alert.match.channel, alert.match.item):
             reason = "no rule of the channel matches it any more" if match is None else "already delivered"
             log.warning(

@@ -412,6 +412,8 @@ class Pipeline:
                 channel,
                 count,
             )
+            if self.store.pause_of(channel, self.now()) is not None:
+                continue  # a paused channel hears nothing from a poll; the line above says what it missed
             try:
                 self.sink.deliver_notice(channel, text)
             except DeliveryError as e:

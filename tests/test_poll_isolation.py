@@ -18,7 +18,8 @@ import pytest
 from bot.app import App, build_app
 from bot.config import environment_from
 from bot.intake import GROUPED_PER_POLL, cap_per_channel
-from bot.model import ChannelMatch, ChannelRule, FetchResult, Item
+from bot.model import ChannelMatch, ChannelRule, FetchResult, Item, Message
+from bot.pipeline import AlertSink
 from bot.rules import RuleMatcher
 from tests.conftest import Clock, rss_item
 from tests.feed_host import FeedHost
@@ -359,4 +360,51 @@ def test_an_article_being_posted_by_one_feed_is_not_posted_by_another_meanwhile(
         app.poll_all_once()
     assert [p["text"] for p in world.slack.posts_to(OTHER)] == [
         "Entity list grows https://news.example/entity-list-grows"
+    ]
+
+
+class PanickingSink:
+    """The bot's own sink, in which a panic strikes every delivery (a broken extension in the Slack path)."""
+
+    def __init__(self, real: AlertSink) -> None:
+        self.real = real
+
+    def deliver(self, match: ChannelMatch, source: str, *, since: datetime | None = None) -> str | None:
+        raise PanicException("the sink panicked")
+
+    def deliver_group(
+        self, message: Message, items: Sequence[Item], *, since: datetime | None = None
+    ) -> None:
+        raise PanicException("the sink panicked")
+
+    def deliver_notice(self, channel: str, text: str) -> str | None:
+        return self.real.deliver_notice(channel, text)
+
+
+def test_a_panic_in_a_retry_or_a_release_is_caught_and_the_next_one_delivers(world: World) -> None:
+    with world.start() as app:
+        app.poll_all_once()  # baselines
+        world.slack.fail_next("chat.postMessage", status=500, error="internal_error")
+        world.publish_good_news()
+        world.poll(app, "good")  # its alert waits as pending
+        world.feed_host.serve("/flood", rss(*stories(range(1, 8))))
+        world.poll(app, "flood")  # 5 posted, 2 queued
+        assert len(app.store.pending()) == 1 and len(app.store.queued()) == 2
+        real = app.pipeline.sink
+        app.pipeline.sink = PanickingSink(real)
+        world.clock.advance(minutes=1)
+        assert app.retry_pending() == (0, 1)  # caught at the job boundary: the job runs again next time
+        assert app.tick() == 0
+        app.pipeline.make_matcher = PanickingMatcher  # and re-matching a queued item panics too ...
+        app.refresh_rules()
+        world.feed_host.serve("/flood", rss(POISON, *stories(range(1, 8))))
+        app.poll_all_once()
+        app.pipeline.sink = real
+        world.clock.advance(minutes=2)
+        assert app.retry_pending() == (1, 0)  # nothing was left claimed by the crashed attempts
+        assert app.tick() == 1  # ... which does not hold its group back
+    assert len(world.slack.posts_to(OTHER)) == 1
+    assert sorted(grouped_items(world.slack.posts_to(FLOODED))) == [
+        "https://news.example/export-controls/6",  # the oldest five went one by one
+        "https://news.example/export-controls/7",
     ]
