@@ -183,6 +183,13 @@ class PanickingMatcher(RuleMatcher):
         return super().match_item(item, ignore_feed_filter=ignore_feed_filter)
 
 
+class PanickingOnStory13(RuleMatcher):
+    def match_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[ChannelMatch, ...]:
+        if item.key.endswith("/13"):
+            raise PanicException("called `Result::unwrap()` on an `Err` value")
+        return super().match_item(item, ignore_feed_filter=ignore_feed_filter)
+
+
 POISON = rss_item(
     "A poison item on export controls",
     "https://news.example/poison",
@@ -394,17 +401,19 @@ def test_a_panic_in_a_retry_or_a_release_is_caught_and_the_next_one_delivers(wor
         app.pipeline.sink = PanickingSink(real)
         world.clock.advance(minutes=1)
         assert app.retry_pending() == (0, 1)  # caught at the job boundary: the job runs again next time
-        assert app.tick() == 0
-        app.pipeline.make_matcher = PanickingMatcher  # and re-matching a queued item panics too ...
-        app.refresh_rules()
-        world.feed_host.serve("/flood", rss(POISON, *stories(range(1, 8))))
-        app.poll_all_once()
+        assert app.tick() == 0  # caught per message: the other groups and the escalations go on
         app.pipeline.sink = real
         world.clock.advance(minutes=2)
         assert app.retry_pending() == (1, 0)  # nothing was left claimed by the crashed attempts
-        assert app.tick() == 1  # ... which does not hold its group back
+        world.feed_host.serve("/flood", rss(*stories(range(1, 15))))
+        world.poll(app, "flood")  # 8 to 12 posted, 13 and 14 queued
+        app.pipeline.make_matcher = PanickingOnStory13  # matching 13 again, before its release, panics
+        app.refresh_rules()
+        assert app.tick() == 2  # the group the panics held back, and 13 with 14
     assert len(world.slack.posts_to(OTHER)) == 1
     assert sorted(grouped_items(world.slack.posts_to(FLOODED))) == [
+        "https://news.example/export-controls/13",
+        "https://news.example/export-controls/14",
         "https://news.example/export-controls/6",  # the oldest five went one by one
         "https://news.example/export-controls/7",
     ]
