@@ -17,13 +17,15 @@ import pytest
 
 from bot.app import App, build_app
 from bot.config import environment_from
-from bot.intake import GROUPED_PER_POLL, cap_per_channel
+from bot.inflight import InFlight
+from bot.intake import GROUPED_PER_POLL, cap_per_channel, public_feed_link
 from bot.model import ChannelMatch, ChannelRule, FetchResult, Item, Message
 from bot.pipeline import AlertSink
 from bot.rules import RuleMatcher
 from tests.conftest import Clock, rss_item
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
+from tests.test_architecture import ADAPTER_LIBRARIES, ADAPTER_MODULES, BOT, imported_modules
 
 FLOODED, OTHER = "C0FLOOD01", "C0OTHER01"
 MAX_PER_CYCLE = 5  # the default of settings.max_alerts_per_cycle
@@ -417,3 +419,28 @@ def test_a_panic_in_a_retry_or_a_release_is_caught_and_the_next_one_delivers(wor
         "https://news.example/export-controls/6",  # the oldest five went one by one
         "https://news.example/export-controls/7",
     ]
+
+
+@pytest.mark.parametrize("module", ["intake", "inflight"])
+def test_what_a_poll_does_before_the_lock_is_pure(module: str) -> None:
+    imported = imported_modules(BOT / f"{module}.py")
+    assert not {name for name in imported if name.split(".")[0] in ADAPTER_LIBRARIES}
+    assert not imported & ADAPTER_MODULES
+
+
+def test_public_feed_link_keeps_no_secret() -> None:
+    assert public_feed_link("https://user:pw@feeds.example:8443/rss?token=s3cret#x") == (
+        "https://feeds.example:8443/rss"
+    )
+    assert public_feed_link("http://[::1]/feed") == "http://[::1]/feed"
+
+
+def test_claims_are_per_channel_and_article_by_key_or_link() -> None:
+    item = Item(feed_id="a", key="guid-1", link="https://news.example/1", title="t")
+    same_link = Item(feed_id="b", key="guid-2", link="https://news.example/1", title="t")
+    claims = InFlight()
+    assert claims.claim(ChannelMatch("C1", item, ()))
+    assert not claims.claim(ChannelMatch("C1", same_link, ()))  # the same article through another feed
+    assert claims.claim(ChannelMatch("C2", same_link, ()))  # another channel
+    claims.release([ChannelMatch("C1", item, ()), ChannelMatch("C2", same_link, ())])
+    assert len(claims) == 0 and claims.claim(ChannelMatch("C1", same_link, ()))
