@@ -378,6 +378,8 @@ class App:
                 now = self.pipeline.now()
                 batches_by_channel = self._due_batches(now)
             for (channel, kind), batches in batches_by_channel.items():
+                if self._retry_at.get(channel, now) > now:  # Slack refused it earlier in this release
+                    continue
                 for batch in batches:
                     try:
                         posted = self._post_group(channel, kind, batch, now)
