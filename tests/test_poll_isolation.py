@@ -444,3 +444,14 @@ def test_claims_are_per_channel_and_article_by_key_or_link() -> None:
     assert claims.claim(ChannelMatch("C2", same_link, ()))  # another channel
     claims.release([ChannelMatch("C1", item, ()), ChannelMatch("C2", same_link, ())])
     assert len(claims) == 0 and claims.claim(ChannelMatch("C1", same_link, ()))
+
+
+def test_a_paused_channel_gets_no_n_more_from_a_flood(world: World) -> None:
+    with world.start() as app:
+        app.poll_all_once()  # baselines
+        app.store.pause(FLOODED, world.clock() + timedelta(hours=1), "U0ALICE01")
+        world.feed_host.serve("/flood", rss(*stories(range(1, MAX_PER_CYCLE + GROUPED_PER_POLL + 11))))
+        [report] = [r for r in app.poll_all_once() if r.feed_id == "flood"]
+        app.tick()
+        assert report.left_out == 10
+        assert world.slack.posts_to(FLOODED) == []  # the pause holds everything; the log says what was cut
