@@ -33,6 +33,7 @@ from bot.health import (
     next_poll_delay,
 )
 from bot.home import FeedStatus
+from bot.intake import STOP_REQUESTS, one_line_error
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
 from bot.oncall import (
@@ -199,6 +200,8 @@ class App:
     # Backoff of grouped messages (by channel) and escalations (by alert) after Slack refused them.
     _retry_at: dict[str, datetime] = field(default_factory=dict, repr=False)
     _failures: dict[str, int] = field(default_factory=dict, repr=False)
+    # One release of grouped messages at a time: it posts outside the delivery lock.
+    _release_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # Under `run`: brings the scheduler's feed jobs in line with the rules in force (see run_scheduler).
     resync_jobs: Callable[[], None] | None = None
     # Each feed's latest poll (App Home, /healthz), and when it may be polled next where that is later than
@@ -352,7 +355,9 @@ class App:
         for part in (self.release_paused, self.release_groups, self.escalate):
             try:
                 sent += part() or 0
-            except Exception:
+            except STOP_REQUESTS:
+                raise
+            except BaseException:
                 log.exception("on-call tick part crashed part=%s", part.__name__)
         return sent
 
@@ -364,36 +369,23 @@ class App:
 
     def release_groups(self) -> int:
         """Posts the queued alerts that are due, one grouped message per (channel, kind, release time).
-        Held under the delivery lock, so a poll never posts an article a grouped message is taking."""
+        What each message lists is decided and fixed in the store under the delivery lock; the posts come
+        after it, so a channel's long release never holds up another channel's alert. The alerts stay
+        queued until posted, so no poll takes them meanwhile; one release runs at a time."""
         sent = 0
-        with self.pipeline.delivery_lock:
-            now = self.pipeline.now()
-            configured = {rule.channel for rule in self.rules.channels}
-            for (channel, kind, _), alerts in due_groups(self.store.queued(), now).items():
-                if channel not in configured:  # saved groups too: nobody wants them posted any more
-                    for alert in alerts:
-                        log.warning(
-                            "queued alert dropped channel=%s key=%s (the channel has no rules any more)",
-                            channel,
-                            alert.match.item.key,
-                        )
-                        self.store.discard_queued(alert.id)
+        with self._release_lock:
+            with self.pipeline.delivery_lock:
+                now = self.pipeline.now()
+                batches_by_channel = self._due_batches(now)
+            for (channel, kind), batches in batches_by_channel.items():
+                if self._retry_at.get(channel, now) > now:  # Slack refused it earlier in this release
                     continue
-                if self.store.pause_of(channel, now) is not None or self._retry_at.get(channel, now) > now:
-                    continue
-                frozen: dict[str, list[QueuedAlert]] = {}
-                loose: list[QueuedAlert] = []
-                for alert in alerts:
-                    if alert.group is not None:
-                        frozen.setdefault(alert.group, []).append(alert)
-                    else:
-                        loose.extend(self._still_owed(alert))
-                # A message whose answer was lost (or cut off by a crash) first, exactly as it was.
-                batches = list(frozen.values()) + self._new_batches(channel, kind, loose, now)
                 for batch in batches:
                     try:
                         posted = self._post_group(channel, kind, batch, now)
-                    except Exception:  # a bug in one group must not stop the others, or the escalations
+                    except STOP_REQUESTS:
+                        raise
+                    except BaseException:  # a bug in one group must not stop the others, or the escalations
                         log.exception("grouped message crashed channel=%s", channel)
                         posted = False
                     if not posted:
@@ -402,10 +394,49 @@ class App:
             self.store.commit()
         return sent
 
+    def _due_batches(self, now: datetime) -> dict[tuple[str, str], list[list[QueuedAlert]]]:
+        """Under the delivery lock: the grouped messages due now, each one's items fixed in the store."""
+        work: dict[tuple[str, str], list[list[QueuedAlert]]] = {}
+        configured = {rule.channel for rule in self.rules.channels}
+        for (channel, kind, _), alerts in due_groups(self.store.queued(), now).items():
+            if channel not in configured:  # saved groups too: nobody wants them posted any more
+                for alert in alerts:
+                    log.warning(
+                        "queued alert dropped channel=%s key=%s (the channel has no rules any more)",
+                        channel,
+                        alert.match.item.key,
+                    )
+                    self.store.discard_queued(alert.id)
+                continue
+            if self.store.pause_of(channel, now) is not None or self._retry_at.get(channel, now) > now:
+                continue
+            frozen: dict[str, list[QueuedAlert]] = {}
+            loose: list[QueuedAlert] = []
+            for alert in alerts:
+                if alert.group is not None:
+                    frozen.setdefault(alert.group, []).append(alert)
+                else:
+                    loose.extend(self._still_owed(alert))
+            # A message whose answer was lost (or cut off by a crash) first, exactly as it was.
+            batches = list(frozen.values()) + self._new_batches(channel, kind, loose, now)
+            work.setdefault((channel, kind), []).extend(batches)
+        return work
+
     def _still_owed(self, alert: QueuedAlert) -> list[QueuedAlert]:
         """A queued alert as the rules in force see it: dropped when no rule matches any more, or when the
         article was delivered meanwhile (from another feed)."""
-        match = self.pipeline.match_for(alert.match.channel, alert.match.item)
+        try:
+            match = self.pipeline.match_for(alert.match.channel, alert.match.item)
+        except STOP_REQUESTS:
+            raise
+        except BaseException as e:  # an item that fails matching must not hold its whole group back
+            log.error(
+                "queued alert not matched again channel=%s key=%r error=%r; it goes out as queued",
+                alert.match.channel,
+                alert.match.item.key,
+                one_line_error(e),
+            )
+            return [alert]
         if match is None or self.store.is_delivered(alert.match.channel, alert.match.item):
             reason = "no rule of the channel matches it any more" if match is None else "already delivered"
             log.warning(
@@ -555,7 +586,9 @@ class App:
     def safe_tick(self) -> None:
         try:
             self.tick()
-        except Exception:  # a bug must not stop the ticker job
+        except STOP_REQUESTS:
+            raise
+        except BaseException:  # a bug must not stop the ticker job
             log.exception("on-call tick crashed")
 
     def poll_all_once(self) -> list[PollReport]:
@@ -586,23 +619,32 @@ class App:
         """A job boundary: whatever goes wrong is logged and reported, and the other feeds carry on."""
         try:
             report = self.pipeline.poll_feed(feed)
-        except Exception as e:  # a bug or a broken disk must not stop the scheduler
-            log.exception("poll crashed feed=%s", feed.id)
-            report = PollReport(feed.id, "error", error=f"{type(e).__name__}: {e}", error_kind="crash")
+        except STOP_REQUESTS:
+            raise
+        except BaseException as e:  # a bug, a broken disk, a panic in a Rust extension: not the scheduler's
+            log.exception("poll crashed feed=%s error=%r", feed.id, one_line_error(e))
+            report = PollReport(feed.id, "error", error=one_line_error(e), error_kind="crash")
         self.metrics.observe_poll(report)
         self._reports[feed.id] = report
         rules = self.rules
         following = tuple(dict.fromkeys(r.channel for r in rules.channels if r.applies_to(feed.id)))
+        # What /healthz, App Home and the Slack notices show: the kind only (the log line has the detail).
+        # An item skipped because matching it raised counts as a failure of the poll (the feed's health
+        # says so, and it backs off) though the poll's other alerts went out; the next poll passes it by.
+        failure = (
+            shown_failure(report.error_kind)
+            if report.status == "error"
+            else ("an item could not be matched" if report.item_error else None)
+        )
         health = health_after_poll(
             self.store.feed_health(feed.id),
             now=self.pipeline.now(),
-            # What /healthz, App Home and the Slack notices show: the kind only (the log line has the detail).
-            error=shown_failure(report.error_kind) if report.status == "error" else None,
+            error=failure,
             http_status=report.http_status,
             notice_after=rules.settings.feed_failure_notice_after,
             following=following,
         )
-        if report.status == "error":
+        if failure is not None:
             gone = f" gone_since={health.gone_since.isoformat()}" if health.gone_since else ""
             log.warning(report.log_line() + f" failures={health.failures}{gone}")
         else:
@@ -610,7 +652,9 @@ class App:
         try:
             self.store.record_feed_health(feed.id, health)
             self._send_feed_notice(feed.id, health, following)
-        except Exception:  # the poll itself is done; its report still counts
+        except STOP_REQUESTS:
+            raise
+        except BaseException:  # the poll itself is done; its report still counts
             log.exception("feed health not saved, or its notice not sent feed=%s", feed.id)
         return report
 
@@ -645,7 +689,9 @@ class App:
     def retry_pending(self) -> tuple[int, int]:
         try:
             posted, still = self.pipeline.retry_pending()
-        except Exception:
+        except STOP_REQUESTS:
+            raise
+        except BaseException:  # a job boundary: the next retry runs all the same
             log.exception("pending retry crashed")
             return 0, len(self.store.pending())
         if posted or still:

@@ -61,6 +61,18 @@ class Metrics:
             ["error"],
             registry=self.registry,
         )
+        self.items_failed = Counter(
+            "feedwatch_items_failed",
+            "Items skipped because matching them raised (marked seen, logged with their key), by feed.",
+            ["feed"],
+            registry=self.registry,
+        )
+        self.alerts_left_out = Counter(
+            "feedwatch_alerts_left_out",
+            "Alerts over what one poll may send a channel, told as 'N more' and never posted, by feed.",
+            ["feed"],
+            registry=self.registry,
+        )
         self.alert_latency = Histogram(
             "feedwatch_alert_latency_seconds",
             "From the poll that first saw the item to the alert being posted.",
@@ -97,6 +109,10 @@ class Metrics:
             self.fetch_errors.labels(report.feed_id, report.error_kind or "other").inc()
         if report.new:
             self.items_seen.labels(report.feed_id).inc(report.new)
+        if report.failed_items:
+            self.items_failed.labels(report.feed_id).inc(report.failed_items)
+        if report.left_out:
+            self.alerts_left_out.labels(report.feed_id).inc(report.left_out)
 
     def observe_posted(self, first_seen: datetime, posted: datetime) -> None:
         self.alerts_posted.inc()

@@ -14,7 +14,27 @@ from typing import Protocol
 
 from bot.addresses import AddressPolicy
 from bot.errors import DeliveryError, FeedError, FetchError, StateError
-from bot.model import ChannelMatch, FeedConfig, FetchResult, Item, Message, ParsedFeed, RuleSet, Settings
+from bot.inflight import InFlight
+from bot.intake import (
+    GROUPED_PER_POLL,
+    STOP_REQUESTS,
+    ItemMatcher,
+    cap_per_channel,
+    match_items,
+    one_line_error,
+    render_left_out_notice,
+)
+from bot.model import (
+    ChannelMatch,
+    ChannelRule,
+    FeedConfig,
+    FetchResult,
+    Item,
+    Message,
+    ParsedFeed,
+    RuleSet,
+    Settings,
+)
 from bot.oncall import OpenAlert, QueuedAlert, policy_of, route
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
@@ -86,6 +106,9 @@ class PollReport:
     error_kind: str | None = None  # for metrics: see FetchError.kind; "parse" for a feed that is not one
     http_status: int | None = None  # what the feed host answered, when the fetch failed on it
     max_age: float | None = None  # how long the host says its answer stays fresh (Cache-Control)
+    left_out: int = 0  # alerts over the per-channel cap of one poll, told as "N more" (bot.intake)
+    failed_items: int = 0  # items skipped because matching them raised (bot.intake.FailedItem)
+    item_error: str | None = None  # the first of those, in one line: the feed's health records it
 
     def log_line(self) -> str:
         parts = [f"poll feed={self.feed_id} status={self.status}"]
@@ -94,6 +117,10 @@ class PollReport:
                 f"items={self.items} new={self.new} alerts={self.alerts} posted={self.posted} "
                 f"pending={self.pending}"
             )
+            if self.left_out:
+                parts.append(f"left_out={self.left_out}")
+            if self.failed_items:
+                parts.append(f"failed_items={self.failed_items}")
             if self.first_poll:
                 parts.append("first_poll=yes")
         if self.error:
@@ -126,7 +153,7 @@ def newest_first(items: Sequence[Item]) -> list[Item]:
 
 def plan_alerts(
     items: Sequence[Item],
-    matcher: RuleMatcher,
+    matcher: ItemMatcher,
     *,
     first_poll: bool,
     backfill: int,
@@ -212,16 +239,20 @@ class Pipeline:
         observer: DeliveryObserver | None = None,
         guarded_fetcher: AddressGuardedFetcher | None = None,
     ) -> None:
+        # Builds a rule set's matcher (a seam: tests make matching slow, or raise, through it).
+        self.make_matcher: Callable[[Sequence[ChannelRule]], ItemMatcher] = RuleMatcher
         # Rules and their compiled matcher, swapped together in one assignment: a poll reads them once.
-        self._current = (rules, RuleMatcher(rules.channels))
+        self._current: tuple[RuleSet, ItemMatcher] = (rules, self.make_matcher(rules.channels))
         self.store = store
         self.fetcher = fetcher  # the operator's feeds (rules.yaml): any URL or file path
         self.guarded_fetcher = guarded_fetcher  # feeds added from Slack; without one they fail to fetch
         self.sink = sink
         self.now = now
-        # Deliveries from different feeds' jobs are serialised, so an article in two feeds is never
-        # posted twice to a channel by two threads at once. Fetching and parsing still run in parallel.
+        # Held only while deciding what is owed (delivered? pending? taken by another thread?) and
+        # claiming it, so an article in two feeds is never posted twice to a channel. Fetching, parsing,
+        # matching and posting run outside it: one slow feed or flooded channel never holds up the others.
         self._delivery_lock = threading.Lock()
+        self.in_flight = InFlight()
         self._last_success: datetime | None = None
         self._stopping = threading.Event()
         self.observer: DeliveryObserver = observer or _Unobserved()
@@ -235,11 +266,11 @@ class Pipeline:
     def set_rules(self, rules: RuleSet) -> None:
         """New rules (the file changed, or a subscription from Slack) for the next poll. A poll already
         running keeps the rules it started with; no lock, so a slash command never waits for a poll."""
-        self._current = (rules, RuleMatcher(rules.channels))
+        self._current = (rules, self.make_matcher(rules.channels))
 
     @property
     def delivery_lock(self) -> threading.Lock:
-        """Held while anything is delivered, so one article is never posted twice by two threads."""
+        """Held while deciding what is owed and claiming it (see InFlight), never while posting."""
         return self._delivery_lock
 
     def match_for(self, channel: str, item: Item) -> ChannelMatch | None:
@@ -317,21 +348,34 @@ class Pipeline:
             # What was published before the bot's newest alert was seen then; later items are news.
             first_poll = False
             unseen = [item for item in unseen if item.published and item.published > recovered_until]
+        rules, matcher = self._current
+        # Matching is a poll's CPU work (long items, many rules, NEAR queries): done before the lock.
+        matched = match_items(unseen, matcher)
+        for failed in matched.failed:
+            log.error(failed.log_line())
+        max_per_cycle = rules.settings.max_alerts_per_cycle
         with self._delivery_lock:
-            rules, matcher = self._current
             plan = plan_alerts(
                 unseen,
-                matcher,
+                matched,
                 first_poll=first_poll,
                 backfill=rules.settings.backfill,
                 is_delivered=self.store.is_delivered,
             )
             now = self.now()
-            # An article already waiting for a channel (from another feed, or an earlier cycle) is the
-            # pending job's: attempting it here too could post it twice.
-            fresh = [m for m in plan.alerts if not self.store.is_pending(m.channel, m.item)]
-            to_post, queued = self._route(fresh, source, now, rules.settings.max_alerts_per_cycle)
+            # An article already waiting for a channel (from another feed, or an earlier cycle), or being
+            # posted by another thread right now, is theirs: attempting it here too could post it twice.
+            fresh = [
+                m
+                for m in plan.alerts
+                if not self.store.is_pending(m.channel, m.item) and self.in_flight.claim(m)
+            ]
+        try:
+            capped = cap_per_channel(fresh, max_per_cycle=max_per_cycle)
+            to_post, queued = self._route(capped.kept, source, now, max_per_cycle)
             posted, pending = self._attempt_all(to_post)
+            # Every match of the poll is decided by now (posted, pending, queued, or left out): the items
+            # are marked seen, so what was left out is never posted later (it was told as "N more").
             self.store.commit_cycle(
                 CycleChange(
                     feed_id=feed.id,
@@ -346,6 +390,9 @@ class Pipeline:
                     added_feed=feed.added is not None,
                 )
             )
+        finally:
+            self.in_flight.release(fresh)
+        self._tell_left_out(feed, capped.left_out, max_per_cycle)
         return PollReport(
             feed.id,
             "ok",
@@ -357,7 +404,30 @@ class Pipeline:
             pending=len(pending),
             warning=parsed.warning,
             max_age=fetched.max_age,
+            left_out=sum(capped.left_out.values()),
+            failed_items=len(matched.failed),
+            item_error=matched.failed[0].log_line() if matched.failed else None,
         )
+
+    def _tell_left_out(self, feed: FeedConfig, left_out: dict[str, int], max_per_cycle: int) -> None:
+        """One "N more" message per capped channel. Sent once, after the poll is committed: if Slack
+        refuses it, it is logged and not tried again (the items it counts are seen, and never posted)."""
+        for channel, count in left_out.items():
+            text = render_left_out_notice(feed.id, feed.url, count, max_per_cycle + GROUPED_PER_POLL)
+            log.warning(
+                "alerts left out feed=%s channel=%s count=%d (over the cap of one poll)",
+                feed.id,
+                channel,
+                count,
+            )
+            if self.store.pause_of(channel, self.now()) is not None:
+                continue  # a paused channel hears nothing from a poll; the line above says what it missed
+            try:
+                self.sink.deliver_notice(channel, text)
+            except DeliveryError as e:
+                log.error("left-out notice not sent feed=%s channel=%s error=%s", feed.id, channel, e.error)
+            except Exception:  # a bug in the notice must not fail the poll that was committed
+                log.exception("left-out notice crashed feed=%s channel=%s", feed.id, channel)
 
     @staticmethod
     def _route(
@@ -515,60 +585,101 @@ class Pipeline:
         )
 
     def retry_pending(self) -> tuple[int, int]:
-        """Delivers pending alerts that are due, oldest first; returns (posted, still pending)."""
-        with self._delivery_lock:
-            now = self.now()
-            rules, matcher = self._current
-            configured = {rule.channel for rule in rules.channels}
-            due: list[PendingAlert] = []
-            for alert in sorted(self.store.pending(), key=lambda p: p.created):
-                if not self._is_due(alert, now):
-                    continue
-                current = next(
-                    (m for m in matcher.match_item(alert.match.item) if m.channel == alert.match.channel),
-                    None,
-                )
-                problem = self.store.channel_problem(alert.match.channel)
-                if problem is not None and now - alert.created > BROKEN_CHANNEL_GIVE_UP:
-                    log.warning(
-                        "pending alert dropped channel=%s key=%s (the channel has answered %s for over "
-                        "a day; new items are posted once it takes posts again)",
-                        alert.match.channel,
-                        alert.match.item.key,
-                        problem.error,
-                    )
-                    self.store.discard_pending(alert.id)
-                    continue
-                if current is None:
-                    # The rule that asked for it is gone (the channel left the rules, the topic was
-                    # unsubscribed or muted): posting it later would surprise everyone.
-                    reason = (
-                        "the channel has no rules or subscriptions any more"
-                        if alert.match.channel not in configured
-                        else ("no rule of the channel matches it any more")
-                    )
-                    log.warning(
-                        "pending alert dropped channel=%s key=%s (%s)",
-                        alert.match.channel,
-                        alert.match.item.key,
-                        reason,
-                    )
-                    self.store.discard_pending(alert.id)
-                    continue
-                # Quiet hours or a digest that began while it waited (held by a pause, or failing) apply.
-                where = route(current, now, posted_this_cycle=0, max_per_cycle=len(due) + 1)
-                landed_maybe = self.store.uncertain_since(alert.match.channel, alert.match.item) is not None
-                # A post that may have landed is retried as itself, so the channel is searched for it first.
-                if where.kind in ("digest", "quiet") and where.release_at is not None and not landed_maybe:
-                    self.store.discard_pending(alert.id)
-                    self.store.queue(
-                        QueuedAlert(alert.id, current, alert.source, where.kind, now, where.release_at)
-                    )
-                    continue
-                # The rules in force now, so the message shows what matches now (and its mute button).
-                due.append(replace(alert, match=current))
+        """Delivers pending alerts that are due, oldest first; returns (posted, still pending). They are
+        matched again (with the rules in force) before the lock, and posted after it, claimed meanwhile."""
+        rules, matcher = self._current
+        now = self.now()
+        due_now = [
+            alert
+            for alert in sorted(self.store.pending(), key=lambda p: p.created)
+            if self._is_due(alert, now)
+        ]
+        current_of = {alert.id: self._current_match(matcher, alert) for alert in due_now}
+        claimed: list[ChannelMatch] = []
+        try:
+            with self._delivery_lock:
+                due = self._take_due(due_now, current_of, rules, now, claimed)
             posted, failed = self._attempt_all(due)
             for alert in failed:
                 self.store.update_pending(alert)
             self.store.commit()
-            return posted, len(self.store.pending())
+        finally:
+            self.in_flight.release(claimed)
+        return posted, len(self.store.pending())
+
+    @staticmethod
+    def _current_match(matcher: ItemMatcher, alert: PendingAlert) -> ChannelMatch | None:
+        try:
+            matches = matcher.match_item(alert.match.item)
+        except STOP_REQUESTS:
+            raise
+        except BaseException as e:  # an item that fails matching must not stop the others
+            log.error(
+                "pending alert not matched channel=%s key=%r error=%r; it is kept as it was",
+                alert.match.channel,
+                alert.match.item.key,
+                one_line_error(e),
+            )
+            return alert.match
+        return next((m for m in matches if m.channel == alert.match.channel), None)
+
+    def _take_due(
+        self,
+        due_now: Sequence[PendingAlert],
+        current_of: dict[str, ChannelMatch | None],
+        rules: RuleSet,
+        now: datetime,
+        claimed: list[ChannelMatch],
+    ) -> list[PendingAlert]:
+        """Under the delivery lock: drops the alerts nobody wants any more, queues the ones a digest or
+        quiet hours now hold, and claims the rest (appended to `claimed`) for this retry to post."""
+        configured = {rule.channel for rule in rules.channels}
+        still_pending = {alert.id for alert in self.store.pending()}
+        due: list[PendingAlert] = []
+        for alert in due_now:
+            if alert.id not in still_pending:  # delivered or dropped since it was read
+                continue
+            current = current_of[alert.id]
+            problem = self.store.channel_problem(alert.match.channel)
+            if problem is not None and now - alert.created > BROKEN_CHANNEL_GIVE_UP:
+                log.warning(
+                    "pending alert dropped channel=%s key=%s (the channel has answered %s for over "
+                    "a day; new items are posted once it takes posts again)",
+                    alert.match.channel,
+                    alert.match.item.key,
+                    problem.error,
+                )
+                self.store.discard_pending(alert.id)
+                continue
+            if current is None:
+                # The rule that asked for it is gone (the channel left the rules, the topic was
+                # unsubscribed or muted): posting it later would surprise everyone.
+                reason = (
+                    "the channel has no rules or subscriptions any more"
+                    if alert.match.channel not in configured
+                    else ("no rule of the channel matches it any more")
+                )
+                log.warning(
+                    "pending alert dropped channel=%s key=%s (%s)",
+                    alert.match.channel,
+                    alert.match.item.key,
+                    reason,
+                )
+                self.store.discard_pending(alert.id)
+                continue
+            if not self.in_flight.claim(current):  # another retry (or poll) is posting it right now
+                continue
+            claimed.append(current)
+            # Quiet hours or a digest that began while it waited (held by a pause, or failing) apply.
+            where = route(current, now, posted_this_cycle=0, max_per_cycle=len(due) + 1)
+            landed_maybe = self.store.uncertain_since(alert.match.channel, alert.match.item) is not None
+            # A post that may have landed is retried as itself, so the channel is searched for it first.
+            if where.kind in ("digest", "quiet") and where.release_at is not None and not landed_maybe:
+                self.store.discard_pending(alert.id)
+                self.store.queue(
+                    QueuedAlert(alert.id, current, alert.source, where.kind, now, where.release_at)
+                )
+                continue
+            # The rules in force now, so the message shows what matches now (and its mute button).
+            due.append(replace(alert, match=current))
+        return due
