@@ -213,11 +213,14 @@ def test_an_item_that_makes_matching_panic_is_skipped_and_fails_its_feed_once(wo
             "https://news.example/export-controls/2",
         ]
         assert len(world.slack.posts_to(OTHER)) == 1
-        # ... and the feed's health, its report and /metrics record the failure, naming the item.
+        # ... and the feed's health (its kind only, as /healthz shows it), its report (naming the item, for
+        # the log line) and /metrics record the failure.
         health = app.store.feed_health("flood")
         assert health.failures == 1
-        assert health.last_error is not None
-        assert "https://news.example/poison" in health.last_error and "PanicException" in health.last_error
+        assert health.last_error == "an item could not be matched"
+        item_error = reports["flood"].item_error
+        assert item_error is not None
+        assert "https://news.example/poison" in item_error and "PanicException" in item_error
         assert reports["flood"].failed_items == 1
         assert app.metrics.registry.get_sample_value("feedwatch_items_failed_total", {"feed": "flood"}) == 1
         assert app.store.feed_health("good").failures == 0
@@ -235,7 +238,14 @@ def test_an_item_that_makes_matching_panic_is_skipped_and_fails_its_feed_once(wo
 class PanickingFetcher:
     """A fetcher in which a Rust extension panics: the exception escapes the whole poll."""
 
-    def fetch(self, url: str, *, etag: str | None = None, last_modified: str | None = None) -> FetchResult:
+    def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        redirect_policy: object = None,
+    ) -> FetchResult:
         raise PanicException("the decoder panicked")
 
 
@@ -252,7 +262,7 @@ def test_a_panic_that_escapes_a_poll_is_recorded_in_the_feeds_health_and_backed_
             report = app.poll_when_due(feed)
             assert report is not None and report.status == "error"
         health = app.store.feed_health("good")
-        assert health.failures == 3 and health.last_error == "PanicException: the decoder panicked"
+        assert health.failures == 3 and health.last_error == "internal error"
         # Backed off: after three failures in a row, the next poll waits four intervals.
         world.clock.advance(seconds=feed.interval_seconds)
         assert app.poll_when_due(feed) is None
