@@ -84,8 +84,8 @@ class FeedHost:
             self._redirects[path] = (status, location)
 
     def serve_each(self, path: str, make_body: Callable[[int], bytes]) -> str:
-        """A feed whose every answer is new (its author changes it at will): `make_body(n)` for the nth
-        request, no caching headers, no gzip."""
+        """A feed whose every answer is new (its author changes it at will): `make_body(n)` for request n
+        (from 0), no caching headers, no gzip."""
         with self._lock:
             self._each[path] = make_body
         return self.url(path)
@@ -119,7 +119,7 @@ class FeedHost:
                 status, location = self._redirects[path]
                 return status, {"Location": location}, b""
             make_body = self._each.get(path)
-            number = len([r for r in self.requests if r["path"] == path])
+            number = len([r for r in self.requests if r["path"] == path]) - 1  # this one is recorded
         if make_body is not None:
             return 200, {"Content-Type": "application/rss+xml; charset=utf-8"}, make_body(number)
         with self._lock:

@@ -11,8 +11,6 @@ scaled down to what still proves the point; the bounds are not.
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -22,23 +20,18 @@ from pathlib import Path
 import pytest
 
 from tests.attacks import (
-    ALERT_BOUND,
     ATTACKED,
     ATTACKER,
     GOOD,
-    HEALTHZ_BOUND,
-    HELP_BOUND,
     INTERVAL_SECONDS,
-    RSS_BOUND_MIB,
     START_TIMEOUT,
-    WATCH_AT_LEAST,
     BotProcess,
+    Outcome,
     Watch,
     answers_healthz,
     commands_in_background,
-    describe,
     huge_unsigned_bodies,
-    late_or_failed,
+    seconds_until_posted,
     slowloris,
     start_bot,
     wait_until,
@@ -58,8 +51,9 @@ def rss(*items: bytes) -> bytes:
 
 
 def fresh_each_poll(make_items: Callable[[int], bytes]) -> Callable[[int], bytes]:
-    """The attacker's feed: every answer carries new guids, so every poll has new items to match."""
-    return lambda number: rss(make_items(number))
+    """The attacker's feed: an ordinary first answer (the bot's baseline), then new hostile items with new
+    guids in every answer, so every poll has them to match."""
+    return lambda number: rss(make_items(number) if number else ORDINARY_ITEM)
 
 
 @dataclass(frozen=True)
@@ -82,17 +76,22 @@ class Case:
     # The attacker's feed is fetched this many times before the good item is published: 2 when the attack
     # is in the feed (its first poll is a baseline; the second finds the hostile items).
     attacker_fetches: int = 1
+    # And, for an attack that takes effect later, this holds before the good item is published.
+    in_effect: Callable[[Run], bool] = lambda run: True
     attack_failed: Callable[[Run], list[str]] = lambda run: []  # what no fix may let the attack achieve
     attacker_path: str = "/attacker"
 
 
+ORDINARY_ITEM = rss_item("An ordinary story", "https://attacker.example/1")
+
+
 def static_attacker(host: FeedHost, internal: FeedHost) -> str:
-    return host.serve("/attacker", rss(rss_item("An ordinary story", "https://attacker.example/1")))
+    return host.serve("/attacker", rss(ORDINARY_ITEM))
 
 
 # -- the attacks -------------------------------------------------------------------------------------------
 
-NEAR_WORDS = 12_000  # each side of `huawei NEAR/5 chip*`: ~9 s of quadratic NEAR here, ms when linear
+NEAR_WORDS = 9_000  # each side of `huawei NEAR/5 chip*`: ~10 s of quadratic NEAR here, ms when linear
 
 
 def near_bait(number: int) -> bytes:
@@ -178,6 +177,8 @@ def internal_service_untouched(run: Run) -> list[str]:
 
 
 CASES = [
+    # The control: the same world and watch with no attack, so a failure below is the attack's doing.
+    Case("0-control-no-attack", "    keywords: [story]\n", static_attacker),
     Case(
         "1-huge-unsigned-bodies",
         "    keywords: [story]\n",
@@ -208,14 +209,15 @@ CASES = [
         "5-flood-of-new-guids-each-poll",
         "    keywords: [flood]\n",
         lambda host, internal: host.serve_each("/attacker", fresh_each_poll(flood)),
-        attacker_fetches=3,  # the second poll's flood is queued (5 posted, the rest grouped) by then
+        attacker_fetches=2,
+        in_effect=lambda run: len(run.slack.posts_to(ATTACKED)) > 5,  # the flood is being posted
     ),
     Case(
         "5-a-9-mb-item-then-search",
         "    keywords: [megabyte]\n",
         lambda host, internal: host.serve_each("/attacker", fresh_each_poll(nine_megabyte_item)),
         attack=searching_the_nine_megabytes,
-        attacker_fetches=2,
+        attacker_fetches=3,  # the second poll, which archived the 9 MB item, is over by then
     ),
     Case(
         "7-redirect-to-another-loopback-port",
@@ -269,46 +271,18 @@ def test_under_attack_help_and_healthz_answer_in_1s_a_good_alert_is_posted_in_ti
             f"the attacker's feed fetched {case.attacker_fetches} time(s)",
             bot,
         )
+        wait_until(lambda: case.in_effect(run), START_TIMEOUT, "the attack to take effect", bot)
         title = f"Nexperia story {uuid.uuid4().hex[:8]}"
         with case.attack(run):
             watch = Watch(bot).start()
-            host.serve(
-                "/good", scmp_feed(extra_items=(rss_item(title, f"https://www.scmp.com/tech/{title[-8:]}"),))
-            )
-            published = time.monotonic()
-            alert_after: float | None = None
-            pause = threading.Event()  # never set: waiting on it paces the loop
-            while True:
-                now = time.monotonic() - published
-                if alert_after is None and any(
-                    title in str(p.get("text", "")) for p in run.slack.posts_to(GOOD)
-                ):
-                    alert_after = now
-                if now >= ALERT_BOUND or (alert_after is not None and now >= WATCH_AT_LEAST):
-                    break
-                if bot.process.poll() is not None:
-                    break
-                pause.wait(0.02)
+            item = rss_item(title, f"https://www.scmp.com/tech/{title[-8:]}")
+            host.serve("/good", scmp_feed(extra_items=(item,)))
+            alert_after = seconds_until_posted(bot, GOOD, title)
             watch.stop()
-        peak = bot.peak_rss_mib()
-        exited = bot.process.poll()
+        outcome = Outcome(
+            watch.of("help"), watch.of("healthz"), alert_after, bot.peak_rss_mib(), bot.process.poll()
+        )
 
-    helps, healths = watch.of("help"), watch.of("healthz")
-    problems = []
-    if exited is not None:
-        problems.append(f"the bot exited with {exited} during the attack")
-    if not helps or late_or_failed(helps, HELP_BOUND):
-        problems.append(describe("/feeds help", helps, HELP_BOUND) if helps else "/feeds help: never sent")
-    if not healths or late_or_failed(healths, HEALTHZ_BOUND):
-        problems.append(describe("/healthz", healths, HEALTHZ_BOUND) if healths else "/healthz: never sent")
-    if alert_after is None or alert_after > ALERT_BOUND:
-        problems.append(f"the good feed's alert was not posted within {ALERT_BOUND:g}s")
-    if peak is None or peak >= RSS_BOUND_MIB:
-        problems.append(f"peak RSS {peak or 0:.0f} MiB (bound {RSS_BOUND_MIB} MiB)")
-    problems += case.attack_failed(run)
-    print(
-        f"\n{case.id}: help slowest {max((p.seconds for p in helps), default=0):.2f}s of {len(helps)}, "
-        f"healthz slowest {max((p.seconds for p in healths), default=0):.2f}s of {len(healths)}, "
-        f"alert {'never' if alert_after is None else f'{alert_after:.1f}s'}, peak RSS {peak or 0:.0f} MiB"
-    )
+    problems = outcome.problems() + case.attack_failed(run)
+    print(f"\n{case.id}: {outcome.figures()}")
     assert not problems, f"{case.id}: " + "; ".join(problems) + f"\nbot log:\n{bot.log_tail()}"
