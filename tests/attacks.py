@@ -35,7 +35,7 @@ RSS_BOUND_MIB = 300  # the process's peak resident memory
 
 PROBE_TIMEOUT = 2.0  # a probe still unanswered by then has failed its bound anyway: stop waiting for it
 PROBE_PACE = 0.1  # between two probes of one kind, so the watch itself is no flood
-WATCH_AT_LEAST = 3.0  # seconds of probing after the good item is published, even if its alert is quicker
+WATCH_AT_LEAST = 2.0  # seconds of probing after the good item is published, even if its alert is quicker
 START_TIMEOUT = 60.0  # the process answering /healthz and polling both feeds (imports are slow under load)
 
 SECRET = "5ee0b1d7c0ffee00a77ac4e85a1e9a42"

@@ -91,7 +91,7 @@ def static_attacker(host: FeedHost, internal: FeedHost) -> str:
 
 # -- the attacks -------------------------------------------------------------------------------------------
 
-NEAR_WORDS = 9_000  # each side of `huawei NEAR/5 chip*`: ~10 s of quadratic NEAR here, ms when linear
+NEAR_WORDS = 12_000  # each side of `huawei NEAR/5 chip*`: 10-20 s of quadratic NEAR here, ms when linear
 
 
 def near_bait(number: int) -> bytes:
@@ -210,7 +210,10 @@ CASES = [
         "    keywords: [flood]\n",
         lambda host, internal: host.serve_each("/attacker", fresh_each_poll(flood)),
         attacker_fetches=2,
-        in_effect=lambda run: len(run.slack.posts_to(ATTACKED)) > 5,  # the flood is being posted
+        # The flood is being posted (5 alone, the rest grouped, today), or three hostile polls are over.
+        in_effect=lambda run: (
+            len(run.slack.posts_to(ATTACKED)) > 5 or len(run.host.requests_for("/attacker")) >= 4
+        ),
     ),
     Case(
         "5-a-9-mb-item-then-search",
@@ -272,6 +275,12 @@ def test_under_attack_help_and_healthz_answer_in_1s_a_good_alert_is_posted_in_ti
             bot,
         )
         wait_until(lambda: case.in_effect(run), START_TIMEOUT, "the attack to take effect", bot)
+        # Published just after the good feed was fetched: its next poll is a whole interval away, by when
+        # the attack is surely at work (a poll that slipped in first would hide it).
+        fetched = len(host.requests_for("/good"))
+        wait_until(
+            lambda: len(host.requests_for("/good")) > fetched, START_TIMEOUT, "a poll of the good feed", bot
+        )
         title = f"Nexperia story {uuid.uuid4().hex[:8]}"
         with case.attack(run):
             watch = Watch(bot).start()
