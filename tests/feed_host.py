@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -27,6 +27,9 @@ class FeedHost:
         self._resources: dict[str, Resource] = {}
         self._failures: dict[str, list[tuple[int, dict[str, str]]]] = {}
         self._redirects: dict[str, tuple[int, str]] = {}
+        self._each: dict[str, Callable[[int], bytes]] = {}  # a new body for each request (see serve_each)
+        self._trickles: dict[str, float] = {}  # path -> seconds between bytes (see trickle)
+        self.stopping = threading.Event()  # set by stop(): trickling answers end
         self.requests: list[dict[str, Any]] = []
         self.honour_conditional = True
         self.send_etags = True  # False: only Last-Modified, as some servers do
@@ -47,6 +50,7 @@ class FeedHost:
         return self
 
     def stop(self) -> None:
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -79,6 +83,27 @@ class FeedHost:
         with self._lock:
             self._redirects[path] = (status, location)
 
+    def serve_each(self, path: str, make_body: Callable[[int], bytes]) -> str:
+        """A feed whose every answer is new (its author changes it at will): `make_body(n)` for request n
+        (from 0), no caching headers, no gzip."""
+        with self._lock:
+            self._each[path] = make_body
+        return self.url(path)
+
+    def trickle(self, path: str, seconds_per_byte: float) -> str:
+        """A host that answers one header byte every `seconds_per_byte`, never finishing (until stop())."""
+        with self._lock:
+            self._trickles[path] = seconds_per_byte
+        return self.url(path)
+
+    def trickle_pace(self, path: str) -> float | None:
+        """Seconds between bytes if `path` trickles (the request is recorded), else None."""
+        with self._lock:
+            pace = self._trickles.get(path)
+            if pace is not None:
+                self.requests.append({"path": path, "headers": {}})
+            return pace
+
     def requests_for(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
             return [r for r in self.requests if r["path"] == path]
@@ -93,6 +118,11 @@ class FeedHost:
             if path in self._redirects:
                 status, location = self._redirects[path]
                 return status, {"Location": location}, b""
+            make_body = self._each.get(path)
+            number = len([r for r in self.requests if r["path"] == path]) - 1  # this one is recorded
+        if make_body is not None:
+            return 200, {"Content-Type": "application/rss+xml; charset=utf-8"}, make_body(number)
+        with self._lock:
             resource = self._resources.get(path)
         if resource is None:
             return 404, {}, b"not found"
@@ -119,6 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
     host: FeedHost
 
     def do_GET(self) -> None:
+        pace = self.host.trickle_pace(self.path)
+        if pace is not None:
+            self._trickle(pace)
+            return
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, out_headers, body = self.host.respond(self.path, headers)
         self.send_response(status)
@@ -128,6 +162,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if body:
             self.wfile.write(body)
+
+    def _trickle(self, pace: float) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            while not self.host.stopping.wait(pace):  # the attacker's pace, until the host stops
+                self.wfile.write(b"X")
+                self.wfile.flush()
+        except OSError:
+            pass  # the client gave up: what a deadline is for
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

@@ -55,6 +55,10 @@ class SlackState:
     hang_after: int | None = None
     hang_carries_out: bool = False
     hang_method: str | None = None  # count only calls of this method
+    # limit_posts: Slack's "about one message per second per channel, short bursts allowed" (None: no limit)
+    posts_per_second: float | None = None
+    post_burst: int = 1
+    post_allowance: dict[str, tuple[float, float]] = field(default_factory=dict)  # channel -> (tokens, at)
 
 
 class SlackStandIn:
@@ -110,6 +114,26 @@ class SlackStandIn:
             self.state.hang_method = method
             self.hanging.clear()
             self._released.clear()
+
+    def limit_posts(self, per_second: float = 1.0, burst: int = 3) -> None:
+        """chat.postMessage answers 429 (Retry-After: 1) beyond `per_second` posts a second in a channel
+        after a burst of `burst`, as Slack does; measured on the real clock, as Slack's is."""
+        with self._lock:
+            self.state.posts_per_second = per_second
+            self.state.post_burst = burst
+
+    def _rate_limited(self, channel: str) -> bool:
+        rate = self.state.posts_per_second
+        if rate is None:
+            return False
+        now = time.monotonic()
+        tokens, at = self.state.post_allowance.get(channel, (float(self.state.post_burst), now))
+        tokens = min(float(self.state.post_burst), tokens + (now - at) * rate)
+        if tokens < 1:
+            self.state.post_allowance[channel] = (tokens, now)
+            return True
+        self.state.post_allowance[channel] = (tokens - 1, now)
+        return False
 
     def set_down(self, down: bool) -> None:
         with self._lock:
@@ -179,6 +203,8 @@ class SlackStandIn:
             expected = self.state.app_token if method == "apps.connections.open" else self.state.token
             if token != expected:
                 return 200, {}, json.dumps({"ok": False, "error": "invalid_auth" if token else "not_authed"})
+            if method == "chat.postMessage" and self._rate_limited(str(params.get("channel"))):
+                return 429, {"Retry-After": "1"}, json.dumps({"ok": False, "error": "ratelimited"})
             answer = getattr(self, "_api_" + method.replace(".", "_"), None)
             if answer is None:
                 return 200, {}, json.dumps({"ok": False, "error": "unknown_method"})
