@@ -10,13 +10,15 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from itertools import groupby, islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import ahocorasick_rs
 
+from bot.limits import MAX_TERM_POSITIONS
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
+from bot.words import MARK, is_spaced_word_char, mark_words
 
 if TYPE_CHECKING:
     from bot.query import Predicate, ScannedItem
@@ -47,47 +49,6 @@ _CHAR_MAP: dict[str, str] = {
     "\u200b": " ",
 }
 _OUTER_QUOTES = '"' + _DOUBLE_QUOTES
-
-# Scripts written without spaces between words: a keyword end in one of these is matched as a substring,
-# because there is no word boundary to look for.
-_NO_SPACE_SCRIPT_RANGES: tuple[tuple[int, int], ...] = (
-    (0x0E00, 0x0E7F),  # Thai
-    (0x0E80, 0x0EFF),  # Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x19E0, 0x19FF),  # Khmer symbols
-    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
-    (0x3005, 0x3007),  # 々 〆 〇: ideographic iteration and number marks
-    (0x3021, 0x3029),  # Hangzhou numerals
-    (0x3031, 0x3035),  # kana repeat marks
-    (0x303B, 0x303C),  # 〻 〼
-    (0x3040, 0x30FF),  # Hiragana, Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xA9E0, 0xA9FF),  # Myanmar extended-B
-    (0xAA60, 0xAA7F),  # Myanmar extended-A
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0x1B000, 0x1B16F),  # Kana supplement and extended
-    (0x20000, 0x323AF),  # CJK extensions B-H and compatibility supplement
-)
-
-
-def _in_no_space_script(char: str) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in _NO_SPACE_SCRIPT_RANGES)
-
-
-@lru_cache(maxsize=8192)
-def _is_spaced_word_char(char: str) -> bool:
-    """Whether `char` would continue a word of a space-separated script, so a keyword cannot end next to it.
-
-    That is Python's `\\w` plus combining marks (left out of `\\w`, yet without them "भारत" would end
-    inside "भारतीय", before its vowel sign), minus the scripts written without spaces, whose characters sit
-    right against Latin names ("华为Huawei发布").
-    """
-    is_word = char.isalnum() or char == "_" or unicodedata.category(char)[0] == "M"
-    return is_word and not _in_no_space_script(char)
 
 
 @lru_cache(maxsize=8192)
@@ -132,17 +93,6 @@ def _nfc_segments(text: str) -> Iterator[tuple[str, int, int]]:
                 continue
         yield unicodedata.normalize("NFC", text[start:index]), start, index
         start = index
-
-
-class _SpacedWordChars(dict[str, bool]):
-    """_is_spaced_word_char as a dict, filled as characters are met: a lookup is cheaper than a call."""
-
-    def __missing__(self, char: str) -> bool:
-        is_word = self[char] = _is_spaced_word_char(char)
-        return is_word
-
-
-_SPACED_WORD_CHAR = _SpacedWordChars()
 
 
 class _FoldTable(dict[int, str]):
@@ -241,9 +191,9 @@ class Keyword:
         return next(self.spans(normalized_text), None) is not None
 
     def _on_boundaries(self, text: str, start: int, end: int) -> bool:
-        if self.bounded_start and start > 0 and _is_spaced_word_char(text[start - 1]):
+        if self.bounded_start and start > 0 and is_spaced_word_char(text[start - 1]):
             return False
-        return not (self.bounded_end and end < len(text) and _is_spaced_word_char(text[end]))
+        return not (self.bounded_end and end < len(text) and is_spaced_word_char(text[end]))
 
 
 _MatchKey = tuple[re.Pattern[str], bool, bool]
@@ -277,8 +227,8 @@ def compile_keyword(term: str) -> Keyword:
 
     words = normalized_body.split()
     pattern = r"\s+".join(re.escape(word) for word in words)
-    bounded_start = _is_spaced_word_char(words[0][0])
-    ends_in_spaced_word = _is_spaced_word_char(words[-1][-1])
+    bounded_start = is_spaced_word_char(words[0][0])
+    ends_in_spaced_word = is_spaced_word_char(words[-1][-1])
     if is_prefix and ends_in_spaced_word:
         # `\w*` is greedy, so it always stops before a non-word character: no end boundary to check. In a
         # no-space script the keyword already matches as a prefix, and `*` would only stretch highlights.
@@ -306,13 +256,14 @@ def match_keywords(text: str, keywords: Sequence[str]) -> tuple[str, ...]:
 
 
 def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]:
-    """(start, end) spans of `text` covering every occurrence of any keyword, sorted; overlapping and
-    touching spans are merged, since Slack cannot render two bold runs that touch."""
+    """(start, end) spans of `text` covering the occurrences of any keyword (each keyword's first
+    MAX_TERM_POSITIONS), sorted; overlapping and touching spans are merged, since Slack cannot render two
+    bold runs that touch."""
     normalized, starts, ends = _normalize_with_ends(text)
     spans = sorted(
         (starts[start], ends[end - 1])
         for keyword in _compile_all(keywords)
-        for start, end in keyword.spans(normalized)
+        for start, end in islice(keyword.spans(normalized), MAX_TERM_POSITIONS)
     )
     merged: list[tuple[int, int]] = []
     for start, end in spans:
@@ -569,67 +520,86 @@ def _terms(hits: list[_Hit]) -> tuple[str, ...]:
 class TermScanner:
     """Finds which of a fixed set of terms occur in normalised text, in one pass whatever their number.
 
-    The terms' literal text (words joined by single spaces, without a prefix's `*`) goes into an
-    Aho-Corasick automaton (ahocorasick_rs, in Rust), which reports every occurrence of every literal,
-    overlapping ones included; each is then kept or not by the term's word boundaries, exactly as
-    Keyword.occurs_in decides (tests compare the two on random text).
+    Word boundaries are written into the text before the search: a marker goes at each edge of a run of
+    word characters (see mark_words), and each term's literal text (words joined by single spaces,
+    without a prefix's `*`) is marked the same way, with a marker at each end it must not continue past.
+    An occurrence of the marked literal in the marked text is then exactly an occurrence on the term's
+    boundaries, as Keyword.occurs_in decides (tests compare the two on random text): the Aho-Corasick
+    automaton (ahocorasick_rs, in Rust) reports only real occurrences, and "aaaa…" holds none of "a",
+    "aa", "aaa" for thirty such terms. The text is searched a window at a time, so the occurrences held
+    at once are bounded by the window and the longest term, not terms x characters.
     """
 
     def __init__(self, keywords: Iterable[Keyword]) -> None:
         self._ids: dict[_MatchKey, int] = {}
-        literals: dict[str, list[tuple[int, bool, bool]]] = {}
+        patterns: dict[str, list[int]] = {}
         for keyword in keywords:
             key = _match_key(keyword)
             if key in self._ids:
                 continue
             term = self._ids[key] = len(self._ids)
-            literals.setdefault(_literal(keyword), []).append(
-                (term, keyword.bounded_start, keyword.bounded_end)
-            )
-        self._terms_at = [tuple(terms) for terms in literals.values()]
-        self._whole_word = [
-            terms[0][0] if len(terms) == 1 and terms[0][1] and terms[0][2] else None
-            for terms in self._terms_at
-        ]
-        self._automaton = ahocorasick_rs.AhoCorasick(list(literals)) if literals else None
+            patterns.setdefault(_marked_literal(keyword), []).append(term)
+        self._terms_of = [tuple(terms) for terms in patterns.values()]
+        self._longest = max(map(len, patterns), default=0)
+        # A contiguous NFA builds in milliseconds whatever the terms; the DFA ahocorasick_rs picks for up
+        # to 100 terms took a second for one 20,000-character term, holding the GIL (issue 12, item 8).
+        self._automaton = (
+            ahocorasick_rs.AhoCorasick(list(patterns), implementation=_IMPLEMENTATION) if patterns else None
+        )
 
     def term_id(self, keyword: Keyword) -> int:
         return self._ids[_match_key(keyword)]
 
     def find(self, normalized_text: str) -> set[int]:
         """Ids of the terms occurring in `normalized_text` (see `fold`)."""
-        found: set[int] = set()
         if self._automaton is None or not normalized_text:
-            return found
+            return set()
         # A phrase's words are separated by any run of spaces (`\s+` in its pattern).
         text = _SPACE_RUN.sub(" ", normalized_text) if "  " in normalized_text else normalized_text
+        text = mark_words(text)
         try:
-            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
+            literals = self._literals_in(text)
         except UnicodeEncodeError:
             # A lone surrogate (from a broken numeric character reference) cannot go to Rust as UTF-8.
             # U+FFFD is no more a word character than a surrogate, so boundaries are unchanged.
-            text = _SURROGATE.sub("\ufffd", text)
-            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
-        # Padded, so that every occurrence has a character on each side (a space ends a word).
-        text = f" {text} "
-        is_word, whole_word, terms_at = _SPACED_WORD_CHAR, self._whole_word, self._terms_at
-        for literal, start, end in occurrences:
-            term = whole_word[literal]
-            if term is not None:  # most terms: the one term of its literal, bounded at both ends
-                if not (is_word[text[start]] or is_word[text[end + 1]]):  # the characters around it
-                    found.add(term)
-                continue
-            for term, bounded_start, bounded_end in terms_at[literal]:
-                if bounded_start and is_word[text[start]]:
-                    continue
-                if bounded_end and is_word[text[end + 1]]:
-                    continue
-                found.add(term)
+            literals = self._literals_in(_SURROGATE.sub("\ufffd", text))
+        terms_of = self._terms_of
+        return {term for literal in literals for term in terms_of[literal]}
+
+    def _literals_in(self, text: str) -> set[int]:
+        assert self._automaton is not None
+        search = self._automaton.find_matches_as_indexes
+        # Windows overlap by the longest literal less one, so every occurrence lies whole in a window.
+        step, overlap = SCAN_WINDOW, self._longest - 1
+        if len(text) <= step + overlap:  # nearly every title and summary: one search
+            return {literal for literal, _, _ in search(text, overlapping=True)}
+        found: set[int] = set()
+        everything = len(self._terms_of)
+        for start in range(0, len(text) - overlap, step):
+            window = text[start : start + step + overlap]
+            found.update([literal for literal, _, _ in search(window, overlapping=True)])
+            if len(found) == everything:  # nothing left to look for ("a a a …" against "a", "a a", …)
+                break
         return found
 
 
+# Characters of marked text searched at once: bounds the occurrences listed together (at most this many
+# times the longest term's length, whatever the number of terms) at a negligible cost per window.
+SCAN_WINDOW = 1024
+_IMPLEMENTATION = ahocorasick_rs.Implementation.ContiguousNFA
 _SPACE_RUN = re.compile(" {2,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _marked_literal(keyword: Keyword) -> str:
+    """The keyword's literal as mark_words marks text, keeping a mark at an end only where the keyword
+    must not continue past it (a prefix's end does, so its closing mark goes)."""
+    marked = mark_words(_literal(keyword))
+    if not keyword.bounded_start and marked.startswith(MARK):
+        marked = marked[1:]
+    if not keyword.bounded_end and marked.endswith(MARK):
+        marked = marked[:-1]
+    return marked
 
 
 def _literal(keyword: Keyword) -> str:

@@ -12,6 +12,7 @@ from bot import query as query_module
 from bot import rules
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
 from bot.rules import RuleMatcher, compile_keyword, highlight_spans, match_keywords, normalize
+from bot.words import MARK, is_spaced_word_char, mark_words
 
 # (id, keyword, text, expected)
 KEYWORD_CASES: list[tuple[str, str, str, bool]] = [
@@ -439,3 +440,16 @@ def test_matches_made_the_fast_way_are_ordinary_channel_matches() -> None:
     assert match.rules == (rule,) and hash(match) == hash(
         ChannelMatch("#a", make_item("Huawei"), ("Huawei",))
     )
+
+
+def test_word_marks_put_a_boundary_exactly_where_a_keyword_end_is_checked() -> None:
+    """The scanner finds boundaries by marks in the text (bot.words), keywords by is_spaced_word_char:
+    for every code point, a character between two spaces is marked as a word exactly when it is one."""
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        if char == MARK:
+            continue
+        marked = mark_words(f" {char} ")
+        assert (marked == f" {MARK}{char}{MARK} ") is is_spaced_word_char(char), hex(code)
