@@ -18,7 +18,7 @@ import ahocorasick_rs
 
 from bot.limits import MAX_TERM_POSITIONS
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
-from bot.words import MARK, is_spaced_word_char, mark_words
+from bot.words import MARK, SPACED_WORD_CHAR, is_spaced_word_char, mark_words
 
 if TYPE_CHECKING:
     from bot.query import Predicate, ScannedItem
@@ -520,32 +520,40 @@ def _terms(hits: list[_Hit]) -> tuple[str, ...]:
 class TermScanner:
     """Finds which of a fixed set of terms occur in normalised text, in one pass whatever their number.
 
-    Word boundaries are written into the text before the search: a marker goes at each edge of a run of
-    word characters (see mark_words), and each term's literal text (words joined by single spaces,
-    without a prefix's `*`) is marked the same way, with a marker at each end it must not continue past.
-    An occurrence of the marked literal in the marked text is then exactly an occurrence on the term's
-    boundaries, as Keyword.occurs_in decides (tests compare the two on random text): the Aho-Corasick
-    automaton (ahocorasick_rs, in Rust) reports only real occurrences, and "aaaa…" holds none of "a",
-    "aa", "aaa" for thirty such terms. The text is searched a window at a time, so the occurrences held
-    at once are bounded by the window and the longest term, not terms x characters.
+    The terms' literal text (words joined by single spaces, without a prefix's `*`) goes into an
+    Aho-Corasick automaton (ahocorasick_rs, in Rust), which reports every occurrence of every literal,
+    overlapping ones included; each is then kept or not by the term's word boundaries, exactly as
+    Keyword.occurs_in decides (tests compare the two on random text).
+
+    Hostile text can hold terms x characters of occurrences, none of them on a boundary ("aaaa…" against
+    a, aa, aaa, …): so the text goes a window at a time, and once a window holds more occurrences than
+    characters (prose has one every few dozen) the text is searched again with the edges of its words
+    marked (see mark_words), against literals marked likewise, where an occurrence is on the term's
+    boundaries by construction: only real occurrences come back, a window at a time.
     """
 
     def __init__(self, keywords: Iterable[Keyword]) -> None:
         self._ids: dict[_MatchKey, int] = {}
-        patterns: dict[str, list[int]] = {}
+        literals: dict[str, list[tuple[int, bool, bool]]] = {}
+        self._marked_literals: dict[str, list[int]] = {}
         for keyword in keywords:
             key = _match_key(keyword)
             if key in self._ids:
                 continue
             term = self._ids[key] = len(self._ids)
-            patterns.setdefault(_marked_literal(keyword), []).append(term)
-        self._terms_of = [tuple(terms) for terms in patterns.values()]
-        self._longest = max(map(len, patterns), default=0)
-        # A contiguous NFA builds in milliseconds whatever the terms; the DFA ahocorasick_rs picks for up
-        # to 100 terms took a second for one 20,000-character term, holding the GIL (issue 12, item 8).
-        self._automaton = (
-            ahocorasick_rs.AhoCorasick(list(patterns), implementation=_IMPLEMENTATION) if patterns else None
-        )
+            literals.setdefault(_literal(keyword), []).append(
+                (term, keyword.bounded_start, keyword.bounded_end)
+            )
+            self._marked_literals.setdefault(_marked_literal(keyword), []).append(term)
+        self._terms_at = [tuple(terms) for terms in literals.values()]
+        self._whole_word = [
+            terms[0][0] if len(terms) == 1 and terms[0][1] and terms[0][2] else None
+            for terms in self._terms_at
+        ]
+        self._longest = max(map(len, literals), default=0)
+        self._automaton = _automaton(list(literals)) if literals else None
+        # For hostile text only, so built the first time one comes.
+        self._marked_automaton: ahocorasick_rs.AhoCorasick | None = None
 
     def term_id(self, keyword: Keyword) -> int:
         return self._ids[_match_key(keyword)]
@@ -556,37 +564,66 @@ class TermScanner:
             return set()
         # A phrase's words are separated by any run of spaces (`\s+` in its pattern).
         text = _SPACE_RUN.sub(" ", normalized_text) if "  " in normalized_text else normalized_text
-        text = mark_words(text)
         try:
-            literals = self._literals_in(text)
+            return self._find(text)
         except UnicodeEncodeError:
             # A lone surrogate (from a broken numeric character reference) cannot go to Rust as UTF-8.
             # U+FFFD is no more a word character than a surrogate, so boundaries are unchanged.
-            literals = self._literals_in(_SURROGATE.sub("\ufffd", text))
-        terms_of = self._terms_of
-        return {term for literal in literals for term in terms_of[literal]}
+            return self._find(_SURROGATE.sub("\ufffd", text))
 
-    def _literals_in(self, text: str) -> set[int]:
+    def _find(self, text: str) -> set[int]:
         assert self._automaton is not None
-        search = self._automaton.find_matches_as_indexes
+        search, found, everything = self._automaton.find_matches_as_indexes, set[int](), len(self._ids)
+        # Padded, so that every occurrence has a character on each side (a space ends a word).
+        padded = f" {text} "
+        is_word, whole_word, terms_at = SPACED_WORD_CHAR, self._whole_word, self._terms_at
         # Windows overlap by the longest literal less one, so every occurrence lies whole in a window.
-        step, overlap = SCAN_WINDOW, self._longest - 1
-        if len(text) <= step + overlap:  # nearly every title and summary: one search
-            return {literal for literal, _, _ in search(text, overlapping=True)}
-        found: set[int] = set()
-        everything = len(self._terms_of)
-        for start in range(0, len(text) - overlap, step):
-            window = text[start : start + step + overlap]
-            found.update([literal for literal, _, _ in search(window, overlapping=True)])
-            if len(found) == everything:  # nothing left to look for ("a a a …" against "a", "a a", …)
+        overlap = self._longest - 1
+        for offset in range(0, max(len(text) - overlap, 1), SCAN_WINDOW):
+            window = (
+                text[offset : offset + SCAN_WINDOW + overlap] if offset or len(text) > SCAN_WINDOW else text
+            )
+            occurrences = search(window, overlapping=True)
+            if len(occurrences) > len(window):
+                return found | self._find_marked(text)
+            for literal, start, end in occurrences:
+                before, after = padded[offset + start], padded[offset + end + 1]  # the characters around it
+                term = whole_word[literal]
+                if term is not None:  # most terms: the one term of its literal, bounded at both ends
+                    if not (is_word[before] or is_word[after]):
+                        found.add(term)
+                    continue
+                for term, bounded_start, bounded_end in terms_at[literal]:
+                    if not ((bounded_start and is_word[before]) or (bounded_end and is_word[after])):
+                        found.add(term)
+            if len(found) == everything:
                 break
         return found
 
+    def _find_marked(self, text: str) -> set[int]:
+        if self._marked_automaton is None:
+            self._marked_automaton = _automaton(list(self._marked_literals))
+        search, literals = self._marked_automaton.find_matches_as_indexes, set[int]()
+        terms_of = list(self._marked_literals.values())
+        marked = mark_words(text)
+        overlap = max(map(len, self._marked_literals)) - 1
+        for offset in range(0, max(len(marked) - overlap, 1), SCAN_WINDOW):
+            window = marked[offset : offset + SCAN_WINDOW + overlap]
+            literals.update([literal for literal, _, _ in search(window, overlapping=True)])
+            if len(literals) == len(terms_of):  # nothing left to look for ("a a a …" against "a", "a a", …)
+                break
+        return {term for literal in literals for term in terms_of[literal]}
 
-# Characters of marked text searched at once: bounds the occurrences listed together (at most this many
-# times the longest term's length, whatever the number of terms) at a negligible cost per window.
+
+def _automaton(literals: list[str]) -> ahocorasick_rs.AhoCorasick:
+    # A contiguous NFA builds in milliseconds whatever the terms; the DFA ahocorasick_rs picks for up to
+    # 100 of them took a second for one 20,000-character term, holding the GIL (issue 12, item 8).
+    return ahocorasick_rs.AhoCorasick(literals, implementation=ahocorasick_rs.Implementation.ContiguousNFA)
+
+
+# Characters searched at once: bounds the occurrences listed together (at most this many times the
+# longest term's length, whatever the number of terms) at a negligible cost per window.
 SCAN_WINDOW = 1024
-_IMPLEMENTATION = ahocorasick_rs.Implementation.ContiguousNFA
 _SPACE_RUN = re.compile(" {2,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 

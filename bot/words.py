@@ -10,7 +10,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["MARK", "is_spaced_word_char", "mark_words"]
+__all__ = ["MARK", "SPACED_WORD_CHAR", "is_spaced_word_char", "mark_words"]
 
 # Scripts written without spaces between words: a keyword end in one of these is matched as a substring,
 # because there is no word boundary to look for.
@@ -52,6 +52,16 @@ def is_spaced_word_char(char: str) -> bool:
     """
     return _is_word_uncached(char)
 
+
+class _SpacedWordChars(dict[str, bool]):
+    """is_spaced_word_char as a dict, filled as characters are met: a lookup is cheaper than a call."""
+
+    def __missing__(self, char: str) -> bool:
+        is_word = self[char] = is_spaced_word_char(char)
+        return is_word
+
+
+SPACED_WORD_CHAR = _SpacedWordChars()
 
 # Never a word character, and never left in the text itself (see mark_words).
 MARK = "\x00"
