@@ -18,7 +18,7 @@ import ahocorasick_rs
 
 from bot.limits import MAX_TERM_POSITIONS
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
-from bot.words import MARK, SPACED_WORD_CHAR, is_spaced_word_char, mark_words
+from bot.words import MARK, SPACED_WORD_CHAR, is_spaced_word_char, mark_words, word_end
 
 if TYPE_CHECKING:
     from bot.query import Predicate, ScannedItem
@@ -183,6 +183,10 @@ class Keyword:
             if self._on_boundaries(normalized_text, start, end):
                 yield start, end
                 position = end
+            elif self.bounded_start:
+                # A real occurrence starts a word, so none starts before this candidate's word ends: one
+                # search a word, not a character, for "aa" in "aaaa…".
+                position = word_end(normalized_text, start)
             else:
                 # The next real occurrence may overlap this candidate ("aa" in "aaa aa").
                 position = start + 1

@@ -10,7 +10,7 @@ import re
 import unicodedata
 from functools import lru_cache
 
-__all__ = ["MARK", "SPACED_WORD_CHAR", "is_spaced_word_char", "mark_words"]
+__all__ = ["MARK", "SPACED_WORD_CHAR", "is_spaced_word_char", "mark_words", "word_end"]
 
 # Scripts written without spaces between words: a keyword end in one of these is matched as a substring,
 # because there is no word boundary to look for.
@@ -112,3 +112,9 @@ def mark_words(text: str) -> str:
     # split() with a group alternates non-word and word runs, starting and ending with a non-word one
     # (maybe empty): joining them puts a mark at each edge of each word run.
     return MARK.join(word_run.split(text))
+
+
+def word_end(text: str, position: int) -> int:
+    """Where the run of word characters at `position` ends (position + 1 if there is none)."""
+    run = _word_run(beyond_bmp=True).match(text, position)
+    return run.end() if run else position + 1
