@@ -337,12 +337,12 @@ class _RulesReader:
             if not word:
                 self.problem(item, item_path, "must not be empty")
                 continue
-            # The matcher's own compiler is the judge, so check and run can never disagree. ("*" or "!!"
-            # would match everything or nothing; either way not what anyone meant.)
             too_long = term_length_problem(word)
             if too_long:
                 self.problem(item, item_path, too_long)
                 continue
+            # The matcher's own compiler is the judge, so check and run can never disagree. ("*" or "!!"
+            # would match everything or nothing; either way not what anyone meant.)
             try:
                 compile_keyword(word)
             except ValueError as e:
