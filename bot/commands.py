@@ -15,6 +15,7 @@ import yaml
 from bot.addresses import RefusedURL, check_feed_url
 from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date, trim
 from bot.config import is_feed_id, parse_duration
+from bot.limits import MAX_TERMS_PER_COMMAND, term_length_problem
 from bot.model import AddedFeed, ChannelRule, FeedConfig, Item, OnCall, Subscription
 from bot.oncall import OpenAlert, describe_age
 from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query, terms_of
@@ -107,12 +108,13 @@ def parse_command(text: str) -> Command:
     if verb in ("subscribe", "unsubscribe") and rest[:6].lower() == "query:":
         # Everything after query: is the query (it has its own spaces, quotes and parentheses).
         query = rest[6:].translate(_QUOTES).strip()
-        try:
-            parse_query(query)
-        except QuerySyntaxError as e:
-            raise CommandError(
-                f"That query does not parse: {escape_mrkdwn(str(e))}.\n> `{escape_mrkdwn(query)}`"
-            ) from e
+        if verb == "subscribe":
+            # Not for unsubscribe: a query stored before the limits were must stay removable.
+            try:
+                parse_query(query)
+            except QuerySyntaxError as e:
+                shown = escape_mrkdwn(shorten(query))
+                raise CommandError(f"That query does not parse: {escape_mrkdwn(str(e))}.\n> `{shown}`") from e
         return Command(verb, text=rest, query=query)
     terms: list[str] = []
     feed: str | None = None
@@ -132,13 +134,29 @@ def parse_command(text: str) -> Command:
                 shown = escape_mrkdwn(value) or " "
                 raise CommandError(f"`days:` needs a number of days, like `days:30` (got `{shown}`).")
             days = int(value)
+    if verb in ("subscribe", "search") and len(terms) > MAX_TERMS_PER_COMMAND:
+        raise CommandError(
+            f"That is {len(terms)} terms; one {verb} takes at most {MAX_TERMS_PER_COMMAND}. "
+            + ("Nothing was changed." if verb == "subscribe" else "")
+        )
     for term in terms:
         if verb in ("subscribe", "search", "unsubscribe"):
+            # Not for unsubscribe: a term stored before the limits were must stay removable.
+            too_long = None if verb == "unsubscribe" else term_length_problem(term)
+            if too_long:
+                raise CommandError(f"Cannot use that term: {escape_mrkdwn(too_long)}. Nothing was changed.")
             try:
                 compile_keyword(term)
             except ValueError as e:
-                raise CommandError(f"Cannot use {escape_mrkdwn(term)}: {escape_mrkdwn(str(e))}") from e
+                raise CommandError(
+                    f"Cannot use {escape_mrkdwn(shorten(term))}: {escape_mrkdwn(shorten(str(e), 300))}"
+                ) from e
     return Command(verb, terms=tuple(terms), text=rest, feed=feed, days=days)
+
+
+def shorten(text: str, width: int = 100) -> str:
+    """Text quoted back in a reply, cut: a hostile command must not make the reply as long as itself."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def link_target(word: str) -> str:

@@ -18,6 +18,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from bot.errors import ConfigError
+from bot.limits import term_length_problem
 from bot.logs import LOG_FORMATS
 from bot.model import (
     PRIORITIES,
@@ -335,6 +336,10 @@ class _RulesReader:
             word = _unquote(text.strip())
             if not word:
                 self.problem(item, item_path, "must not be empty")
+                continue
+            too_long = term_length_problem(word)
+            if too_long:
+                self.problem(item, item_path, too_long)
                 continue
             # The matcher's own compiler is the judge, so check and run can never disagree. ("*" or "!!"
             # would match everything or nothing; either way not what anyone meant.)

@@ -13,10 +13,18 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import islice
 
+from bot.limits import (
+    MAX_QUERY_CHARS,
+    MAX_QUERY_DEPTH,
+    MAX_TERM_POSITIONS,
+    query_length_problem,
+    term_length_problem,
+)
 from bot.model import Item
 from bot.rules import Keyword, TermScanner, compile_keyword, fold
 
@@ -139,6 +147,15 @@ class _Parser:
         self.text = text
         self.tokens = _tokens(text)
         self.position = 0
+        self.depth = 0  # parentheses and NOTs open around the current token
+
+    def deeper(self, token: _Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_QUERY_DEPTH:
+            raise QuerySyntaxError(
+                token.column,
+                f"too deeply nested; a query is at most {MAX_QUERY_DEPTH} levels of parentheses and NOT deep",
+            )
 
     @property
     def current(self) -> _Token:
@@ -179,7 +196,10 @@ class _Parser:
         token = self.current
         if token.kind in ("NOT", "-"):
             self.take()
-            return Not(self.unary(token.kind))
+            self.deeper(token)
+            node = Not(self.unary(token.kind))
+            self.depth -= 1
+            return node
         return self.near(after)
 
     def near(self, after: str | None) -> Node:
@@ -196,6 +216,7 @@ class _Parser:
         token = self.current
         if token.kind == "(":
             self.take()
+            self.deeper(token)
             if self.current.kind == ")":
                 raise QuerySyntaxError(self.current.column, "expected a term inside the parentheses")
             node = self.or_expr()
@@ -204,6 +225,7 @@ class _Parser:
                     self.current.column, f"expected ')' to close the '(' at column {token.column}"
                 )
             self.take()
+            self.depth -= 1
             return node
         if token.kind == "TERM":
             self.take()
@@ -224,6 +246,9 @@ def _term(token: _Token) -> Term:
         raise QuerySyntaxError(token.column, "this quote is not closed")
     if text.startswith('"') and text.endswith("*"):  # "export control"* is the phrase with a prefix end
         text = text[:-1].rstrip('"') + '*"'
+    too_long = term_length_problem(text.strip('"*'))
+    if too_long:
+        raise QuerySyntaxError(token.column, too_long)
     try:
         keyword = compile_keyword(text)
     except ValueError as e:
@@ -233,7 +258,11 @@ def _term(token: _Token) -> Term:
 
 @lru_cache(maxsize=4096)
 def parse_query(text: str) -> Node:
-    """Raises QuerySyntaxError (with the column) for a malformed query or one without a positive term."""
+    """Raises QuerySyntaxError (with the column) for a malformed query, one without a positive term, or one
+    over a bound of bot.limits (its length, depth, or a term's length)."""
+    too_long = query_length_problem(text)
+    if too_long:
+        raise QuerySyntaxError(MAX_QUERY_CHARS + 1, too_long)
     node = _Parser(text).parse()
     if not any(positive for _, positive in terms_of(node)):
         raise QuerySyntaxError(
@@ -260,12 +289,13 @@ class ItemText:
         return any(term.keyword.occurs_in(self.fields[name]) for name in self.fields_for(term))
 
     def word_spans(self, term: Term, field: str) -> list[tuple[int, int]]:
-        """(first word, last word) indices of each occurrence of the term in the field."""
+        """(first word, last word) indices of the term's first MAX_TERM_POSITIONS occurrences in the field,
+        left to right: both indices never decrease, since occurrences do not overlap."""
         starts = self._word_starts.get(field)
         if starts is None:
             starts = self._word_starts[field] = [m.start() for m in _WORD.finditer(self.fields[field])]
         spans = []
-        for start, end in term.keyword.spans(self.fields[field]):
+        for start, end in islice(term.keyword.spans(self.fields[field]), MAX_TERM_POSITIONS):
             first = max(bisect.bisect_right(starts, start) - 1, 0)
             last = max(bisect.bisect_right(starts, max(end - 1, start)) - 1, 0)
             spans.append((first, last))
@@ -323,17 +353,32 @@ def evaluate(node: Node, text: ItemText) -> bool:
 
 def _near(node: Near, text: ItemText) -> bool:
     """Both terms in one field, the gap between them (last word of one to first of the other) at most
-    `distance` words: adjacent words are 1 apart."""
+    `distance` words: adjacent words are 1 apart. Linear in the terms' occurrences: a hostile item
+    repeating both terms thousands of times must not cost every pair of them."""
     if not (text.occurs(node.left) and text.occurs(node.right)):
         return False  # the usual answer, found without locating words
     shared = [f for f in text.fields_for(node.left) if f in text.fields_for(node.right)]
     for field in shared:
         lefts, rights = text.word_spans(node.left, field), text.word_spans(node.right, field)
-        for a_first, a_last in lefts:
-            for b_first, b_last in rights:
-                gap = b_first - a_last if b_first > a_last else a_first - b_last
-                if 0 < gap <= node.distance:
-                    return True
+        if _follows_within(lefts, rights, node.distance) or _follows_within(rights, lefts, node.distance):
+            return True
+    return False
+
+
+def _follows_within(
+    firsts: Sequence[tuple[int, int]], seconds: Sequence[tuple[int, int]], distance: int
+) -> bool:
+    """Whether some span of `seconds` starts 1 to `distance` words after a span of `firsts` ends.
+
+    Both lists run left to right, so one merge pass does: for each second span, the first spans ending
+    before it are a growing prefix, and the last of them is the closest.
+    """
+    ended = 0  # how many of `firsts` end before the current second span starts
+    for second_first, _ in seconds:
+        while ended < len(firsts) and firsts[ended][1] < second_first:
+            ended += 1
+        if ended and second_first - firsts[ended - 1][1] <= distance:
+            return True
     return False
 
 

@@ -10,13 +10,15 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import groupby
+from itertools import groupby, islice
 from operator import itemgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import ahocorasick_rs
 
+from bot.limits import MAX_TERM_POSITIONS
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
+from bot.words import MARK, SPACED_WORD_CHAR, is_spaced_word_char, mark_words, word_end
 
 if TYPE_CHECKING:
     from bot.query import Predicate, ScannedItem
@@ -47,47 +49,6 @@ _CHAR_MAP: dict[str, str] = {
     "\u200b": " ",
 }
 _OUTER_QUOTES = '"' + _DOUBLE_QUOTES
-
-# Scripts written without spaces between words: a keyword end in one of these is matched as a substring,
-# because there is no word boundary to look for.
-_NO_SPACE_SCRIPT_RANGES: tuple[tuple[int, int], ...] = (
-    (0x0E00, 0x0E7F),  # Thai
-    (0x0E80, 0x0EFF),  # Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x19E0, 0x19FF),  # Khmer symbols
-    (0x2E80, 0x2FDF),  # CJK radicals, Kangxi radicals
-    (0x3005, 0x3007),  # 々 〆 〇: ideographic iteration and number marks
-    (0x3021, 0x3029),  # Hangzhou numerals
-    (0x3031, 0x3035),  # kana repeat marks
-    (0x303B, 0x303C),  # 〻 〼
-    (0x3040, 0x30FF),  # Hiragana, Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xA9E0, 0xA9FF),  # Myanmar extended-B
-    (0xAA60, 0xAA7F),  # Myanmar extended-A
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0x1B000, 0x1B16F),  # Kana supplement and extended
-    (0x20000, 0x323AF),  # CJK extensions B-H and compatibility supplement
-)
-
-
-def _in_no_space_script(char: str) -> bool:
-    code = ord(char)
-    return any(low <= code <= high for low, high in _NO_SPACE_SCRIPT_RANGES)
-
-
-@lru_cache(maxsize=8192)
-def _is_spaced_word_char(char: str) -> bool:
-    """Whether `char` would continue a word of a space-separated script, so a keyword cannot end next to it.
-
-    That is Python's `\\w` plus combining marks (left out of `\\w`, yet without them "भारत" would end
-    inside "भारतीय", before its vowel sign), minus the scripts written without spaces, whose characters sit
-    right against Latin names ("华为Huawei发布").
-    """
-    is_word = char.isalnum() or char == "_" or unicodedata.category(char)[0] == "M"
-    return is_word and not _in_no_space_script(char)
 
 
 @lru_cache(maxsize=8192)
@@ -132,17 +93,6 @@ def _nfc_segments(text: str) -> Iterator[tuple[str, int, int]]:
                 continue
         yield unicodedata.normalize("NFC", text[start:index]), start, index
         start = index
-
-
-class _SpacedWordChars(dict[str, bool]):
-    """_is_spaced_word_char as a dict, filled as characters are met: a lookup is cheaper than a call."""
-
-    def __missing__(self, char: str) -> bool:
-        is_word = self[char] = _is_spaced_word_char(char)
-        return is_word
-
-
-_SPACED_WORD_CHAR = _SpacedWordChars()
 
 
 class _FoldTable(dict[int, str]):
@@ -233,6 +183,10 @@ class Keyword:
             if self._on_boundaries(normalized_text, start, end):
                 yield start, end
                 position = end
+            elif self.bounded_start:
+                # A real occurrence starts a word, so none starts before this candidate's word ends: one
+                # search a word, not a character, for "aa" in "aaaa…".
+                position = word_end(normalized_text, start)
             else:
                 # The next real occurrence may overlap this candidate ("aa" in "aaa aa").
                 position = start + 1
@@ -241,9 +195,9 @@ class Keyword:
         return next(self.spans(normalized_text), None) is not None
 
     def _on_boundaries(self, text: str, start: int, end: int) -> bool:
-        if self.bounded_start and start > 0 and _is_spaced_word_char(text[start - 1]):
+        if self.bounded_start and start > 0 and is_spaced_word_char(text[start - 1]):
             return False
-        return not (self.bounded_end and end < len(text) and _is_spaced_word_char(text[end]))
+        return not (self.bounded_end and end < len(text) and is_spaced_word_char(text[end]))
 
 
 _MatchKey = tuple[re.Pattern[str], bool, bool]
@@ -277,8 +231,8 @@ def compile_keyword(term: str) -> Keyword:
 
     words = normalized_body.split()
     pattern = r"\s+".join(re.escape(word) for word in words)
-    bounded_start = _is_spaced_word_char(words[0][0])
-    ends_in_spaced_word = _is_spaced_word_char(words[-1][-1])
+    bounded_start = is_spaced_word_char(words[0][0])
+    ends_in_spaced_word = is_spaced_word_char(words[-1][-1])
     if is_prefix and ends_in_spaced_word:
         # `\w*` is greedy, so it always stops before a non-word character: no end boundary to check. In a
         # no-space script the keyword already matches as a prefix, and `*` would only stretch highlights.
@@ -306,13 +260,14 @@ def match_keywords(text: str, keywords: Sequence[str]) -> tuple[str, ...]:
 
 
 def highlight_spans(text: str, keywords: Sequence[str]) -> list[tuple[int, int]]:
-    """(start, end) spans of `text` covering every occurrence of any keyword, sorted; overlapping and
-    touching spans are merged, since Slack cannot render two bold runs that touch."""
+    """(start, end) spans of `text` covering the occurrences of any keyword (each keyword's first
+    MAX_TERM_POSITIONS), sorted; overlapping and touching spans are merged, since Slack cannot render two
+    bold runs that touch."""
     normalized, starts, ends = _normalize_with_ends(text)
     spans = sorted(
         (starts[start], ends[end - 1])
         for keyword in _compile_all(keywords)
-        for start, end in keyword.spans(normalized)
+        for start, end in islice(keyword.spans(normalized), MAX_TERM_POSITIONS)
     )
     merged: list[tuple[int, int]] = []
     for start, end in spans:
@@ -573,11 +528,18 @@ class TermScanner:
     Aho-Corasick automaton (ahocorasick_rs, in Rust), which reports every occurrence of every literal,
     overlapping ones included; each is then kept or not by the term's word boundaries, exactly as
     Keyword.occurs_in decides (tests compare the two on random text).
+
+    Hostile text can hold terms x characters of occurrences, none of them on a boundary ("aaaa…" against
+    a, aa, aaa, …): so the text goes a window at a time, and once a window holds more occurrences than
+    characters (prose has one every few dozen) the text is searched again with the edges of its words
+    marked (see mark_words), against literals marked likewise, where an occurrence is on the term's
+    boundaries by construction: only real occurrences come back, a window at a time.
     """
 
     def __init__(self, keywords: Iterable[Keyword]) -> None:
         self._ids: dict[_MatchKey, int] = {}
         literals: dict[str, list[tuple[int, bool, bool]]] = {}
+        self._marked_literals: dict[str, list[int]] = {}
         for keyword in keywords:
             key = _match_key(keyword)
             if key in self._ids:
@@ -586,50 +548,108 @@ class TermScanner:
             literals.setdefault(_literal(keyword), []).append(
                 (term, keyword.bounded_start, keyword.bounded_end)
             )
+            self._marked_literals.setdefault(_marked_literal(keyword), []).append(term)
         self._terms_at = [tuple(terms) for terms in literals.values()]
         self._whole_word = [
             terms[0][0] if len(terms) == 1 and terms[0][1] and terms[0][2] else None
             for terms in self._terms_at
         ]
-        self._automaton = ahocorasick_rs.AhoCorasick(list(literals)) if literals else None
+        self._longest = max(map(len, literals), default=0)
+        self._automaton = _automaton(list(literals)) if literals else None
+        # For hostile text only, so built the first time one comes.
+        self._marked_automaton: ahocorasick_rs.AhoCorasick | None = None
 
     def term_id(self, keyword: Keyword) -> int:
         return self._ids[_match_key(keyword)]
 
     def find(self, normalized_text: str) -> set[int]:
         """Ids of the terms occurring in `normalized_text` (see `fold`)."""
-        found: set[int] = set()
         if self._automaton is None or not normalized_text:
-            return found
+            return set()
         # A phrase's words are separated by any run of spaces (`\s+` in its pattern).
         text = _SPACE_RUN.sub(" ", normalized_text) if "  " in normalized_text else normalized_text
         try:
-            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
+            return self._find(text)
         except UnicodeEncodeError:
             # A lone surrogate (from a broken numeric character reference) cannot go to Rust as UTF-8.
             # U+FFFD is no more a word character than a surrogate, so boundaries are unchanged.
-            text = _SURROGATE.sub("\ufffd", text)
-            occurrences = self._automaton.find_matches_as_indexes(text, overlapping=True)
+            return self._find(_SURROGATE.sub("\ufffd", text))
+
+    def _find(self, text: str) -> set[int]:
+        assert self._automaton is not None
+        search, everything = self._automaton.find_matches_as_indexes, len(self._ids)
+        found: set[int] = set()
         # Padded, so that every occurrence has a character on each side (a space ends a word).
-        text = f" {text} "
-        is_word, whole_word, terms_at = _SPACED_WORD_CHAR, self._whole_word, self._terms_at
-        for literal, start, end in occurrences:
-            term = whole_word[literal]
-            if term is not None:  # most terms: the one term of its literal, bounded at both ends
-                if not (is_word[text[start]] or is_word[text[end + 1]]):  # the characters around it
-                    found.add(term)
-                continue
-            for term, bounded_start, bounded_end in terms_at[literal]:
-                if bounded_start and is_word[text[start]]:
+        padded = f" {text} "
+        is_word, whole_word, terms_at = SPACED_WORD_CHAR, self._whole_word, self._terms_at
+        # Windows overlap by the longest literal less one, so every occurrence lies whole in a window.
+        overlap = self._longest - 1
+        for offset in range(0, max(len(text) - overlap, 1), SCAN_WINDOW):
+            window = (
+                text[offset : offset + SCAN_WINDOW + overlap] if offset or len(text) > SCAN_WINDOW else text
+            )
+            occurrences = search(window, overlapping=True)
+            if len(occurrences) > len(window):
+                return found | self._find_marked(text)
+            for literal, start, end in occurrences:
+                before, after = padded[offset + start], padded[offset + end + 1]  # the characters around it
+                term = whole_word[literal]
+                if term is not None:  # most terms: the one term of its literal, bounded at both ends
+                    if not (is_word[before] or is_word[after]):
+                        found.add(term)
                     continue
-                if bounded_end and is_word[text[end + 1]]:
-                    continue
-                found.add(term)
+                for term, bounded_start, bounded_end in terms_at[literal]:
+                    if not ((bounded_start and is_word[before]) or (bounded_end and is_word[after])):
+                        found.add(term)
+            if len(found) == everything:
+                break
         return found
 
+    def _find_marked(self, text: str) -> set[int]:
+        if self._marked_automaton is None:
+            self._marked_automaton = _automaton(list(self._marked_literals))
+        search, literals = self._marked_automaton.find_matches_as_indexes, set()
+        terms_of = list(self._marked_literals.values())
+        marked = mark_words(text)
+        overlap = max(map(len, self._marked_literals)) - 1
+        for offset in range(0, max(len(marked) - overlap, 1), SCAN_WINDOW):
+            window = marked[offset : offset + SCAN_WINDOW + overlap]
+            literals.update([literal for literal, _, _ in search(window, overlapping=True)])
+            if len(literals) == len(terms_of):  # nothing left to look for ("a a a …" against "a", "a a", …)
+                break
+        return {term for literal in literals for term in terms_of[literal]}
 
+
+def _automaton(literals: list[str]) -> ahocorasick_rs.AhoCorasick:
+    # ahocorasick_rs picks a DFA for up to 100 literals, however long: one 20,000-character term took a
+    # second to build, holding the GIL (issue 12, item 8). A contiguous NFA builds any set in
+    # milliseconds; a DFA searches prose twice as fast, so it is kept where its build is bounded too.
+    small = sum(map(len, literals)) <= _DFA_MAX_CHARACTERS
+    implementation = (
+        ahocorasick_rs.Implementation.DFA if small else ahocorasick_rs.Implementation.ContiguousNFA
+    )
+    return ahocorasick_rs.AhoCorasick(literals, implementation=implementation)
+
+
+# Literals of at most this many characters in all build as a DFA in under 10 ms (2 ms at most for terms
+# within the 100-character limit), measured on the worst shapes: one long run of a letter, CJK.
+_DFA_MAX_CHARACTERS = 2000
+# Characters searched at once: bounds the occurrences listed together (at most this many times the
+# longest term's length, whatever the number of terms) at a negligible cost per window.
+SCAN_WINDOW = 1024
 _SPACE_RUN = re.compile(" {2,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _marked_literal(keyword: Keyword) -> str:
+    """The keyword's literal as mark_words marks text, keeping a mark at an end only where the keyword
+    must not continue past it (a prefix's end does, so its closing mark goes)."""
+    marked = mark_words(_literal(keyword))
+    if not keyword.bounded_start and marked.startswith(MARK):
+        marked = marked[1:]
+    if not keyword.bounded_end and marked.endswith(MARK):
+        marked = marked[:-1]
+    return marked
 
 
 def _literal(keyword: Keyword) -> str:

@@ -6,6 +6,7 @@ the whole command set is tested without sockets.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -38,8 +39,9 @@ from bot.commands import (
     text_reply,
 )
 from bot.errors import FeedError, FetchError, shown_failure
+from bot.limits import MAX_CHANNEL_SUBSCRIPTIONS, MAX_USER_SUBSCRIPTIONS, term_length_problem
 from bot.model import AddedFeed, ChannelRule, FeedConfig, ParsedFeed, RuleSet, Subscription
-from bot.query import ItemText, evaluate, parse_query
+from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query
 from bot.rules import compile_keyword
 from bot.store import Store
 
@@ -73,6 +75,19 @@ def merge_rules(
     known = {feed.id for feed in feeds}
     added_rules = []
     for sub in subscriptions:
+        over_limit = subscription_problem(sub)
+        if over_limit:
+            # Stored before the limits were: kept (so it can be removed), never matched.
+            shown = sub.term[:40] + ("…" if len(sub.term) > 40 else "")
+            how = f"query:{shown}" if sub.is_query else (f'"{shown}"' if " " in shown else shown)
+            log.warning(
+                "subscription skipped channel=%s (%s); remove it with `/feeds unsubscribe %s` (the whole "
+                "term) in that channel, or `/feeds unsubscribe all` there",
+                sub.channel,
+                over_limit,
+                how,
+            )
+            continue
         if sub.feed is not None and sub.feed not in known:
             log.warning(
                 "subscription skipped channel=%s term=%s feed=%s (no such feed in the rules)",
@@ -91,6 +106,17 @@ def merge_rules(
             )
         )
     return replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
+
+
+def subscription_problem(sub: Subscription) -> str | None:
+    """Why a stored subscription is over a limit of bot.limits, or None."""
+    if not sub.is_query:
+        return term_length_problem(sub.term)
+    try:
+        parse_query(sub.term)
+    except QuerySyntaxError as e:
+        return e.message
+    return None
 
 
 @dataclass(frozen=True)
@@ -142,6 +168,9 @@ class CommandService:
         self.now = now
         self.try_feed = try_feed
         self.on_feeds_changed = on_feeds_changed or on_rules_changed
+        # Counting subscriptions and adding them is one step, so two commands at once cannot both pass
+        # the limits on the last free place.
+        self._subscribing = threading.Lock()
 
     def handle(self, call: Invocation) -> Reply:
         try:
@@ -218,8 +247,13 @@ class CommandService:
             wanted = [Subscription(channel, command.query, None, call.user, now, is_query=True)]
         else:
             wanted = [Subscription(channel, term, command.feed, call.user, now) for term in command.terms]
-        added = self.store.add_subscriptions(wanted)
+        with self._subscribing:
+            over = self.over_subscription_limits(wanted, call)
+            if over:
+                return text_reply(over)
+            added = self.store.add_subscriptions(wanted)
         if added:
+            # Before the reply: a poll that starts once the command is answered matches with the terms.
             self.on_rules_changed()
         already = [s.term for s in wanted if s.id not in {a.id for a in added}]
         lines = []
@@ -262,6 +296,28 @@ class CommandService:
                 }
             )
         return Reply(text="\n".join(lines)[:FALLBACK_LIMIT], blocks=tuple(blocks))
+
+    def over_subscription_limits(self, wanted: Sequence[Subscription], call: Invocation) -> str | None:
+        """The refusal naming the limit that adding `wanted` would pass, or None."""
+        everyone = self.store.subscriptions()
+        ids = {sub.id for sub in everyone}
+        new = list({sub.id: sub for sub in wanted if sub.id not in ids}.values())
+        here = sum(1 for sub in everyone if sub.channel == new[0].channel) if new else 0
+        if new and here + len(new) > MAX_CHANNEL_SUBSCRIPTIONS:
+            return (
+                f"{self.label(call)} has {here} subscriptions added from Slack; "
+                f"{MAX_CHANNEL_SUBSCRIPTIONS} is the most a channel takes. Remove some with "
+                f"`{call.command} unsubscribe …` (`{call.command} list` shows them), or ask the operator to "
+                "put them in rules.yaml. Nothing was changed."
+            )
+        mine = sum(1 for sub in everyone if sub.added_by == call.user)
+        if new and mine + len(new) > MAX_USER_SUBSCRIPTIONS:
+            return (
+                f"You have added {mine} subscriptions (in every channel and your personal watch); "
+                f"{MAX_USER_SUBSCRIPTIONS} is the most one person may add. Remove some with "
+                f"`{call.command} unsubscribe …`. Nothing was changed."
+            )
+        return None
 
     def _unsubscribe(self, command: Command, call: Invocation) -> Reply:
         channel = self.target(call)

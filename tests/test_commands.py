@@ -189,8 +189,11 @@ def test_mute_removes_only_the_terms_that_could_have_matched_the_alerts_feed() -
 def test_long_answers_are_split_across_blocks_never_cut() -> None:
     store = Store.in_memory()
     commands = service(store)
-    terms = [f"semiconductor{n:03}" for n in range(150)]
-    subscribed = commands.handle(Invocation(text="subscribe " + " ".join(terms), channel="C1", user="U1"))
+    # As many as a channel takes, 20 a command (the most one takes) and from several people.
+    terms = [f"semiconductor-supply-chain-{n:03}" for n in range(100)]
+    for start in range(0, 100, 20):
+        batch = " ".join(terms[start : start + 20])
+        subscribed = commands.handle(Invocation(text="subscribe " + batch, channel="C1", user=f"U{start}"))
     exported = commands.handle(Invocation(text="export", channel="C1", user="U1", channel_name="chips"))
     listed = commands.handle(Invocation(text="list", channel="C1", user="U1"))
     for reply in (subscribed, exported, listed):

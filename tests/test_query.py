@@ -3,12 +3,16 @@ that the parser and evaluator agree with a simple reference evaluator on random 
 
 from __future__ import annotations
 
+import sys
+from types import FrameType
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot import query as query_module
 from bot.model import ChannelRule, Item
-from bot.query import QuerySyntaxError, matches, parse_query
+from bot.query import ItemText, Near, QuerySyntaxError, evaluate, matches, parse_query
 from bot.rules import RuleMatcher
 
 
@@ -187,3 +191,70 @@ def test_the_engine_agrees_with_a_reference_evaluator(tree: tuple, words: list[s
         return
     assert matches(query, item(" ".join(words))) is reference(tree, words), query
     assert engine_matches(query, item(" ".join(words))) is reference(tree, words), query
+
+
+# -- NEAR over many occurrences (issue 12, item 3) --------------------------------------------------------
+
+
+def every_pair_near(query: str, text: ItemText) -> bool:
+    """NEAR as first written: every occurrence of one term against every occurrence of the other."""
+    node = parse_query(query)
+    assert isinstance(node, Near)
+    for field in ("title", "summary"):
+        for a_first, a_last in text.word_spans(node.left, field):
+            for b_first, b_last in text.word_spans(node.right, field):
+                gap = b_first - a_last if b_first > a_last else a_first - b_last
+                if 0 < gap <= node.distance:
+                    return True
+    return False
+
+
+NEAR_TERMS = ["huawei", "chip*", '"ai chip"', "ai", '"huawei ai"']
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(NEAR_TERMS),
+    st.sampled_from(NEAR_TERMS),
+    st.integers(min_value=1, max_value=4),
+    st.lists(st.sampled_from(["huawei", "chip", "chips", "ai", "x", "-", "AI-chip"]), max_size=40),
+)
+def test_near_agrees_with_comparing_every_pair(
+    left: str, right: str, distance: int, words: list[str]
+) -> None:
+    query = f"{left} NEAR/{distance} {right}"
+    text = ItemText(item(" ".join(words[:5]), " ".join(words)))
+    assert evaluate(parse_query(query), text) is every_pair_near(query, text), (query, words)
+
+
+def lines_run_in_query_module(query: str, summary: str) -> int:
+    """Work done evaluating `query` on an item, counted as lines of bot.query executed: unlike a clock,
+    the count does not depend on the machine's load."""
+    node, text = parse_query(query), ItemText(item("", summary))
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: object) -> object:
+        nonlocal count
+        if frame.f_code.co_filename != query_module.__file__:
+            return None
+        if event == "line":
+            count += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        assert evaluate(node, text) is False
+    finally:
+        sys.settrace(None)
+    return count
+
+
+def test_near_over_a_summary_repeating_both_terms_costs_work_in_proportion_to_it() -> None:
+    """The issue's summary, "huawei " * 40000 + … + "chip " * 40000, made every pair of occurrences be
+    compared (50 s under the delivery lock). Twice the occurrences must cost about twice the work."""
+
+    def summary(count: int) -> str:
+        return "huawei " * count + "and the story goes on and on " + "chip " * count
+
+    small, double = (lines_run_in_query_module("huawei NEAR/3 chip*", summary(n)) for n in (300, 600))
+    assert double < 2.2 * small, (small, double)

@@ -12,6 +12,7 @@ from bot import query as query_module
 from bot import rules
 from bot.model import ChannelMatch, ChannelRule, Item, RuleVerdict
 from bot.rules import RuleMatcher, compile_keyword, highlight_spans, match_keywords, normalize
+from bot.words import MARK, is_spaced_word_char, mark_words
 
 # (id, keyword, text, expected)
 KEYWORD_CASES: list[tuple[str, str, str, bool]] = [
@@ -407,7 +408,7 @@ def _keyword_or_none(term: str) -> rules.Keyword | None:
         return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(tricky_text.map(str.strip), min_size=1, max_size=6), st.lists(st.booleans()), tricky_text)
 def test_the_automaton_finds_a_keyword_exactly_where_searching_for_it_does(
     terms: list[str], prefixes: list[bool], text: str
@@ -419,8 +420,13 @@ def test_the_automaton_finds_a_keyword_exactly_where_searching_for_it_does(
     ]
     scanner = rules.TermScanner(keywords)
     found = scanner.find(rules.fold(text))
+    # The way hostile text is searched (its word edges marked), which prose rarely needs.
+    prepared = rules._SURROGATE.sub("\ufffd", rules._SPACE_RUN.sub(" ", rules.fold(text)))
+    found_in_marked_text = scanner._find_marked(prepared) if prepared and keywords else set()
     for keyword in keywords:
-        assert (scanner.term_id(keyword) in found) is keyword.occurs_in(normalize(text)[0]), keyword.text
+        occurs = keyword.occurs_in(normalize(text)[0])
+        assert (scanner.term_id(keyword) in found) is occurs, keyword.text
+        assert (scanner.term_id(keyword) in found_in_marked_text) is occurs, keyword.text
 
 
 def test_an_item_with_a_lone_surrogate_still_matches() -> None:
@@ -439,3 +445,16 @@ def test_matches_made_the_fast_way_are_ordinary_channel_matches() -> None:
     assert match.rules == (rule,) and hash(match) == hash(
         ChannelMatch("#a", make_item("Huawei"), ("Huawei",))
     )
+
+
+def test_word_marks_put_a_boundary_exactly_where_a_keyword_end_is_checked() -> None:
+    """The scanner finds boundaries by marks in the text (bot.words), keywords by is_spaced_word_char:
+    for every code point, a character between two spaces is marked as a word exactly when it is one."""
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        if char == MARK:
+            continue
+        marked = mark_words(f" {char} ")
+        assert (marked == f" {MARK}{char}{MARK} ") is is_spaced_word_char(char), hex(code)
