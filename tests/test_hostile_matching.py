@@ -14,6 +14,7 @@ import pytest
 from bot.app import build_app
 from bot.cli import main
 from bot.config import environment_from
+from bot.feed_limits import MAX_SUMMARY_CHARS
 from bot.limits import (
     MAX_CHANNEL_SUBSCRIPTIONS,
     MAX_QUERY_CHARS,
@@ -116,11 +117,12 @@ def bot_with_near(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, cloc
 def test_a_near_query_over_a_summary_repeating_both_terms_thousands_of_times_matches_right(
     bot_with_near: Bot,
 ) -> None:
-    """The issue's summary, scaled down: both terms thousands of times, too far apart; and the same with
-    the one close pair at the very end."""
+    """The issue's summary, scaled down to what a summary keeps (10,000 characters): both terms a thousand
+    times, too far apart; and the same with the one close pair at the very end."""
     bot = bot_with_near
-    apart = "huawei " * 5000 + "and then the long story goes on " * 3 + "chip " * 5000
-    together_at_the_end = "huawei " * 5000 + "chips"
+    apart = "huawei " * 700 + "and then the long story goes on " * 3 + "chip " * 900
+    together_at_the_end = "huawei " * 1400 + "chips"
+    assert len(apart) < MAX_SUMMARY_CHARS and len(together_at_the_end) < MAX_SUMMARY_CHARS
     bot.publish(
         rss_item("Apart", "https://www.scmp.com/tech/apart", description=apart),
         rss_item("Together at the end", "https://www.scmp.com/tech/end", description=together_at_the_end),
