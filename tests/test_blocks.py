@@ -18,6 +18,7 @@ from bot.blocks import (
     mrkdwn_link,
     render_alert,
     render_console,
+    render_group,
     trim,
     without_image,
 )
@@ -263,3 +264,22 @@ def test_escalations_and_feed_notices_show_feed_text_literally() -> None:
     )
     notice = render_feed_notice("scmp", failing)
     assert "`HTTP 503 *down* _for_ 'maintenance' &lt;!here&gt;`" in notice  # inline code: nothing formats
+
+
+def test_a_grouped_message_lists_feed_titles_literally_and_within_limits() -> None:
+    entries = [
+        (
+            ChannelMatch(
+                "C1", Item(feed_id="f", key=f"k{n}", link=f"https://e.com/{n}", title=f"*{n}* _x_"), ("a",)
+            ),
+            "*source*",
+        )
+        for n in range(120)
+    ]
+    messages = render_group("C1", entries, "Digest")
+    assert len(messages) > 1
+    for message in messages:
+        assert block_problem(list(message.blocks)) is None
+        assert not [t for t in mrkdwn_texts(message) if "_x_" in t or "*source*" in t]
+    titles = [e["text"] for m in messages for e in feed_text_elements(m) if e["type"] == "link"]
+    assert titles == [f"*{n}* _x_" for n in range(120)]  # every item, in order, as written
