@@ -20,7 +20,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, render_feed_notice, render_group, trim
+from bot.blocks import render_group
 from bot.config import Environment, load_rules
 from bot.errors import BotError, ConfigError, DeliveryError, shown_failure
 from bot.fetch import GuardedFetcher, HttpFetcher
@@ -36,6 +36,7 @@ from bot.home import FeedStatus
 from bot.intake import STOP_REQUESTS, one_line_error
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
+from bot.notices import render_escalation, render_feed_notice
 from bot.oncall import (
     ESCALATION_EVENT_TYPE,
     OpenAlert,
@@ -527,12 +528,14 @@ class App:
                     self.store.record_escalation(alert.id, due.step)
                     continue
                 self.store.record_escalation_attempt(alert.id, due.step)
+                text, blocks = self._escalation_message(alert, due.step, now)
                 self.client.call(
                     "chat.postMessage",
                     idempotent=False,
                     channel=alert.channel,
                     thread_ts=alert.ts,
-                    text=self._escalation_text(alert, due.step, now),
+                    text=text,
+                    blocks=list(blocks),
                     unfurl_links=False,
                     metadata={
                         "event_type": ESCALATION_EVENT_TYPE,
@@ -552,16 +555,13 @@ class App:
             sent += 1
         return sent
 
-    def _escalation_text(self, alert: OpenAlert, step: int, now: datetime) -> str:
+    def _escalation_message(
+        self, alert: OpenAlert, step: int, now: datetime
+    ) -> tuple[str, tuple[dict[str, object], ...]]:
         escalate = alert.policy.escalate
         assert escalate is not None
         mention = self.mentions.resolve(escalate.to) if self.mentions else None
-        age = describe_age(alert.posted_at, now)
-        title = mrkdwn_link(alert.item.link, trim(clean_text(alert.item.title) or "(untitled)", 150))
-        return (
-            f"{mention or escape_mrkdwn(escalate.to)} ⏰ Not acknowledged after {age}: {title} "
-            f"(escalation {step} of {escalate.repeat})"
-        )
+        return render_escalation(alert, step, describe_age(alert.posted_at, now), mention)
 
     def _escalation_in_thread(self, alert: OpenAlert, step: int) -> bool:
         assert self.client is not None

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from bot.health import RECOVERED, FeedHealth
+from bot import richtext as rich
 from bot.model import ChannelMatch, Item, Message
 from bot.rules import highlight_spans
 
@@ -177,37 +177,57 @@ def render_alert(
     match: ChannelMatch, *, source: str, interactive: bool = False, paging: Paging = Paging()
 ) -> Message:
     """One Slack message for one (channel, item): linked title, summary with the matched words in bold,
-    the thumbnail as an image accessory, and a context line with source, author, time and keywords.
+    a context line with source, author, time and keywords, and the thumbnail beside the keywords.
     `interactive` (the app hears button presses) adds the mute and Acknowledge buttons where they apply;
-    `paging` adds mentions (in the text, so Slack notifies) and a marker for high priority."""
+    `paging` adds mentions (in the text too, so Slack notifies) and a marker for high priority.
+
+    Feed text goes only into rich_text `text` and `link` elements and plain_text, which Slack shows
+    literally: a feed's `*`, `_`, `~` or backticks format nothing. The thumbnail is a section's accessory
+    (a section of the bot's own text), since Slack drops an accessory it cannot fetch but refuses a whole
+    message over an `image` block."""
     item = match.item
     title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
     summary = trim(clean_text(item.summary), SUMMARY_LIMIT)
 
-    marker = "🚨 *High priority*" if paging.priority == "high" else ""
-    lead = " ".join(part for part in (" ".join(paging.mentions), marker) if part)
-    heading = (lead + "\n" if lead else "") + f"*{mrkdwn_link(item.link, title)}*"
-    section_text = heading + ("\n" + highlight(summary, match.keywords) if summary else "")
-    if len(section_text) > SECTION_TEXT_LIMIT:  # escaping can grow text: fall back to a plain summary
-        section_text = trim(heading + "\n" + escape_mrkdwn(summary), SECTION_TEXT_LIMIT)
-    section: dict[str, object] = {"type": "section", "text": {"type": "mrkdwn", "text": section_text}}
-    if is_web_url(item.thumbnail) and len(item.thumbnail or "") <= IMAGE_URL_LIMIT:
-        section["accessory"] = {
-            "type": "image",
-            "image_url": item.thumbnail,
-            "alt_text": trim(clean_text(item.title) or "article image", ALT_TEXT_LIMIT),
-        }
+    lead: list[rich.Element] = []
+    for mention in paging.mentions:
+        lead += [rich.mention(mention), rich.text(" ")]
+    if paging.priority == "high":
+        lead.append(rich.text("🚨 High priority", bold=True))
+    if lead:
+        lead.append(rich.text("\n"))
+    body = [*lead, rich.link(item.link, title, bold=True)]
+    if summary:
+        body += [rich.text("\n"), *rich.highlighted(summary, match.keywords)]
+    blocks: tuple[dict[str, object], ...] = (rich.block(rich.section(body)),)
 
-    facts = [escape_mrkdwn(trim(clean_text(source), 80))]
-    if item.author.strip():
-        facts.append(escape_mrkdwn(trim(clean_text(item.author), 120)))
-    if item.published:
-        facts.append(slack_date(item.published))
-    facts.append("matched " + ", ".join(_keyword_label(k) for k in match.keywords))
+    matched = "matched " + ", ".join(_keyword_label(k) for k in match.keywords)
     if paging.priority == "low":
-        facts.append("low priority")
-    context_text = trim(" · ".join(facts), CONTEXT_TEXT_LIMIT)
-    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": context_text}]}
+        matched += " · low priority"
+    if is_web_url(item.thumbnail) and len(item.thumbnail or "") <= IMAGE_URL_LIMIT:
+        section: dict[str, object] = {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": trim(matched, SECTION_TEXT_LIMIT)},
+            "accessory": {
+                "type": "image",
+                "image_url": item.thumbnail,
+                "alt_text": trim(clean_text(item.title) or "article image", ALT_TEXT_LIMIT),
+            },
+        }
+        blocks = (*blocks, section)
+        matched = ""
+    facts = [trim(clean_text(source), 80)]
+    if item.author.strip():
+        facts.append(trim(clean_text(item.author), 120))
+    elements: list[dict[str, object]] = [
+        {"type": "plain_text", "text": " · ".join(f for f in facts if f) or "feed", "emoji": False}
+    ]
+    dated = " · ".join(
+        part for part in (slack_date(item.published) if item.published else "", matched) if part
+    )
+    if dated:
+        elements.append({"type": "mrkdwn", "text": trim(dated, CONTEXT_TEXT_LIMIT)})
+    blocks = (*blocks, {"type": "context", "elements": elements})
 
     # The fallback is what notifications show: the title, and the link when it fits (the blocks have it).
     fallback = escape_mrkdwn(trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT))
@@ -220,7 +240,6 @@ def render_alert(
         fallback = "(low priority) " + fallback
     if paging.mentions:
         fallback = " ".join(paging.mentions) + " " + fallback
-    blocks: tuple[dict[str, object], ...] = (section, dict(context))
     if paging.acked is not None:
         user, at = paging.acked
         blocks = (*blocks, _context_block(f"✅ Acknowledged by <@{escape_mrkdwn(user)}> {slack_date(at)}"))
@@ -300,13 +319,23 @@ def group_metadata(items: Sequence[Item]) -> dict[str, object]:
     }
 
 
-def _group_line(match: ChannelMatch, source: str) -> str:
+def _group_line(match: ChannelMatch, source: str) -> list[rich.Element]:
     item = match.item
     title = trim(clean_text(item.title) or "(untitled)", TITLE_LIMIT)
-    facts = [escape_mrkdwn(trim(clean_text(source), 80))]
+    line = [rich.text("• "), rich.link(item.link, title), rich.text(" · " + trim(clean_text(source), 80))]
     if item.published:
-        facts.append(slack_date(item.published))
-    return f"• {mrkdwn_link(item.link, title)} · " + " · ".join(facts)
+        line += [rich.text(" · "), rich.date(item.published)]
+    return line
+
+
+def block_chars(block: dict[str, object]) -> int:
+    """The characters a block holds (what Slack counts towards its limits), of either kind."""
+    if block.get("type") == "rich_text":
+        sections = block.get("elements")
+        assert isinstance(sections, list)
+        return sum(rich.size(section["elements"]) for section in sections)
+    text = block.get("text")
+    return len(str(text.get("text", ""))) if isinstance(text, dict) else 0
 
 
 GROUP_HEADING_ROOM = (
@@ -327,27 +356,30 @@ def render_group(
     # (block, items it lists) in order; sections are packed up to the section limit.
     pieces: list[tuple[dict[str, object], list[Item]]] = []
     for keyword, members in groups.items():
-        label = f"*{_keyword_label(keyword)}* ({len(members)})" if keyword else "*Other*"
-        lines: list[str] = [label]
+        label = [
+            rich.text(keyword, bold=True, code=True) if keyword else rich.text("Other", bold=True),
+            rich.text(f" ({len(members)})" if keyword else ""),
+        ]
+        lines: list[list[rich.Element]] = [label]
         items: list[Item] = []
         for match, source in members:
             line = _group_line(match, source)
             # Sections are cut at Block Kit's limit whether or not the message may be split; a message
             # part is cut (below) with room to spare, so its sections come out the same when re-rendered.
             section_limit = SECTION_TEXT_LIMIT - (GROUP_HEADING_ROOM if split else 0)
-            too_long = len("\n".join([*lines, line])) > section_limit
+            too_long = sum(rich.size(each) + 1 for each in [*lines, line]) > section_limit
             too_many = split and len(items) >= GROUP_ITEM_LIMIT
             if items and (too_long or too_many):
-                pieces.append((_section_block("\n".join(lines)), items))
+                pieces.append((_rich_lines(lines), items))
                 lines, items = [], []
             lines.append(line)
             items.append(match.item)
-        pieces.append((_section_block("\n".join(lines)), items))
+        pieces.append((_rich_lines(lines), items))
     messages: list[Message] = []
     parts: list[list[tuple[dict[str, object], list[Item]]]] = [[]]
 
     def size(part: list[tuple[dict[str, object], list[Item]]]) -> tuple[int, int]:
-        text = sum(len(str(block.get("text", {}))) for block, _ in part)
+        text = sum(block_chars(block) for block, _ in part)
         return text, sum(len(items) for _, items in part)
 
     for piece in pieces:
@@ -374,29 +406,9 @@ def render_group(
     return messages
 
 
+def _rich_lines(lines: list[list[rich.Element]]) -> dict[str, object]:
+    return rich.block(rich.section(rich.line_elements(lines)))
+
+
 def _section_block(text: str) -> dict[str, object]:
     return {"type": "section", "text": {"type": "mrkdwn", "text": trim(text, SECTION_TEXT_LIMIT)}}
-
-
-def render_feed_notice(feed_id: str, health: FeedHealth) -> str:
-    """The one plain message that tells a feed's channels it fails (or is gone), or that it works again.
-    Times in plain UTC: the console prints this text as it is."""
-    name = f"*{escape_mrkdwn(feed_id)}*"
-    if health.notice == RECOVERED:
-        since = f" (it had been failing since {_utc(health.failing_since)})" if health.failing_since else ""
-        return f"✅ Feed {name} works again{since}. Its alerts are back."
-    if health.gone_since is not None:
-        return (
-            f"⚠️ Feed {name} is gone: since {_utc(health.gone_since)} its host answers 410 Gone. I will check "
-            "it once a day and say so if it comes back; if it is gone for good, remove it from the rules."
-        )
-    error = escape_mrkdwn(trim(health.last_error or "unknown error", 300))
-    return (
-        f"⚠️ Feed {name} has failed {health.failures} poll{'' if health.failures == 1 else 's'} in a row "
-        f"since {_utc(health.failing_since)}: "
-        f"{error}. No alerts come from it meanwhile; I will say so when it works again."
-    )
-
-
-def _utc(moment: datetime | None) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "an unknown time"

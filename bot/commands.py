@@ -12,13 +12,16 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from bot import richtext as rich
 from bot.addresses import RefusedURL, check_feed_url
-from bot.blocks import escape_mrkdwn, highlight, mrkdwn_link, slack_date, trim
+from bot.blocks import clean_text, escape_mrkdwn, highlight, slack_date, trim
 from bot.config import is_feed_id, parse_duration
 from bot.limits import MAX_TERMS_PER_COMMAND, term_length_problem
 from bot.model import AddedFeed, ChannelRule, FeedConfig, Item, OnCall, Subscription
 from bot.oncall import OpenAlert, describe_age
 from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query, terms_of
+from bot.replies import CodeLine, Line, build_reply
+from bot.replies import Reply as Reply  # re-exported: handlers import it from here
 from bot.rules import RuleMatcher, compile_keyword, match_keywords
 from bot.store import ArchivedItem
 
@@ -247,57 +250,14 @@ def parse_count(text: str) -> int:
 # -- answers over data ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An ephemeral answer: fallback text and blocks (`in_channel` for an answer everyone sees)."""
-
-    text: str
-    blocks: tuple[dict[str, object], ...] = ()
-    in_channel: bool = False
-
-    def payload(self) -> dict[str, object]:
-        body: dict[str, object] = {
-            "response_type": "in_channel" if self.in_channel else "ephemeral",
-            "text": self.text,
-        }
-        if self.blocks:
-            body["blocks"] = list(self.blocks)
-        return body
-
-
-SECTION_LIMIT = 3000  # characters of mrkdwn in one section block
-FALLBACK_LIMIT = 3900  # the reply's plain `text`, which notifications show
-
-
-def section(text: str) -> dict[str, object]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:SECTION_LIMIT]}}
-
-
 def sections(text: str, *, code: bool = False) -> list[dict[str, object]]:
-    """As many section blocks as the text needs, split between lines, so nothing is cut off. `code`
-    wraps each part in its own code fence."""
-    fence = 8 if code else 0
-    parts: list[str] = []
-    current = ""
-    for line in text.split("\n"):
-        while len(line) > SECTION_LIMIT - fence:  # one enormous line: split it anywhere
-            parts.append(line[: SECTION_LIMIT - fence])
-            line = line[SECTION_LIMIT - fence :]
-        candidate = f"{current}\n{line}" if current else line
-        if len(candidate) > SECTION_LIMIT - fence:
-            parts.append(current)
-            candidate = line
-        current = candidate
-    parts.append(current)
-    return [section(f"```\n{part}\n```" if code else part) for part in parts if part or not code]
-
-
-def context(text: str) -> dict[str, object]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+    """The text's blocks as the reply builder makes them (split between lines, within Slack's limits)."""
+    lines: list[Line] = [CodeLine(line) if code else line for line in text.split("\n")]
+    return list(build_reply(lines).blocks)
 
 
 def text_reply(text: str) -> Reply:
-    return Reply(text=text[:FALLBACK_LIMIT], blocks=tuple(sections(text)))
+    return build_reply(text.split("\n"))
 
 
 def newest_unique(entries: Iterable[ArchivedItem]) -> list[ArchivedItem]:
@@ -331,9 +291,21 @@ def latest_matches(entries: Iterable[ArchivedItem], rules: Sequence[ChannelRule]
     return newest_unique(entry for entry in entries if matcher.match_item(entry.item))
 
 
-def item_line(item: Item, when: datetime, feed_title: str) -> str:
-    title = item.title or item.link or "(untitled)"
-    return f"• {mrkdwn_link(item.link, title)}\n   {escape_mrkdwn(feed_title)} · {slack_date(when)}"
+def item_line(item: Item, when: datetime, feed_title: str) -> Line:
+    """An archived item as one line: its linked title, then the feed and when, all literal."""
+    title = trim(clean_text(item.title) or item.link or "(untitled)", 250)
+    return (
+        rich.text("• "),
+        rich.link(item.link, title),
+        rich.text("\n   " + trim(clean_text(feed_title), 80) + " · "),
+        rich.date(when),
+    )
+
+
+def items_lines(heading: str, entries: Sequence[ArchivedItem], feed_titles: dict[str, str]) -> list[Line]:
+    lines: list[Line] = [heading]
+    lines += [item_line(e.item, e.when, feed_titles.get(e.item.feed_id, e.item.feed_id)) for e in entries]
+    return lines
 
 
 def items_reply(
@@ -341,10 +313,19 @@ def items_reply(
 ) -> Reply:
     if not entries:
         return text_reply(empty)
-    lines = [item_line(e.item, e.when, feed_titles.get(e.item.feed_id, e.item.feed_id)) for e in entries]
-    blocks: list[dict[str, object]] = [section(heading)]
-    blocks.extend(section(line) for line in lines)
-    return Reply(text=f"{heading} ({len(entries)})", blocks=tuple(blocks))
+    return build_reply(items_lines(heading, entries, feed_titles), text=f"{heading} ({len(entries)})")
+
+
+def subscribed_reply(
+    lines: Sequence[str], recent: Sequence[ArchivedItem], feed_titles: dict[str, str]
+) -> Reply:
+    """What a subscribe did, then a few recent items like it (a preview: not posted)."""
+    if recent:
+        heading = "Recent items like these (not posted; for a taste of what to expect):"
+        preview = items_lines(heading, recent, feed_titles)
+    else:
+        preview = ["Nothing like this in the archive yet."]
+    return build_reply([*lines, *preview])
 
 
 def explain_text(text: str, rules: Sequence[ChannelRule], command: str = "/feeds") -> Reply:
@@ -421,12 +402,12 @@ def list_reply(
     feeds: Sequence[FeedConfig] = (),
 ) -> Reply:
     if not rules:
-        lines = [
+        empty = (
             f"{channel_label} has no subscriptions. "
             f'Add one with `{command} subscribe Nexperia "export controls"`.'
-        ]
-        return text_reply("\n".join(lines + feeds_lines(feeds)))
-    lines = [f"*Subscriptions of {channel_label}*"]
+        )
+        return build_reply([empty, *feeds_lines(feeds)])
+    lines: list[Line] = [f"*Subscriptions of {channel_label}*"]
     for rule in rules:
         terms = ", ".join(
             [f"`{escape_mrkdwn(t)}`" for t in rule.keywords]
@@ -443,7 +424,7 @@ def list_reply(
         lines.append(line)
     if pause_until is not None:
         lines.append(f"⏸ Paused until {slack_date(pause_until)}; `{command} resume` delivers what was held.")
-    return text_reply("\n".join(lines + feeds_lines(feeds)))
+    return build_reply([*lines, *feeds_lines(feeds)], text=str(lines[0]))
 
 
 def feed_origin(feed: FeedConfig) -> str:
@@ -452,17 +433,28 @@ def feed_origin(feed: FeedConfig) -> str:
     return f"rules.yaml line {feed.location.line}" if feed.location else "rules.yaml"
 
 
-def feeds_lines(feeds: Sequence[FeedConfig]) -> list[str]:
+def feeds_lines(feeds: Sequence[FeedConfig]) -> list[Line]:
     """Every feed the bot polls, and where it comes from (a feed added from Slack shows its host only:
     its URL may carry a token)."""
     if not feeds:
         return []
-    lines = ["*Feeds*"]
+    lines: list[Line] = ["*Feeds*"]
     for feed in feeds:
         if feed.added is not None:
-            title = escape_mrkdwn(trim(feed.added.title, 80)) or "(untitled)"
-            host = escape_mrkdwn(urlsplit(feed.url).hostname or "")
-            lines.append(f"• `{feed.id}` {title} · {host} · {feed_origin(feed)}")
+            # The title is the feed's own: literal, so its `*` or `_` format nothing.
+            title = trim(clean_text(feed.added.title), 80) or "(untitled)"
+            host = urlsplit(feed.url).hostname or ""
+            added = feed.added
+            lines.append(
+                (
+                    rich.text("• "),
+                    rich.text(feed.id, code=True),
+                    rich.text(f" {title} · {host} · added by "),
+                    rich.mention(f"<@{added.added_by}>"),
+                    rich.text(" "),
+                    rich.date(added.added_at),
+                )
+            )
         else:
             lines.append(f"• `{feed.id}` · {feed_origin(feed)}")
     return lines
@@ -538,7 +530,8 @@ def export_reply(
             f"Add the entries below to the `channels:` list in rules.yaml, then `{command} unsubscribe all` "
             "here:"
         )
-    return Reply(text=heading, blocks=(section(heading), *sections(snippet, code=True)))
+    lines: list[Line] = [heading, *(CodeLine(line) for line in snippet.split("\n"))]
+    return build_reply(lines, text=heading)
 
 
 def help_reply(command: str, unknown: str | None = None) -> Reply:
@@ -569,9 +562,10 @@ def oncall_reply(channel_label: str, alerts: Sequence[OpenAlert], now: datetime)
     waiting = [alert for alert in alerts if alert.open]
     if not waiting:
         return text_reply(f"No open alerts in {channel_label}: everything is acknowledged.")
-    lines = [f"*Open alerts in {channel_label}* ({len(waiting)}, oldest first)"]
+    heading = f"*Open alerts in {channel_label}* ({len(waiting)}, oldest first)"
+    lines: list[Line] = [heading]
     for alert in waiting:
-        title = mrkdwn_link(alert.item.link, alert.item.title or alert.item.link or "(untitled)")
+        title = trim(clean_text(alert.item.title) or alert.item.link or "(untitled)", 250)
         escalate = alert.policy.escalate
         if escalate is None:
             step = "no escalation"
@@ -579,10 +573,16 @@ def oncall_reply(channel_label: str, alerts: Sequence[OpenAlert], now: datetime)
             step = f"escalated {alert.escalations_sent} of {escalate.repeat}"
             upcoming = alert.next_escalation()
             if upcoming is not None:
-                step += f", next to {escape_mrkdwn(escalate.to)} in {describe_age(now, upcoming)}"
+                step += f", next to {escalate.to} in {describe_age(now, upcoming)}"
         marker = "🚨 " if alert.policy.high else ""
-        lines.append(f"• {marker}{title}\n   open {describe_age(alert.posted_at, now)} · {step}")
-    return text_reply("\n".join(lines))
+        lines.append(
+            (
+                rich.text(f"• {marker}"),
+                rich.link(alert.item.link, title),
+                rich.text(f"\n   open {describe_age(alert.posted_at, now)} · {step}"),
+            )
+        )
+    return build_reply(lines, text=heading)
 
 
 # -- feeds added from Slack ------------------------------------------------------------------------------
@@ -601,11 +601,16 @@ def one_line(reason: str, limit: int = 300) -> str:
 
 
 def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, command: str) -> Reply:
-    name = escape_mrkdwn(trim(title, 150)) or "(untitled)"
+    name = trim(clean_text(title), 150) or "(untitled)"
     count = f"{items} item{'s' if items != 1 else ''}"
-    lines = [
-        f"📡 Added feed `{feed.id}`: *{name}*, {count} now, polled every "
-        f"{duration_label(feed.interval_seconds)} from now on.",
+    lines: list[Line] = [
+        (
+            rich.text("📡 Added feed "),
+            rich.text(feed.id, code=True),
+            rich.text(": "),
+            rich.text(name, bold=True),  # the feed's own title: literal
+            rich.text(f", {count} now, polled every {duration_label(feed.interval_seconds)} from now on."),
+        )
     ]
     if backfill:
         newest = "newest match" if backfill == 1 else f"{backfill} newest matches"
@@ -622,15 +627,22 @@ def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, co
         f"Topics for every feed cover it already; `{command} subscribe <terms> feed:{feed.id}` watches "
         "only this one."
     )
-    return text_reply("\n".join(lines))
+    return build_reply(lines)
 
 
 def removed_feed_reply(feed: FeedConfig, dropped: Sequence[Subscription], command: str) -> Reply:
     assert feed.added is not None
-    title = escape_mrkdwn(trim(feed.added.title, 150))
-    lines = [
-        f"🗑 Removed feed `{feed.id}`{f' ({title})' if title else ''}, {feed_origin(feed)}: it is no longer "
-        "polled."
+    title = trim(clean_text(feed.added.title), 150)
+    lines: list[Line] = [
+        (
+            rich.text("🗑 Removed feed "),
+            rich.text(feed.id, code=True),
+            rich.text(f" ({title}), added by " if title else ", added by "),  # the feed's own title: literal
+            rich.mention(f"<@{feed.added.added_by}>"),
+            rich.text(" "),
+            rich.date(feed.added.added_at),
+            rich.text(": it is no longer polled."),
+        )
     ]
     if dropped:
         terms = ", ".join(
@@ -638,7 +650,7 @@ def removed_feed_reply(feed: FeedConfig, dropped: Sequence[Subscription], comman
         )
         lines.append(f"Removed with it, as they watched only this feed: {terms}. Topics for every feed stay.")
     lines.append(f"`{command} add-feed` brings it back, starting afresh (no flood).")
-    return text_reply("\n".join(lines))
+    return build_reply(lines)
 
 
 def channel_label_of(channel: str) -> str:

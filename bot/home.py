@@ -1,5 +1,6 @@
 """The App Home tab, pure: the bot's status, the user's channels with subscriptions, and the latest alerts,
-as a Block Kit `home` view."""
+as a Block Kit `home` view. Feed text (titles, a host's error) is shown literally: rich_text or inline code,
+never mrkdwn that a feed could format."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, slack_date, trim
+from bot import richtext as rich
+from bot.blocks import clean_text, escape_mrkdwn, slack_date, trim
 from bot.model import ChannelRule, Item
+from bot.notices import literal_mrkdwn
 from bot.store import ChannelProblem
 
 MAX_BLOCKS = 100  # Slack's limit for a view
@@ -50,7 +53,7 @@ def feed_line(feed: FeedStatus) -> str:
     if feed.gone_since:
         state = f"⚫ gone since {slack_date(feed.gone_since)} (its host answers 410 Gone): checked once a day"
     elif feed.consecutive_failures:
-        reason = escape_mrkdwn(trim(feed.last_error or "", 200))
+        reason = literal_mrkdwn(feed.last_error or "unknown error", 200)
         since = f" since {slack_date(feed.failing_since)}" if feed.failing_since else ""
         state = f"🔴 failing{since} ({feed.consecutive_failures} in a row): {reason}"
     elif feed.last_poll is None:
@@ -118,9 +121,9 @@ def home_view(
     blocks.append(_header("Latest alerts"))
     for alert in recent:
         title = trim(clean_text(alert.item.title) or alert.item.link or "(untitled)", 150)
-        blocks.append(
-            _section(f"{mrkdwn_link(alert.item.link, title)}\n<#{alert.channel}> · {slack_date(alert.at)}")
-        )
+        shown = [rich.link(alert.item.link, title), rich.text("\n")]
+        shown += [rich.mention(f"<#{alert.channel}>"), rich.text(" · "), rich.date(alert.at)]
+        blocks.append(rich.block(rich.section(shown)))
     if not recent:
         blocks.append(_section("No alerts yet."))
     return {"type": "home", "blocks": blocks[:MAX_BLOCKS]}

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from bot.blocks import escape_mrkdwn, slack_date
 from bot.commands import (
-    FALLBACK_LIMIT,
     SEARCH_LIMIT,
     SUBSCRIBE_PREVIEW,
     Command,
@@ -35,7 +34,7 @@ from bot.commands import (
     parse_pause,
     removed_feed_reply,
     search_archive,
-    sections,
+    subscribed_reply,
     text_reply,
 )
 from bot.errors import FeedError, FetchError, shown_failure
@@ -279,23 +278,7 @@ class CommandService:
             recent = newest_unique(e for e in self.store.archived() if evaluate(query, ItemText(e.item)))
         else:
             recent = search_archive(self.store.archived(), command.terms, feed=command.feed)
-        blocks: list[dict[str, object]] = sections("\n".join(lines))
-        if recent:
-            preview = items_reply(
-                "Recent items like these (not posted; for a taste of what to expect):",
-                recent[:SUBSCRIBE_PREVIEW],
-                self.feed_titles(),
-                empty="",
-            )
-            blocks.extend(preview.blocks)
-        else:
-            blocks.append(
-                {
-                    "type": "context",
-                    "elements": [{"type": "mrkdwn", "text": "Nothing like this in the archive yet."}],
-                }
-            )
-        return Reply(text="\n".join(lines)[:FALLBACK_LIMIT], blocks=tuple(blocks))
+        return subscribed_reply(lines, recent[:SUBSCRIBE_PREVIEW], self.feed_titles())
 
     def over_subscription_limits(self, wanted: Sequence[Subscription], call: Invocation) -> str | None:
         """The refusal naming the limit that adding `wanted` would pass, or None."""

@@ -16,6 +16,125 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+# -- what Slack checks in blocks (a subset: the shapes the bot sends) ------------------------------------
+
+RICH_ELEMENTS = {"text", "link", "date", "user", "usergroup", "broadcast", "channel", "emoji"}
+RICH_STYLES = {"bold", "italic", "strike", "code"}
+BLOCKS_TEXT_LIMIT = 12_000  # Slack answers msg_blocks_too_long beyond about this much text
+
+
+def _rich_problem(element: Any) -> str | None:
+    kind = element.get("type") if isinstance(element, dict) else None
+    if kind not in RICH_ELEMENTS:
+        return f"rich_text element type {kind!r}"
+    if not set(element.get("style", {})) <= RICH_STYLES:
+        return f"rich_text style {element.get('style')}"
+    if kind == "text" and not (isinstance(element.get("text"), str) and element["text"]):
+        return "rich_text text element without text"
+    if kind == "link" and not str(element.get("url", "")).startswith(("http://", "https://")):
+        return f"rich_text link url {element.get('url')!r}"
+    if kind == "date" and not (isinstance(element.get("timestamp"), int) and element.get("format")):
+        return "rich_text date without timestamp or format"
+    required = {"user": "user_id", "usergroup": "usergroup_id", "channel": "channel_id", "broadcast": "range"}
+    if kind in required and not element.get(required[kind]):
+        return f"rich_text {kind} without {required[kind]}"
+    return None
+
+
+def _text_problem(text: Any, limit: int = 3000) -> str | None:
+    if not isinstance(text, dict) or text.get("type") not in ("mrkdwn", "plain_text"):
+        return f"text object {text!r}"
+    if not isinstance(text.get("text"), str) or not text["text"] or len(text["text"]) > limit:
+        return "text empty or over its limit"
+    return None
+
+
+def block_chars(block: dict[str, Any]) -> int:
+    """Text a block holds, as Slack counts it towards msg_blocks_too_long."""
+    return len(visible_text([block]))
+
+
+def block_problem(blocks: Any, max_blocks: int = 50) -> str | None:
+    """Why Slack would answer invalid_blocks (or msg_blocks_too_long), or None."""
+    if not isinstance(blocks, list) or len(blocks) > max_blocks:
+        return f"blocks must be a list of at most {max_blocks}"
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "section":
+            problem = _text_problem(block.get("text"))
+            accessory = block.get("accessory")
+            if problem is None and accessory is not None:
+                url = str(accessory.get("image_url", ""))
+                if accessory.get("type") != "image" or not url.startswith("http") or len(url) > 3000:
+                    problem = f"accessory {accessory!r}"
+        elif kind == "context":
+            elements = block.get("elements") or []
+            problem = None if 1 <= len(elements) <= 10 else "context needs 1 to 10 elements"
+            for element in elements:
+                if element.get("type") != "image":
+                    problem = problem or _text_problem(element)
+        elif kind == "rich_text":
+            problem = None
+            for section in block.get("elements") or [None]:
+                if not isinstance(section, dict) or section.get("type") != "rich_text_section":
+                    return f"rich_text holds {section!r}"
+                if not section.get("elements"):
+                    return "empty rich_text_section"
+                for element in section["elements"]:
+                    problem = problem or _rich_problem(element)
+        elif kind == "header":
+            problem = _text_problem(block.get("text"), 150)
+        elif kind in ("actions", "divider"):
+            problem = None
+        else:
+            problem = f"block type {kind!r}"
+        if problem:
+            return problem
+    if sum(block_chars(block) for block in blocks) > BLOCKS_TEXT_LIMIT:
+        return "msg_blocks_too_long"
+    return None
+
+
+def _shown(element: dict[str, Any]) -> str:
+    """A rich_text element as mrkdwn would write it, so assertions read as what a reader sees."""
+    kind = element.get("type")
+    if kind == "text":
+        text = element["text"]
+        style = element.get("style", {})
+        if style.get("code"):
+            text = f"`{text}`"
+        return f"*{text}*" if style.get("bold") else text
+    if kind == "link":
+        label = f"<{element['url']}|{element.get('text', element['url'])}>"
+        return f"*{label}*" if element.get("style", {}).get("bold") else label
+    if kind == "date":
+        return f"<!date^{element['timestamp']}^{element['format']}|{element.get('fallback', '')}>"
+    if kind == "user":
+        return f"<@{element['user_id']}>"
+    if kind == "usergroup":
+        return f"<!subteam^{element['usergroup_id']}>"
+    if kind == "broadcast":
+        return f"<!{element['range']}>"
+    if kind == "channel":
+        return f"<#{element['channel_id']}>"
+    return ""
+
+
+def visible_text(blocks: list[dict[str, Any]]) -> str:
+    """The blocks' text, one block a line, rich_text written as the mrkdwn a reader would see."""
+    parts = []
+    for block in blocks:
+        if isinstance(block.get("text"), dict):
+            parts.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            if block.get("type") == "rich_text":
+                parts.append("".join(_shown(e) for e in element.get("elements", [])))
+            elif isinstance(element.get("text"), dict):  # a button's label
+                parts.append(element["text"]["text"])
+            elif isinstance(element.get("text"), str):
+                parts.append(element["text"])
+    return "\n".join(parts)
+
 
 @dataclass
 class Failure:
@@ -198,6 +317,8 @@ class SlackStandIn:
                     json.dumps({"ok": False, "error": failure.error or "fatal_error"}),
                 )
             if method.startswith("response/"):  # a slash command's response_url: no token, as in Slack
+                if "blocks" in params and block_problem(params["blocks"]) is not None:
+                    return 200, {}, json.dumps({"ok": False, "error": "invalid_blocks"})
                 self.state.responses.append(params)
                 return 200, {}, json.dumps({"ok": True})
             expected = self.state.app_token if method == "apps.connections.open" else self.state.token
@@ -273,6 +394,8 @@ class SlackStandIn:
 
     def _api_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         """Edits a recorded post in place, as Slack does; the post keeps its ts and metadata."""
+        if "blocks" in params and block_problem(params["blocks"]) is not None:
+            return {"ok": False, "error": "invalid_blocks"}
         for post in self.state.posts:
             if post["channel"] == params.get("channel") and post["ts"] == params.get("ts"):
                 post.update({k: v for k, v in params.items() if k in ("text", "blocks")}, edited=True)
@@ -283,6 +406,8 @@ class SlackStandIn:
         view = params.get("view")
         if isinstance(view, str):
             view = json.loads(view)
+        if block_problem(view.get("blocks", []), max_blocks=100) not in (None, "msg_blocks_too_long"):
+            return {"ok": False, "error": "invalid_arguments"}
         self.state.views.append({"user_id": params.get("user_id"), "view": view})
         return {"ok": True, "view": {"id": "V1"}}
 
@@ -342,6 +467,12 @@ class SlackStandIn:
             return {"ok": False, "error": "not_in_channel"}
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        problem = block_problem(params["blocks"]) if "blocks" in params else None
+        if problem is not None:
+            return {
+                "ok": False,
+                "error": "msg_blocks_too_long" if problem == "msg_blocks_too_long" else "invalid_blocks",
+            }
         ts = f"{self.clock():.6f}"
         if self.state.posts and float(ts) <= float(self.state.posts[-1]["ts"]):
             ts = f"{float(self.state.posts[-1]['ts']) + 0.000001:.6f}"  # ts are unique per channel

@@ -26,7 +26,7 @@ from bot.logs import LOG_FORMATS, configure_logging
 from bot.web import HttpServer, detail_routes
 from tests.conftest import REPO, Clock, rss_item, scmp_feed
 from tests.feed_host import FeedHost
-from tests.slack_standin import SlackStandIn
+from tests.slack_standin import SlackStandIn, visible_text
 
 NEXPERIA, HUAWEI, NVIDIA = "CNEXPERIA1", "CHUAWEI01", "CNVIDIA01"
 
@@ -144,16 +144,17 @@ def test_the_alert_message_is_block_kit_with_thumbnail_metadata_and_no_unfurl(wo
     world.run_once()
     post = world.slack.posts_to(NEXPERIA)[0]
 
-    section, context = post["blocks"]
-    assert section["text"]["text"].startswith(
+    article, section, context = post["blocks"]
+    assert visible_text([article]).startswith(
         "*<https://www.scmp.com/tech/tech-war/article/3354611/wingtech-sues"
     )
-    assert "utm_source" not in section["text"]["text"]
-    assert "*Nexperia*" in section["text"]["text"] or "*Wingtech*" in section["text"]["text"]
+    assert "utm_source" not in visible_text([article])
+    assert "*Nexperia*" in visible_text([article]) or "*Wingtech*" in visible_text([article])
     assert section["accessory"]["type"] == "image"
     assert section["accessory"]["image_url"].startswith("https://cdn.i-scmp.com/")
     assert "&amp;" not in section["accessory"]["image_url"]
-    assert "matched `Nexperia`, `Wingtech`" in context["elements"][0]["text"]
+    assert section["text"]["text"] == "matched `Nexperia`, `Wingtech`"
+    assert "South China Morning Post" in context["elements"][0]["text"]
     assert post["unfurl_links"] is False and post["unfurl_media"] is False
     assert post["metadata"]["event_type"] == "feed_alert"
     assert post["metadata"]["event_payload"]["feed_id"] == "scmp"

@@ -519,8 +519,7 @@ def test_ten_failures_in_a_row_post_one_notice_to_each_following_channel_and_one
         if poll == 10:
             assert posts == [
                 f"⚠️ Feed *bad* has failed 10 polls in a row since {failing_since:%Y-%m-%d %H:%M} UTC: "
-                "HTTP 503. No alerts come from it meanwhile; I will say so when it works "
-                "again."
+                "`HTTP 503`. No alerts come from it meanwhile; I will say so when it works again."
             ]
         else:
             assert posts == [], f"poll {poll}"

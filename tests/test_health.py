@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from bot.blocks import render_feed_notice
 from bot.health import (
     FAILING,
     HEALTHY,
@@ -22,6 +21,7 @@ from bot.health import (
     next_poll_delay,
 )
 from bot.home import FeedStatus, feed_line
+from bot.notices import render_feed_notice
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=2)
@@ -133,7 +133,7 @@ def status(**changes: object) -> FeedStatus:
         (
             status(consecutive_failures=3, failing_since=T0, last_error="HTTP 503 <b>"),
             "🔴 failing since <!date^1780304400^{date_short_pretty} {time}|2026-06-01 09:00 UTC> "
-            "(3 in a row): HTTP 503 &lt;b&gt;",
+            "(3 in a row): `HTTP 503 &lt;b&gt;`",
         ),
         (
             status(consecutive_failures=2, failing_since=T0, gone_since=T0, last_error="HTTP 410 Gone"),
@@ -211,7 +211,7 @@ def test_a_failure_before_the_recovery_notice_went_out_is_not_noticed_twice() ->
         (
             FeedHealth(10, T0, T1, "HTTP 503 <Service Unavailable>", notice=FAILING),
             "⚠️ Feed *scmp* has failed 10 polls in a row since 2026-06-01 09:00 UTC: "
-            "HTTP 503 &lt;Service Unavailable&gt;. No alerts come from it meanwhile; "
+            "`HTTP 503 &lt;Service Unavailable&gt;`. No alerts come from it meanwhile; "
             "I will say so when it works again.",
         ),
         (

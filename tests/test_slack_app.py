@@ -25,7 +25,7 @@ from bot.slackapp import WORKING, Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.fake_network import FakeInternet, FakeResolver
 from tests.feed_host import FeedHost, running_feed_host
-from tests.slack_standin import SlackStandIn
+from tests.slack_standin import SlackStandIn, visible_text
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHIPS, CHINA, OTHER = "C0CHIPS01", "C0CHINA01", "C0OTHER01"
@@ -141,14 +141,7 @@ def reply_text(body: dict) -> str:
     """What the user reads: the blocks' text (the fallback text when there are no blocks)."""
     if not body.get("blocks"):
         return body.get("text", "")
-    parts = []
-    for block in body.get("blocks", []):
-        if "text" in block:
-            parts.append(block["text"]["text"])
-        for element in block.get("elements", []):
-            text = element.get("text", "")
-            parts.append(text["text"] if isinstance(text, dict) else text)  # a button's label
-    return "\n".join(parts)
+    return visible_text(body["blocks"])
 
 
 def write_rules(folder: Path, feed_url: str, settings: str = "") -> Path:
@@ -499,7 +492,7 @@ def test_an_alert_matched_only_by_rules_yaml_has_no_mute_button(bot: Bot) -> Non
     bot.publish(rss_item("Nexperia wins", "https://www.scmp.com/n1"))
     bot.poll()
     [alert] = bot.slack.posts_to(CHIPS)
-    assert [b["type"] for b in alert["blocks"]] == ["section", "context"]
+    assert [b["type"] for b in alert["blocks"]] == ["rich_text", "context"]
 
 
 # -- personal watch in a DM -----------------------------------------------------------------------------
