@@ -68,8 +68,7 @@ def test_a_feeds_markup_reaches_alerts_replies_and_app_home_only_as_literal_text
     assert "<!channel>" not in alert["text"]  # the notification text neither pings nor links
 
     for command in ("search nexperia", "latest"):
-        body = bot.command(command, channel=CHIPS).json()
-        assert_feed_text_is_literal(body["blocks"])
+        assert_feed_text_is_literal(bot.answer(command, channel=CHIPS)["blocks"])
 
     bot.slack.state.members[ALICE] = {CHIPS}
     bot.event({"type": "app_home_opened", "user": ALICE, "channel": "D0SOMEDM1", "tab": "home"})

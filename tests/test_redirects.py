@@ -63,12 +63,12 @@ def test_a_rules_yaml_feed_redirecting_to_another_local_port_is_refused_and_noth
     assert internal_service.requests == []  # refused before connecting: nothing reached the service
     assert "Nothing found for INTERNAL-ONLY" in bot.say("search INTERNAL-ONLY")
     [notice] = bot.slack.posts_to(CHIPS)  # no alert; the notice that the feed fails (after 1 here)
-    assert ": refused: not a public address. No alerts come from it" in notice["text"]
+    assert ": `refused: not a public address`. No alerts come from it" in notice["text"]
     # Shown: the kind only. The address and port the feed host pointed at are for the log.
     port = internal_service.url("/").split(":")[2].rstrip("/")
     status = bot.app.status()["feeds"]["scmp"]
     assert status["last_error"] == "refused: not a public address"
-    assert "(1 in a row): refused: not a public address\n" in home_text(bot)
+    assert "(1 in a row): `refused: not a public address`\n" in home_text(bot)
     assert port not in str(bot.app.status()) and port not in notice["text"]
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("poll feed=scmp ")]
     assert "redirected off the feed's host: not a public address: 127.0.0.1 is a loopback address" in line
@@ -119,7 +119,7 @@ def test_what_is_shown_of_a_failing_feed_cannot_tell_a_closed_port_from_an_open_
             assert detail not in error and detail not in home.split("Latest alerts")[0]
     assert "not a feed: looks like HTML" in caplog.text and "ConnectError" in caplog.text
     [notice] = bot.slack.posts_to(CHIPS)  # at the first failure (after 1 here), and only then
-    assert " UTC: network error. No alerts come from it meanwhile" in notice["text"]
+    assert " UTC: `network error`. No alerts come from it meanwhile" in notice["text"]
 
 
 def test_a_redirect_off_the_feeds_host_resolves_once_and_connects_only_to_the_address_it_checked(

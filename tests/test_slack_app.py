@@ -77,17 +77,21 @@ class Bot:
         body = urlencode(form).encode()
         return self.post(body, "application/x-www-form-urlencoded", headers)
 
-    def say(self, text: str, **where) -> str:
-        """The reply's text, blocks included (what the user reads): in the acknowledgement, or for slow
-        work, what follows "Working on it…" through the command's response_url."""
+    def answer(self, text: str, **where) -> dict:
+        """The reply's payload: the acknowledgement, or for slow work, what follows "Working on it…"
+        through the command's response_url."""
         name = f"r{next(self._answers)}"
         response = self.command(text, response_url=name, **where)
         assert response.status_code == 200, response.text
         if response.json().get("text") != WORKING:
-            return reply_text(response.json())
+            return response.json()
         wait_for(lambda: self.slack.calls(f"response/{name}"), timeout=30)
         [late] = self.slack.calls(f"response/{name}")
-        return reply_text(late)
+        return late
+
+    def say(self, text: str, **where) -> str:
+        """The reply's text, blocks included (what the user reads)."""
+        return reply_text(self.answer(text, **where))
 
     def press(self, message: dict, *, user: str = ALICE) -> httpx.Response:
         return self.press_button(message, "mute_topic", user=user)
