@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,41 @@ def test_a_signing_secret_without_a_bot_token_says_the_slack_app_is_off(
     code, _ = run_cli(["run", "--once"], environ)
     assert code == 0
     assert "SLACK_BOT_TOKEN is not: the Slack app is off" in capsys.readouterr().err
+
+
+def test_every_state_file_beside_bot_db_is_readable_by_its_owner_only(tmp_path: Path, slack) -> None:
+    """Journals, outbox, archive and lock hold feed URLs with tokens and people's watch terms. Two runs of
+    the real process under a permissive umask (the second appends to the journals and takes the lock
+    again), and a file an earlier version left 0644 is tightened."""
+    for channel, name in (("C0CHIPS01", "chip-supply-chain"), ("C0CHINA01", "china-tech")):
+        slack.add_channel(channel, name)
+    slack.add_channel("C0AIHW001", "ai-hardware")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "BOT_RULES": str(DEMO_RULES),
+        "BOT_DB": str(folder / "state.json"),
+    }
+
+    def run_once() -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--once"],
+            env=environ,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert done.returncode == 0, done.stderr
+
+    run_once()
+    (folder / "state.journal.jsonl").chmod(0o644)  # as the version before this one made it
+    run_once()
+    names = {path.name for path in folder.iterdir()}
+    assert {"state.json", "state.journal.jsonl", "state.outbox.json", "state.archive.json"} <= names
+    assert {"state.archive.journal.jsonl", "state.json.lock"} <= names
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in folder.iterdir()}
+    assert modes == dict.fromkeys(names, oct(0o600))
