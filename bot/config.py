@@ -33,6 +33,7 @@ from bot.model import (
 )
 from bot.query import QuerySyntaxError, parse_query
 from bot.rules import compile_keyword
+from bot.yaml_bounds import compose_bounded
 
 # ---------------------------------------------------------------------------------------------------------
 # Durations
@@ -166,8 +167,9 @@ def load_rules(path: str | Path) -> RuleSet:
 def _compose(text: str, label: str) -> Node | None:
     """The YAML node tree, which unlike loaded values remembers the line of every value."""
     try:
-        # Composing never constructs Python objects, so no tag in the file can run code.
-        node: Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        # Composing never constructs Python objects, so no tag in the file can run code; aliases are
+        # bounded there, before anything walks them.
+        node: Node | None = compose_bounded(text, label)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"

@@ -209,3 +209,47 @@ def test_every_state_file_beside_bot_db_is_readable_by_its_owner_only(tmp_path: 
     assert {"state.archive.journal.jsonl", "state.json.lock"} <= names
     modes = {path.name: oct(path.stat().st_mode & 0o777) for path in folder.iterdir()}
     assert modes == dict.fromkeys(names, oct(0o600))
+
+
+def test_check_refuses_a_rules_file_whose_aliases_multiply_with_one_line(tmp_path: Path) -> None:
+    """A billion-laughs-style rules.yaml, scaled down: one keyword list written once, walked again by each
+    of 200 aliased channel entries. Each walk reports the list's one bad keyword, so the lines printed
+    count the walks: the file is refused at the alias that crosses the bound, with one line, before any
+    walk."""
+    words = ", ".join(f"w{n:03}" for n in range(300))
+    entries = "\n".join("  - *entry" for _ in range(200))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n"
+        "channels:\n"
+        f"  - &entry\n    channel: C0CHIPS01\n    keywords: [{words}, 'ch*ip']\n"
+        f"{entries}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "check"],
+        env={"PATH": "/usr/bin:/bin", "BOT_RULES": str(rules)},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    problems = (out + err).strip().splitlines()
+    # Each entry stands for 306 values: the 33rd alias (line 8 + 32) is the one over 10,000.
+    assert problems == [
+        f"{rules}:40: alias *entry takes the file over 10,000 values repeated through YAML aliases; write "
+        "the values out, or nest fewer aliases"
+    ]
+
+
+def test_check_accepts_a_keyword_list_reused_through_an_alias(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n"
+        "channels:\n"
+        "  - channel: C0CHIPS01\n    keywords: &chips [Nexperia, TSMC, chip*]\n"
+        "  - channel: C0CHINA01\n    keywords: *chips\n"
+    )
+    code, out = run_cli(["check"], {"BOT_RULES": str(rules)})
+    assert code == 0, out
