@@ -5,6 +5,7 @@ polls on a loopback feed host, and time is a test clock."""
 from __future__ import annotations
 
 import hashlib
+import html
 import hmac
 import json
 import threading
@@ -20,6 +21,7 @@ import yaml
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
 from bot.fetch import GuardedFetcher
+from bot.model import AddedFeed
 from bot.slackapp import Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.fake_network import FakeInternet, FakeResolver
@@ -778,3 +780,76 @@ def test_allow_private_feeds_lets_a_feed_on_this_host_be_added(tmp_path, feed_ho
         bot.poll()
         assert len(feed_host.requests_for("/local")) == 2  # the trial, then its first poll
         assert "metadata" in bot.say("add-feed http://169.254.169.254/ id:meta")  # never, even so
+
+
+def test_concurrent_add_feeds_never_pass_the_cap_of_100(admin_bot: Bot, news_host: FeedHost) -> None:
+    """98 feeds, then 8 add-feeds at once, each fetch held open until all that reached the host are in:
+    two slots are left, so two are fetched and added, six refused without a fetch."""
+    bot = admin_bot
+    for n in range(98):
+        bot.app.store.add_feed(AddedFeed(f"f{n}", f"http://news.example/f{n}", ADMIN, bot.clock()))
+    bot.app.refresh_rules()
+    for n in range(8):
+        news_host.serve(f"/new{n}", scmp_feed(drop_newest=3))
+    gate, arrived = threading.Event(), []
+    answer = news_host.respond
+
+    def held(path: str, headers: dict[str, str]):
+        arrived.append(path)
+        gate.wait(timeout=30)
+        return answer(path, headers)
+
+    news_host.respond = held  # type: ignore[method-assign]
+    bot.serving.interface.budget = 0.05  # the two fetches held open answer through response_url
+    replies: list[str] = []
+
+    def add(n: int) -> None:
+        replies.append(bot.say(f"add-feed http://news.example/new{n} id:new{n}", user=ADMIN))
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    refusals = lambda: [r for r in replies if "There are already 100 feeds added from Slack" in r]  # noqa: E731
+    # Every add-feed has been refused or is fetching (its request held at the host); or more than the two
+    # free slots are fetching at once, which is the race itself.
+    wait_for(lambda: len(arrived) > 2 or len(refusals()) + len(arrived) == 8)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    late = lambda: [r for r in replies if r == "Working on it…"]  # noqa: E731
+    wait_for(lambda: len(replies) == 8 and len(bot.slack.responses) == len(late()))
+    answers = [r for r in replies if r not in late()] + [reply_text(r) for r in bot.slack.responses]
+    assert len(bot.app.store.added_feeds()) == 100
+    assert len(refusals()) == 6
+    assert len([text for text in answers if text.startswith("📡 Added feed")]) == 2
+
+
+def test_export_shows_a_feeds_token_only_to_an_admin_and_to_whoever_added_it(
+    tmp_path, feed_host, slack, clock, network: Network, news_host: FeedHost
+) -> None:
+    news_host.serve("/hn?token=s3cret&points=100", scmp_feed(drop_newest=3))
+    url = "http://news.example/hn?token=s3cret&points=100"
+    redacted = "http://news.example/hn?token=REDACTED&points=REDACTED"
+    settings = f"  admins: [{ADMIN}]\n"
+    for bot in start_bot(tmp_path, feed_host, slack, clock, settings, guarded_fetcher=network.fetcher):
+        assert bot.say(f"add-feed {url} id:hn", user=ADMIN).startswith("📡 Added feed `hn`")
+        reply = html.unescape(bot.say("export", channel=CHINA, user=BOB))  # as Slack shows it
+        assert yaml.safe_load(reply.split("```")[1])["feeds"] == [{"id": "hn", "url": redacted}]
+        assert "s3cret" not in reply
+        assert "Parts of the URL of `hn` are shown as REDACTED" in reply
+        whole = html.unescape(bot.say("export", channel=CHINA, user=ADMIN))
+        assert yaml.safe_load(whole.split("```")[1])["feeds"] == [{"id": "hn", "url": url}]
+
+
+def test_without_admins_only_whoever_added_a_feed_sees_its_token_in_export(
+    tmp_path, feed_host, slack, clock, network: Network, news_host: FeedHost
+) -> None:
+    news_host.serve("/hn?token=s3cret", scmp_feed(drop_newest=3))
+    url = "http://news.example/hn?token=s3cret"
+    for bot in start_bot(tmp_path, feed_host, slack, clock, guarded_fetcher=network.fetcher):
+        assert bot.say(f"add-feed {url} id:hn", user=ALICE).startswith("📡 Added feed `hn`")
+        shown = {
+            user: yaml.safe_load(bot.say("export", user=user).split("```")[1])["feeds"][0]["url"]
+            for user in (ALICE, BOB)
+        }
+        assert shown == {ALICE: url, BOB: "http://news.example/hn?token=REDACTED"}
