@@ -5,8 +5,8 @@ polls on a loopback feed host, and time is a test clock."""
 from __future__ import annotations
 
 import hashlib
-import html
 import hmac
+import html
 import json
 import threading
 import time
