@@ -102,7 +102,8 @@ _SETTINGS_KEYS = (
     "feed_failure_notice_after",
 )
 MAX_POLL_CONCURRENCY = 64
-_FEED_KEYS = ("id", "url", "interval")
+_FEED_KEYS = ("id", "url", "interval", "visibility")
+_VISIBILITIES = ("public", "channels")  # bot.privacy
 _CHANNEL_KEYS = (
     "channel",
     "feeds",
@@ -490,11 +491,26 @@ class _RulesReader:
         interval: int | None = settings.interval_seconds
         if "interval" in fields:
             interval = self.duration(fields["interval"], f"{path}.interval")
-        if feed_id is None or url is None or interval is None:
+        visibility: str | None = "channels"
+        if "visibility" in fields:
+            visibility = self.choice(fields["visibility"], f"{path}.visibility", _VISIBILITIES)
+        if feed_id is None or url is None or interval is None or visibility is None:
             return None
         return FeedConfig(
-            id=feed_id, url=url, interval_seconds=interval, location=Location(self.file, _line(entry))
+            id=feed_id,
+            url=url,
+            interval_seconds=interval,
+            location=Location(self.file, _line(entry)),
+            visibility=visibility,
         )
+
+    def choice(self, node: Node, path: str, allowed: Sequence[str]) -> str | None:
+        expected = " or ".join(allowed)
+        text = self.string(node, path, expected)
+        if text is not None and text not in allowed:
+            self.problem(node, path, f"'{text}' is not one of: {expected}")
+            return None
+        return text
 
     def feed_id(self, fields: Mapping[str, Node], entry: Node, path: str) -> str | None:
         id_path = f"{path}.id"

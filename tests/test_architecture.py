@@ -25,6 +25,7 @@ PURE = [
     "recovery",
     "addresses",
     "health",
+    "privacy",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
@@ -36,7 +37,15 @@ ADAPTER_LIBRARIES = {
     "urllib3",
     "socket",
 }
-ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli", "bot.slackapp"}
+ADAPTER_MODULES = {
+    "bot.fetch",
+    "bot.slack",
+    "bot.storage",
+    "bot.app",
+    "bot.cli",
+    "bot.slackapp",
+    "bot.membership",
+}
 
 
 def imported_modules(path: Path) -> set[str]:

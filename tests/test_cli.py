@@ -253,3 +253,21 @@ def test_check_accepts_a_keyword_list_reused_through_an_alias(tmp_path: Path) ->
     )
     code, out = run_cli(["check"], {"BOT_RULES": str(rules)})
     assert code == 0, out
+
+
+def test_check_names_the_line_of_a_feed_visibility_it_does_not_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n    visibility: secret\n"
+        "  - id: deals\n    url: https://example.com/deals\n    visibility: [public]\n"
+        "  - id: news\n    url: https://example.com/news\n    visibility: public\n"
+        "channels:\n  - channel: C0CHIPS01\n    keywords: [Nexperia]\n"
+    )
+    code = main(["check"], environ={"BOT_RULES": str(rules)})
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{rules}:4: feeds[0].visibility: 'secret' is not one of: public or channels",
+        f"{rules}:7: feeds[1].visibility: expected public or channels, got a list",
+    ]

@@ -853,3 +853,79 @@ def test_without_admins_only_whoever_added_a_feed_sees_its_token_in_export(
             for user in (ALICE, BOB)
         }
         assert shown == {ALICE: url, BOB: "http://news.example/hn?token=REDACTED"}
+
+
+# -- what belongs to private channels -------------------------------------------------------------------
+
+SECRET_CHANNEL = "C0SECRET1"  # a private channel the bot was invited to; Bob is in it, Alice is not
+FALCON = rss_item(
+    "Project Falcon: the board weighs a merger",
+    "https://intranet.example/falcon-1",
+    published="Mon, 01 Jun 2026 08:10:00 +0000",
+)
+FALCON_NEXT = rss_item(
+    "Project Falcon: the merger is signed",
+    "https://intranet.example/falcon-2",
+    published="Mon, 01 Jun 2026 08:50:00 +0000",
+)
+
+
+@pytest.fixture
+def private_feed_bot(bot: Bot, tmp_path: Path) -> Bot:
+    """rules.yaml gains a feed that only the private channel follows (visibility: channels, the default)."""
+    bot.slack.add_channel(SECRET_CHANNEL, "deals", private=True, member=True)
+    bot.slack.state.members.update({ALICE: {CHINA}, BOB: {SECRET_CHANNEL, CHINA}})
+    falcon_url = bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON,)))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "settings:\n  backfill: 0\n"
+        f"feeds:\n  - id: scmp\n    url: {bot.feed_host.url('/feed')}\n"
+        f"  - id: deals\n    url: {falcon_url}\n"
+        f"channels:\n  - channel: {CHIPS}\n    feeds: [scmp]\n    keywords: [Nexperia]\n"
+        f"  - channel: {SECRET_CHANNEL}\n    feeds: [deals]\n    keywords: [Falcon]\n"
+    )
+    assert bot.app.reload_rules_if_changed()
+    bot.poll()  # deals' first poll: its item is archived, nothing posted
+    return bot
+
+
+def test_a_feed_only_a_private_channel_follows_is_searchable_by_its_members_only(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    assert bot.say("search falcon", user=ALICE) == (
+        "Nothing found for falcon among the items seen in the last 30 days."
+    )
+    assert "There is no feed `deals`. Feeds: `scmp`." in bot.say("search falcon feed:deals", user=ALICE)
+    assert "Project Falcon: the board weighs a merger" in bot.say("search falcon", user=BOB)
+    assert "Project Falcon" in bot.say("search falcon feed:deals", user=BOB)
+    assert "Nexperia" in bot.say("search nexperia", user=ALICE)  # a public channel's feed: everyone
+
+    # latest, and the preview of a subscription, read the same archive.
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)
+    assert "Project Falcon" not in bot.say("latest", channel="D0ALICE01", user=ALICE)
+    preview = bot.say("subscribe merger", channel="D0ALICE01", user=ALICE)
+    assert "Project Falcon" not in preview and "Nothing like this in the archive yet." in preview
+    assert "Project Falcon" in bot.say("subscribe Falcon", channel="D0BOB0001", user=BOB)
+
+
+def test_a_personal_watch_gets_nothing_from_a_feed_its_owner_may_not_read(private_feed_bot: Bot) -> None:
+    bot = private_feed_bot
+    refusal = bot.say("subscribe Falcon feed:deals", channel="D0ALICE01", user=ALICE)
+    assert refusal.startswith("There is no feed `deals`. Feeds: `scmp`.")
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)  # every feed she may read
+    bot.say("subscribe Falcon feed:deals", channel="D0BOB0001", user=BOB)
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(bot.slack.state.dms[ALICE]) == []
+    [bobs] = bot.slack.posts_to(bot.slack.state.dms[BOB])
+    assert bobs["text"].startswith("Project Falcon: the merger is signed")
+    assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1  # the channel itself, as ever
+
+
+def test_a_feed_marked_public_is_readable_by_everyone(private_feed_bot: Bot, tmp_path: Path) -> None:
+    bot = private_feed_bot
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules.read_text().replace("  - id: deals\n", "  - id: deals\n    visibility: public\n"))
+    assert bot.app.reload_rules_if_changed()
+    assert "Project Falcon" in bot.say("search falcon", user=ALICE)
