@@ -33,7 +33,7 @@ from bot.health import (
     next_poll_delay,
 )
 from bot.home import FeedStatus
-from bot.membership import MEMBERSHIP_TTL_SECONDS, ChannelDirectory
+from bot.membership import ChannelDirectory
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
 from bot.oncall import (
@@ -211,7 +211,7 @@ class App:
     _next_poll: dict[str, datetime] = field(default_factory=dict, repr=False)
     # Slack's word on channel privacy and membership, for who may read which feed (bot.privacy).
     directory: ChannelDirectory | None = None
-    _merged_at: float = field(default_factory=time.monotonic, repr=False)
+    _merged_at: float = field(default=0.0, repr=False)  # by the directory's clock
 
     def __post_init__(self) -> None:
         self.pipeline.observer = self.metrics
@@ -232,7 +232,7 @@ class App:
         """Applies the current file rules, and the feeds and subscriptions added from Slack, to the next
         poll."""
         with self._rules_lock:
-            self._merged_at = time.monotonic()
+            self._merged_at = self.directory.clock() if self.directory is not None else 0.0
             readable = self.directory.visible_feeds if self.directory is not None else None
             self.pipeline.set_rules(
                 merge_rules(self.file_rules, self.store.subscriptions(), self.store.added_feeds(), readable)
@@ -244,7 +244,7 @@ class App:
 
     def refresh_personal_watches_if_due(self) -> None:
         """Personal watches follow their owners' channel memberships, as Slack tells them now and then."""
-        if self.directory is not None and time.monotonic() - self._merged_at >= MEMBERSHIP_TTL_SECONDS:
+        if self.directory is not None and self.directory.clock() - self._merged_at >= self.directory.ttl:
             self.refresh_rules()
 
     def feeds_changed(self) -> None:
@@ -812,6 +812,7 @@ def build_app(
         started=now(),
         owned_fetchers=tuple(owned),
         directory=directory,
+        _merged_at=directory.clock() if directory is not None else 0.0,
     )
 
 

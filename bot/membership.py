@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from bot.errors import DeliveryError
 from bot.model import RuleSet
-from bot.privacy import channels_to_ask_about, visible_feeds
+from bot.privacy import followers, visible_feeds
 from bot.slack import SlackClient
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,10 @@ class ChannelDirectory:
         size: int = MAX_CACHED,
     ) -> None:
         self.client = client
+        self.clock, self.ttl = clock, ttl
+        # Followers of each feed under the last rules asked about: merging asks once per watch owner.
+        self._following: tuple[RuleSet, dict[str, frozenset[str]]] | None = None
+        self._following_lock = threading.Lock()
         self._public: _Cache[bool] = _Cache(ttl, size, clock)
         self._members: _Cache[frozenset[str]] = _Cache(ttl, size, clock)
 
@@ -104,5 +108,12 @@ class ChannelDirectory:
 
     def visible_feeds(self, rules: RuleSet, user: str) -> frozenset[str]:
         """The feeds `user` may read under `rules` (bot.privacy.visible_feeds, with Slack's answers)."""
-        public = frozenset(c for c in channels_to_ask_about(rules) if self.is_public(c))
-        return visible_feeds(rules, user, public_channels=public, member_of=self.channels_of(user))
+        with self._following_lock:
+            if self._following is None or self._following[0] is not rules:
+                self._following = (rules, followers(rules))
+            following = self._following[1]
+        member_of = self.channels_of(user)
+        # Privacy matters only for the followers of feeds that membership does not already open.
+        unsettled = {c for chans in following.values() if not chans & member_of for c in chans}
+        public = frozenset(channel for channel in unsettled if self.is_public(channel))
+        return visible_feeds(rules, user, following, public_channels=public, member_of=member_of)

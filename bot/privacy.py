@@ -49,40 +49,47 @@ def is_direct(channel: str) -> bool:
     return channel.startswith("D")
 
 
-def followers(rules: RuleSet, feed_id: str) -> frozenset[str]:
-    """Channels that follow a feed: those with an entry of rules.yaml, or a subscription added from Slack,
-    that applies to it. A personal watch follows nothing: a DM is not a channel others can join. A Slack
-    subscription counts only when it names the feed (`feed:<id>`): one for every feed would otherwise open
-    every feed to anyone able to subscribe in a public channel."""
-    return frozenset(
-        rule.channel
-        for rule in rules.channels
-        if not is_direct(rule.channel)
-        and rule.applies_to(feed_id)
-        and (rule.subscription is None or rule.feeds is not None)
-    )
+def followers(rules: RuleSet) -> dict[str, frozenset[str]]:
+    """Each `channels` feed's followers: channels with an entry of rules.yaml, or a subscription added
+    from Slack, that applies to it (one pass over the rules). A personal watch follows nothing: a DM is
+    not a channel others can join. A Slack subscription counts only when it names the feed
+    (`feed:<id>`): one for every feed would otherwise open every feed to anyone able to subscribe in a
+    public channel."""
+    every: set[str] = set()
+    named: dict[str, set[str]] = {}
+    for rule in rules.channels:
+        if is_direct(rule.channel) or (rule.subscription is not None and rule.feeds is None):
+            continue
+        if rule.feeds is None:
+            every.add(rule.channel)
+        else:
+            for feed_id in rule.feeds:
+                named.setdefault(feed_id, set()).add(rule.channel)
+    return {
+        feed.id: frozenset(every | named.get(feed.id, set()))
+        for feed in rules.feeds
+        if feed.visibility != PUBLIC
+    }
 
 
 def visible_feeds(
-    rules: RuleSet, user: str, *, public_channels: frozenset[str], member_of: frozenset[str]
+    rules: RuleSet,
+    user: str,
+    following: dict[str, frozenset[str]],
+    *,
+    public_channels: frozenset[str],
+    member_of: frozenset[str],
 ) -> frozenset[str]:
     """The feeds `user` may read: `visibility: public` ones, those a public channel follows (anyone may
     join it), those a channel they are a member of follows, and one they added from Slack themselves (so
-    they can subscribe a channel to it)."""
+    they can subscribe a channel to it). `following` is followers(rules)."""
     reachable = public_channels | member_of
     return frozenset(
         feed.id
         for feed in rules.feeds
-        if feed.visibility == PUBLIC
+        if feed.id not in following
         or (feed.added is not None and feed.added.added_by == user)
-        or followers(rules, feed.id) & reachable
-    )
-
-
-def channels_to_ask_about(rules: RuleSet) -> frozenset[str]:
-    """The channels whose privacy decides some feed's visibility (all the followers)."""
-    return frozenset(
-        channel for feed in rules.feeds if feed.visibility != PUBLIC for channel in followers(rules, feed.id)
+        or following[feed.id] & reachable
     )
 
 

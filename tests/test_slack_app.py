@@ -21,6 +21,7 @@ import yaml
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
 from bot.fetch import GuardedFetcher
+from bot.membership import ChannelDirectory
 from bot.model import AddedFeed
 from bot.slackapp import Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
@@ -929,3 +930,39 @@ def test_a_feed_marked_public_is_readable_by_everyone(private_feed_bot: Bot, tmp
     rules.write_text(rules.read_text().replace("  - id: deals\n", "  - id: deals\n    visibility: public\n"))
     assert bot.app.reload_rules_if_changed()
     assert "Project Falcon" in bot.say("search falcon", user=ALICE)
+
+
+def test_a_personal_watch_follows_its_owner_joining_and_leaving_the_private_channel(
+    private_feed_bot: Bot,
+) -> None:
+    """Slack's answers are kept 5 minutes; under `run` the watches are re-merged as often."""
+    bot = private_feed_bot
+    assert bot.app.client is not None
+    minutes = [0.0]
+    bot.app.directory = ChannelDirectory(bot.app.client, clock=lambda: minutes[0] * 60)
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)
+    alices_dm = bot.slack.state.dms[ALICE]
+
+    bot.slack.state.members[ALICE] = {CHINA, SECRET_CHANNEL}  # she joins
+    minutes[0] = 4
+    bot.app.refresh_personal_watches_if_due()  # not yet: Slack's last answer still holds
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(alices_dm) == []
+
+    minutes[0] = 5
+    bot.app.refresh_personal_watches_if_due()
+    third = rss_item("Project Falcon: regulators approve", "https://intranet.example/falcon-3")
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(third, FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert [p["text"].split(" https")[0] for p in bot.slack.posts_to(alices_dm)] == [
+        "Project Falcon: regulators approve"
+    ]
+
+    bot.slack.state.members[ALICE] = {CHINA}  # and leaves
+    minutes[0] = 10
+    bot.app.refresh_personal_watches_if_due()
+    fourth = rss_item("Project Falcon: the deal closes", "https://intranet.example/falcon-4")
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(fourth, third, FALCON_NEXT)))
+    bot.poll()
+    assert len(bot.slack.posts_to(alices_dm)) == 1
