@@ -233,9 +233,10 @@ class App:
         poll."""
         with self._rules_lock:
             self._merged_at = self.directory.clock() if self.directory is not None else 0.0
-            readable = self.directory.visible_feeds if self.directory is not None else None
             self.pipeline.set_rules(
-                merge_rules(self.file_rules, self.store.subscriptions(), self.store.added_feeds(), readable)
+                merge_rules(
+                    self.file_rules, self.store.subscriptions(), self.store.added_feeds(), self.directory
+                )
             )
 
     def visible_feeds(self, user: str) -> frozenset[str] | None:
@@ -792,7 +793,7 @@ def build_app(
             rules,
             store.subscriptions(),
             store.added_feeds(),
-            directory.visible_feeds if directory is not None else None,
+            directory,
         ),
         store=store,
         fetcher=fetcher,

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 from bot.errors import DeliveryError
 from bot.model import RuleSet
-from bot.privacy import followers, visible_feeds
+from bot.privacy import feeds_for_channel, followers, visible_feeds
 from bot.slack import SlackClient
 
 log = logging.getLogger(__name__)
@@ -106,14 +106,25 @@ class ChannelDirectory:
         self._members.put(user, channels)
         return channels
 
-    def visible_feeds(self, rules: RuleSet, user: str) -> frozenset[str]:
-        """The feeds `user` may read under `rules` (bot.privacy.visible_feeds, with Slack's answers)."""
+    def following(self, rules: RuleSet) -> dict[str, frozenset[str]]:
+        """followers(rules), kept for the last rules asked about: a merge asks once per owner and channel."""
         with self._following_lock:
             if self._following is None or self._following[0] is not rules:
                 self._following = (rules, followers(rules))
-            following = self._following[1]
+            return self._following[1]
+
+    def visible_feeds(self, rules: RuleSet, user: str) -> frozenset[str]:
+        """The feeds `user` may read under `rules` (bot.privacy.visible_feeds, with Slack's answers)."""
+        following = self.following(rules)
         member_of = self.channels_of(user)
         # Privacy matters only for the followers of feeds that membership does not already open.
         unsettled = {c for chans in following.values() if not chans & member_of for c in chans}
         public = frozenset(channel for channel in unsettled if self.is_public(channel))
         return visible_feeds(rules, user, following, public_channels=public, member_of=member_of)
+
+    def channel_feeds(self, rules: RuleSet, channel: str) -> frozenset[str]:
+        """The feeds a subscription for every feed in `channel` may carry (bot.privacy.feeds_for_channel)."""
+        following = self.following(rules)
+        unsettled = {c for chans in following.values() if channel not in chans for c in chans}
+        public = frozenset(c for c in unsettled if self.is_public(c))
+        return feeds_for_channel(rules, channel, following, public_channels=public)

@@ -5,8 +5,9 @@ says about channels, handed in as values: no Slack client, no store here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from bot.model import AddedFeed, RuleSet
@@ -93,21 +94,49 @@ def visible_feeds(
     )
 
 
-def narrow_personal_watches(rules: RuleSet, readable: Callable[[str], frozenset[str]]) -> RuleSet:
-    """Each personal watch (a subscription added in a DM) limited to the feeds its owner may read, so
-    that a watch on every feed, or on `feed:<id>`, never delivers a private channel's feed to someone
-    outside it. `readable(user)` is asked once per owner."""
+def feeds_for_channel(
+    rules: RuleSet, channel: str, following: dict[str, frozenset[str]], *, public_channels: frozenset[str]
+) -> frozenset[str]:
+    """The feeds a channel's subscription for every feed may carry: those anyone may read (public, or
+    followed by a public channel) and those the channel follows itself. Else `subscribe x` in a public
+    channel would post a private channel's feed there. `following` is followers(rules)."""
+    return frozenset(
+        feed.id
+        for feed in rules.feeds
+        if feed.id not in following or channel in following[feed.id] or following[feed.id] & public_channels
+    )
+
+
+class Readers(Protocol):
+    """Who may read which feed, with Slack's answers (bot.membership.ChannelDirectory)."""
+
+    def visible_feeds(self, rules: RuleSet, user: str) -> frozenset[str]: ...
+
+    def channel_feeds(self, rules: RuleSet, channel: str) -> frozenset[str]: ...
+
+
+def narrow_subscriptions(rules: RuleSet, readers: Readers) -> RuleSet:
+    """Subscriptions added from Slack limited to the feeds they may carry: a personal watch (in a DM), on
+    every feed or on `feed:<id>`, to the feeds its owner may read; a channel's subscription for every feed
+    to feeds_for_channel. Slack is asked once per owner and per channel; rules.yaml entries stay as the
+    operator wrote them."""
     every_feed = tuple(feed.id for feed in rules.feeds)
-    allowed_for: dict[str, frozenset[str]] = {}
+    allowed: dict[str, frozenset[str]] = {}
     channels = []
     for rule in rules.channels:
-        owner = rule.subscription.added_by if rule.subscription is not None else None
-        if owner is None or not is_direct(rule.channel):
+        sub = rule.subscription
+        if sub is not None and is_direct(rule.channel):
+            key = sub.added_by
+            if key not in allowed:
+                allowed[key] = readers.visible_feeds(rules, key)
+        elif sub is not None and rule.feeds is None:
+            key = rule.channel
+            if key not in allowed:
+                allowed[key] = readers.channel_feeds(rules, key)
+        else:
             channels.append(rule)
             continue
-        if owner not in allowed_for:
-            allowed_for[owner] = readable(owner)
         wanted = every_feed if rule.feeds is None else rule.feeds
-        kept = tuple(feed for feed in wanted if feed in allowed_for[owner])
+        kept = tuple(feed for feed in wanted if feed in allowed[key])
         channels.append(rule if kept == wanted else replace(rule, feeds=kept))
     return replace(rules, channels=tuple(channels))

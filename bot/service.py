@@ -42,7 +42,7 @@ from bot.commands import (
 )
 from bot.errors import FeedError, FetchError
 from bot.model import AddedFeed, ChannelRule, FeedConfig, ParsedFeed, RuleSet, Subscription
-from bot.privacy import REDACTED, exported_feeds, narrow_personal_watches
+from bot.privacy import REDACTED, Readers, exported_feeds, narrow_subscriptions
 from bot.query import ItemText, evaluate, parse_query
 from bot.rules import compile_keyword
 from bot.store import ArchivedItem, Store
@@ -62,12 +62,13 @@ def merge_rules(
     file_rules: RuleSet,
     subscriptions: Sequence[Subscription],
     added_feeds: Sequence[AddedFeed] = (),
-    readable: Callable[[RuleSet, str], frozenset[str]] | None = None,
+    readers: Readers | None = None,
 ) -> RuleSet:
     """The rules the pipeline runs: the file's feeds, then the feeds added from Slack (polled at the
     default interval); the file's entries, then one entry per term added from Slack. The file wins an id
     that both have; a term for a feed neither has is left out. Both are logged, not errors. With
-    `readable` (the feeds a person may read), each personal watch is limited to its owner's feeds."""
+    `readers` (Slack's word on who may read what), the Slack-added terms are limited to the feeds they
+    may carry (bot.privacy.narrow_subscriptions)."""
     feeds = list(file_rules.feeds)
     file_ids = {feed.id for feed in file_rules.feeds}
     for added in added_feeds:
@@ -99,9 +100,7 @@ def merge_rules(
             )
         )
     merged = replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
-    if readable is None:
-        return merged
-    return narrow_personal_watches(merged, lambda user: readable(merged, user))
+    return merged if readers is None else narrow_subscriptions(merged, readers)
 
 
 @dataclass(frozen=True)

@@ -966,3 +966,15 @@ def test_a_personal_watch_follows_its_owner_joining_and_leaving_the_private_chan
     bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(fourth, third, FALCON_NEXT)))
     bot.poll()
     assert len(bot.slack.posts_to(alices_dm)) == 1
+
+
+def test_a_public_channels_subscription_for_every_feed_never_carries_a_private_channels_feed(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    bot.say("subscribe Falcon", channel=CHINA, user=ALICE)  # #china is public: anyone may read it
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(CHINA) == []
+    assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1
+    assert "There is no feed `deals`" in bot.say("subscribe Falcon feed:deals", channel=CHINA, user=ALICE)
