@@ -601,8 +601,8 @@ def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, co
             "No flood: what it holds now is marked seen, not posted; alerts start with its next item."
         )
     lines.append(
-        f"Topics for every feed cover it already; `{command} subscribe <terms> feed:{feed.id}` watches "
-        "only this one."
+        f"`{command} subscribe <terms> feed:{feed.id}` watches only this one. Its items are for the channels "
+        "that follow it, and for everyone once a public channel does; topics for every feed cover it then."
     )
     return text_reply("\n".join(lines))
 
