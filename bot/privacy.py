@@ -21,6 +21,8 @@ def redacted_url(url: str) -> str:
     """The URL with its credentials, query values and fragment replaced by REDACTED (query keys kept, so
     the reader still sees which parameter to fill in): a feed URL often carries a token there."""
     parts = urlsplit(url)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return url  # nothing to hide, kept as written
     netloc = parts.netloc
     if "@" in netloc:
         netloc = f"{REDACTED}@{netloc.rpartition('@')[2]}"
