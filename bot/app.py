@@ -34,6 +34,7 @@ from bot.health import (
 )
 from bot.home import FeedStatus
 from bot.intake import STOP_REQUESTS, one_line_error
+from bot.membership import ChannelDirectory
 from bot.metrics import Metrics
 from bot.model import FeedConfig, RuleSet
 from bot.notices import render_escalation, render_feed_notice
@@ -212,6 +213,9 @@ class App:
     owned_fetchers: tuple[HttpFetcher | GuardedFetcher, ...] = ()
     _reports: dict[str, PollReport] = field(default_factory=dict, repr=False)
     _next_poll: dict[str, datetime] = field(default_factory=dict, repr=False)
+    # Slack's word on channel privacy and membership, for who may read which feed (bot.privacy).
+    directory: ChannelDirectory | None = None
+    _merged_at: float = field(default=0.0, repr=False)  # by the directory's clock
 
     def __post_init__(self) -> None:
         self.pipeline.observer = self.metrics
@@ -232,9 +236,21 @@ class App:
         """Applies the current file rules, and the feeds and subscriptions added from Slack, to the next
         poll."""
         with self._rules_lock:
+            self._merged_at = self.directory.clock() if self.directory is not None else 0.0
             self.pipeline.set_rules(
-                merge_rules(self.file_rules, self.store.subscriptions(), self.store.added_feeds())
+                merge_rules(
+                    self.file_rules, self.store.subscriptions(), self.store.added_feeds(), self.directory
+                )
             )
+
+    def visible_feeds(self, user: str) -> frozenset[str] | None:
+        """The feeds `user` may read through the bot (None without Slack: no one to tell apart)."""
+        return self.directory.visible_feeds(self.rules, user) if self.directory is not None else None
+
+    def refresh_personal_watches_if_due(self) -> None:
+        """Personal watches follow their owners' channel memberships, as Slack tells them now and then."""
+        if self.directory is not None and self.directory.clock() - self._merged_at >= self.directory.ttl:
+            self.refresh_rules()
 
     def feeds_changed(self) -> None:
         """A feed was added or removed from Slack: it is in the rules at once, and under `run` its job is
@@ -818,8 +834,14 @@ def build_app(
     if guarded_fetcher is None:
         guarded_fetcher = GuardedFetcher()
         owned.append(guarded_fetcher)
+    directory = ChannelDirectory(client) if client is not None else None
     pipeline = Pipeline(
-        merge_rules(rules, store.subscriptions(), store.added_feeds()),
+        merge_rules(
+            rules,
+            store.subscriptions(),
+            store.added_feeds(),
+            directory,
+        ),
         store=store,
         fetcher=fetcher,
         sink=sink,
@@ -837,6 +859,8 @@ def build_app(
         loaded_stamp=stamp,
         started=now(),
         owned_fetchers=tuple(owned),
+        directory=directory,
+        _merged_at=directory.clock() if directory is not None else 0.0,
     )
 
 
@@ -955,6 +979,8 @@ def run_scheduler(
         while not stop.wait(timeout=rules_check_seconds):
             if app.reload_rules_if_changed():
                 resync_jobs()
+            else:
+                app.refresh_personal_watches_if_due()
     finally:
         app.resync_jobs = None
         app.pipeline.stop_delivering()

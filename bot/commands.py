@@ -515,7 +515,9 @@ def export_reply(
     subscriptions: Sequence[Subscription],
     command: str = "/feeds",
     feeds: Sequence[AddedFeed] = (),
+    note: str | None = None,
 ) -> Reply:
+    """`note` goes right under the heading, so a long snippet's "…and N more lines" never hides it."""
     if not subscriptions and not feeds:
         return text_reply(f"{channel_label} has no subscriptions added from Slack; nothing to export.")
     snippet = escape_mrkdwn(export_snippet(channel, comment, subscriptions, feeds))
@@ -530,7 +532,8 @@ def export_reply(
             f"Add the entries below to the `channels:` list in rules.yaml, then `{command} unsubscribe all` "
             "here:"
         )
-    lines: list[Line] = [heading, *(CodeLine(line) for line in snippet.split("\n"))]
+    notes: list[Line] = [note] if note else []
+    lines: list[Line] = [heading, *notes, *(CodeLine(line) for line in snippet.split("\n"))]
     return build_reply(lines, text=heading)
 
 
@@ -624,8 +627,8 @@ def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, co
             "No flood: what it holds now is marked seen, not posted; alerts start with its next item."
         )
     lines.append(
-        f"Topics for every feed cover it already; `{command} subscribe <terms> feed:{feed.id}` watches "
-        "only this one."
+        f"`{command} subscribe <terms> feed:{feed.id}` watches only this one. Its items are for the channels "
+        "that follow it, and for everyone once a public channel does; topics for every feed cover it then."
     )
     return build_reply(lines)
 

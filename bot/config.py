@@ -34,6 +34,7 @@ from bot.model import (
 )
 from bot.query import QuerySyntaxError, parse_query
 from bot.rules import compile_keyword
+from bot.yaml_bounds import compose_bounded
 
 # ---------------------------------------------------------------------------------------------------------
 # Durations
@@ -102,7 +103,8 @@ _SETTINGS_KEYS = (
     "feed_failure_notice_after",
 )
 MAX_POLL_CONCURRENCY = 64
-_FEED_KEYS = ("id", "url", "interval")
+_FEED_KEYS = ("id", "url", "interval", "visibility")
+_VISIBILITIES = ("public", "channels")  # bot.privacy
 _CHANNEL_KEYS = (
     "channel",
     "feeds",
@@ -167,8 +169,9 @@ def load_rules(path: str | Path) -> RuleSet:
 def _compose(text: str, label: str) -> Node | None:
     """The YAML node tree, which unlike loaded values remembers the line of every value."""
     try:
-        # Composing never constructs Python objects, so no tag in the file can run code.
-        node: Node | None = yaml.compose(text, Loader=yaml.SafeLoader)
+        # Composing never constructs Python objects, so no tag in the file can run code; aliases are
+        # bounded there, before anything walks them.
+        node: Node | None = compose_bounded(text, label)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "invalid YAML"
@@ -493,11 +496,26 @@ class _RulesReader:
         interval: int | None = settings.interval_seconds
         if "interval" in fields:
             interval = self.duration(fields["interval"], f"{path}.interval")
-        if feed_id is None or url is None or interval is None:
+        visibility: str | None = "channels"
+        if "visibility" in fields:
+            visibility = self.choice(fields["visibility"], f"{path}.visibility", _VISIBILITIES)
+        if feed_id is None or url is None or interval is None or visibility is None:
             return None
         return FeedConfig(
-            id=feed_id, url=url, interval_seconds=interval, location=Location(self.file, _line(entry))
+            id=feed_id,
+            url=url,
+            interval_seconds=interval,
+            location=Location(self.file, _line(entry)),
+            visibility=visibility,
         )
+
+    def choice(self, node: Node, path: str, allowed: Sequence[str]) -> str | None:
+        expected = " or ".join(allowed)
+        text = self.string(node, path, expected)
+        if text is not None and text not in allowed:
+            self.problem(node, path, f"'{text}' is not one of: {expected}")
+            return None
+        return text
 
     def feed_id(self, fields: Mapping[str, Node], entry: Node, path: str) -> str | None:
         id_path = f"{path}.id"

@@ -53,6 +53,10 @@ class FeedConfig:
     interval_seconds: int
     location: Location | None = None  # set for a feed of the rules file
     added: AddedFeed | None = None  # set for a feed added from Slack: fetched through the address guard
+    # Who may read its items through the bot (search, latest, previews, personal watches): "public" for
+    # everyone; "channels" for members of a channel that follows it, everyone once a public one does
+    # (bot.privacy). The default is the safe one.
+    visibility: str = "channels"
 
 
 PRIORITIES = ("low", "normal", "high")

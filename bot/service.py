@@ -40,9 +40,10 @@ from bot.commands import (
 from bot.errors import FeedError, FetchError, shown_failure
 from bot.limits import MAX_CHANNEL_SUBSCRIPTIONS, MAX_USER_SUBSCRIPTIONS, term_length_problem
 from bot.model import AddedFeed, ChannelRule, FeedConfig, ParsedFeed, RuleSet, Subscription
+from bot.privacy import REDACTED, Readers, exported_feeds, narrow_subscriptions
 from bot.query import ItemText, QuerySyntaxError, evaluate, parse_query
 from bot.rules import compile_keyword
-from bot.store import Store
+from bot.store import ArchivedItem, Store
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +57,16 @@ def term_key(term: str) -> str:
 
 
 def merge_rules(
-    file_rules: RuleSet, subscriptions: Sequence[Subscription], added_feeds: Sequence[AddedFeed] = ()
+    file_rules: RuleSet,
+    subscriptions: Sequence[Subscription],
+    added_feeds: Sequence[AddedFeed] = (),
+    readers: Readers | None = None,
 ) -> RuleSet:
     """The rules the pipeline runs: the file's feeds, then the feeds added from Slack (polled at the
     default interval); the file's entries, then one entry per term added from Slack. The file wins an id
-    that both have; a term for a feed neither has is left out. Both are logged, not errors."""
+    that both have; a term for a feed neither has is left out. Both are logged, not errors. With
+    `readers` (Slack's word on who may read what), the Slack-added terms are limited to the feeds they
+    may carry (bot.privacy.narrow_subscriptions)."""
     feeds = list(file_rules.feeds)
     file_ids = {feed.id for feed in file_rules.feeds}
     for added in added_feeds:
@@ -104,7 +110,8 @@ def merge_rules(
                 query=sub.term if sub.is_query else None,
             )
         )
-    return replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
+    merged = replace(file_rules, feeds=tuple(feeds), channels=file_rules.channels + tuple(added_rules))
+    return merged if readers is None else narrow_subscriptions(merged, readers)
 
 
 def subscription_problem(sub: Subscription) -> str | None:
@@ -156,6 +163,8 @@ class CommandService:
         try_feed: Callable[[FeedConfig], ParsedFeed] = fetch_nothing,
         # A feed was added or removed: the rules take it in, and its poll job is added or dropped.
         on_feeds_changed: Callable[[], None] | None = None,
+        # The feeds a user may read (bot.privacy); None: no Slack to ask, every feed (tests, console).
+        visible_feeds: Callable[[str], frozenset[str] | None] = lambda user: None,
     ) -> None:
         self.command = command
         self.store = store
@@ -170,6 +179,11 @@ class CommandService:
         # Counting subscriptions and adding them is one step, so two commands at once cannot both pass
         # the limits on the last free place.
         self._subscribing = threading.Lock()
+        self.visible_feeds = visible_feeds
+        # add-feed holds a slot (and its id) from before its fetch until it is stored or refused, so that
+        # concurrent add-feeds cannot pass the cap together.
+        self._feed_slots = threading.Lock()
+        self._reserved: dict[str, str] = {}  # feed id -> URL
 
     def handle(self, call: Invocation) -> Reply:
         try:
@@ -211,13 +225,27 @@ class CommandService:
     def feed_titles(self) -> dict[str, str]:
         return {feed.id: feed.id for feed in self.rules().feeds}
 
-    def check_feed(self, feed: str | None) -> None:
-        if feed is not None and feed not in self.feed_titles():
-            raise CommandError(self.no_such_feed(feed))
+    def check_feed(self, feed: str | None, call: Invocation | None = None) -> None:
+        """Refuses a feed that does not exist, or that the caller may not read (said the same way, so
+        that its existence is not told either)."""
+        visible = self.readable(call) if call is not None else None
+        if feed is not None and (
+            feed not in self.feed_titles() or (visible is not None and feed not in visible)
+        ):
+            raise CommandError(self.no_such_feed(feed, visible))
 
-    def no_such_feed(self, feed: str) -> str:
-        known = ", ".join(f"`{f}`" for f in self.feed_titles()) or "none"
+    def no_such_feed(self, feed: str, visible: frozenset[str] | None = None) -> str:
+        known = ", ".join(f"`{f}`" for f in self.feed_titles() if visible is None or f in visible) or "none"
         return f"There is no feed `{escape_mrkdwn(feed)}`. Feeds: {known}."
+
+    def readable(self, call: Invocation) -> frozenset[str] | None:
+        """The feeds whose items this caller may read (None: every feed)."""
+        return self.visible_feeds(call.user)
+
+    def readable_archive(self, call: Invocation, since: datetime | None = None) -> list[ArchivedItem]:
+        visible = self.readable(call)
+        entries = self.store.archived(since)
+        return entries if visible is None else [e for e in entries if e.item.feed_id in visible]
 
     # -- verbs -------------------------------------------------------------------------------------
 
@@ -239,7 +267,7 @@ class CommandService:
     def _subscribe(self, command: Command, call: Invocation) -> Reply:
         if not command.terms and not command.query:
             return text_reply(f'Subscribe to what? Like `{call.command} subscribe Huawei "scaling law"`.')
-        self.check_feed(command.feed)
+        self.check_feed(command.feed, call)
         channel = self.target(call)
         now = self.now()
         if command.query:
@@ -275,9 +303,10 @@ class CommandService:
             lines.append("⚠️ " + warning)
         if command.query:
             query = parse_query(command.query)
-            recent = newest_unique(e for e in self.store.archived() if evaluate(query, ItemText(e.item)))
+            readable = self.readable_archive(call)
+            recent = newest_unique(e for e in readable if evaluate(query, ItemText(e.item)))
         else:
-            recent = search_archive(self.store.archived(), command.terms, feed=command.feed)
+            recent = search_archive(self.readable_archive(call), command.terms, feed=command.feed)
         return subscribed_reply(lines, recent[:SUBSCRIBE_PREVIEW], self.feed_titles())
 
     def over_subscription_limits(self, wanted: Sequence[Subscription], call: Invocation) -> str | None:
@@ -358,12 +387,12 @@ class CommandService:
     def _search(self, command: Command, call: Invocation) -> Reply:
         if not command.terms:
             return text_reply(f"Search for what? Like `{call.command} search nexperia days:30`.")
-        self.check_feed(command.feed)
+        self.check_feed(command.feed, call)
         # Without days: the whole archive, i.e. every item polled within the retention, however old its
         # publication date; with days:N, items published (else first seen) in the last N days.
         days = command.days or max(1, self.rules().settings.retention_seconds // 86400)
         since = self.now() - timedelta(days=command.days) if command.days else None
-        found = search_archive(self.store.archived(since), command.terms, feed=command.feed)
+        found = search_archive(self.readable_archive(call, since), command.terms, feed=command.feed)
         terms = " ".join(f'"{t}"' if " " in t else t for t in command.terms)
         period = "day" if days == 1 else f"{days} days"
         scope = f"in the last {period}" if command.days else f"among the items seen in the last {period}"
@@ -376,13 +405,13 @@ class CommandService:
 
     def _latest(self, command: Command, call: Invocation) -> Reply:
         count = parse_count(" ".join(command.terms))
-        self.check_feed(command.feed)
+        self.check_feed(command.feed, call)
         rules = self.channel_rules(self.target(call))
         if not rules:
             return text_reply(
                 f"{self.label(call)} has no subscriptions yet: try `{call.command} subscribe …`."
             )
-        entries = [e for e in self.store.archived() if command.feed in (None, e.item.feed_id)]
+        entries = [e for e in self.readable_archive(call) if command.feed in (None, e.item.feed_id)]
         found = latest_matches(entries, rules)
         return items_reply(
             f"Newest items for {self.label(call)}:",
@@ -465,13 +494,23 @@ class CommandService:
         comment = f"#{name}" if name else ("your personal watch" if call.in_dm else channel)
         # Only the feeds in force: one that rules.yaml now has under its id is the file's already.
         in_force = [feed.added for feed in self.rules().feeds if feed.added is not None]
+        shown = exported_feeds(in_force, call.user, self.rules().settings.admins)
+        redacted = [feed.id for feed, whole in zip(shown, in_force, strict=True) if feed.url != whole.url]
+        # Query values and credentials often hold a token: only an admin, or who added the feed, sees them.
+        note = (
+            f"Parts of the URL of {', '.join(f'`{f}`' for f in redacted)} are shown as {REDACTED}: an admin, "
+            "or whoever added the feed, gets the whole URL from this command."
+            if redacted
+            else None
+        )
         return export_reply(
             channel,
             self.label(call),
             comment,
             self.store.subscriptions(channel),
             call.command,
-            feeds=in_force,
+            feeds=shown,
+            note=note,
         )
 
     def _add_feed(self, command: Command, call: Invocation) -> Reply:
@@ -479,27 +518,48 @@ class CommandService:
             return text_reply(
                 f"Add which feed? Like `{call.command} add-feed https://example.com/feed.xml id:example`."
             )
-        if len(self.store.added_feeds()) >= MAX_ADDED_FEEDS:
+        rules = self.rules()
+        with self._feed_slots:
+            refused = self.add_feed_refusal(command, call, rules)
+            if refused is not None:
+                return refused
+            taken = {feed.id for feed in rules.feeds} | {f.id for f in self.store.added_feeds()}
+            feed_id = command.feed or feed_id_from_url(command.url, taken | set(self._reserved))
+            # The slot is held through the fetch (seconds, for a slow host) and given back below.
+            self._reserved[feed_id] = command.url
+        try:
+            return self.fetch_and_add(command.url, feed_id, call, rules)
+        finally:
+            with self._feed_slots:
+                del self._reserved[feed_id]
+
+    def add_feed_refusal(self, command: Command, call: Invocation, rules: RuleSet) -> Reply | None:
+        """Why this feed cannot be added, counting the add-feeds still fetching (under _feed_slots)."""
+        added = self.store.added_feeds()
+        if len(added) + len(self._reserved) >= MAX_ADDED_FEEDS:
             # Without settings.admins anyone may add feeds: each is polled for ever, so there is a bound.
             return text_reply(
                 f"There are already {MAX_ADDED_FEEDS} feeds added from Slack, the most the bot takes. "
                 f"Remove one with `{call.command} remove-feed <id>`, or ask the operator to put it in "
                 "rules.yaml."
             )
-        rules = self.rules()
         same_url = next((feed for feed in rules.feeds if feed.url == command.url), None)
         if same_url is not None:
             return text_reply(f"That feed is already polled, as `{same_url.id}` ({feed_origin(same_url)}).")
-        taken = {feed.id for feed in rules.feeds} | {feed.id for feed in self.store.added_feeds()}
+        if command.url in self._reserved.values():
+            return text_reply("That feed is being added right now by someone else.")
+        taken = {feed.id for feed in rules.feeds} | {feed.id for feed in added} | set(self._reserved)
         if command.feed is not None and command.feed in taken:
             existing = rules.feed(command.feed)
             origin = f" ({feed_origin(existing)})" if existing else ""
             return text_reply(
                 f"There is already a feed `{command.feed}`{origin}. Pick another name with `id:`."
             )
-        feed_id = command.feed or feed_id_from_url(command.url, taken)
-        added = AddedFeed(feed_id, command.url, call.user, self.now())
-        candidate = FeedConfig(feed_id, command.url, rules.settings.interval_seconds, added=added)
+        return None
+
+    def fetch_and_add(self, url: str, feed_id: str, call: Invocation, rules: RuleSet) -> Reply:
+        added = AddedFeed(feed_id, url, call.user, self.now())
+        candidate = FeedConfig(feed_id, url, rules.settings.interval_seconds, added=added)
         try:
             parsed = self.try_feed(candidate)
         except (FetchError, FeedError) as e:

@@ -73,6 +73,7 @@ class SlackInterface:
             command=env.command,
             try_feed=app.pipeline.try_feed,
             on_feeds_changed=app.feeds_changed,
+            visible_feeds=app.visible_feeds,
         )
         web = WebClient(token=env.slack_token, base_url=env.slack_api_url)
         self.bolt = BoltApp(

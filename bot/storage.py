@@ -27,6 +27,28 @@ from bot.store import TABLES, Changes, Store
 
 log = logging.getLogger(__name__)
 
+# Every state file holds feed URLs (tokens in their queries) and people's watch terms: owner only, whatever
+# the umask. mkstemp already creates 0600; the journals and the lock file go through open_private.
+PRIVATE_MODE = 0o600
+
+
+def open_private(path: Path, flags: int) -> int:
+    """A file descriptor on `path`, created 0600 if missing, and tightened to 0600 if an earlier version
+    left it readable by others."""
+    fd = os.open(path, flags | os.O_CREAT, PRIVATE_MODE)
+    if hasattr(os, "fchmod"):  # not on Windows, where modes mean little
+        os.fchmod(fd, PRIVATE_MODE)
+    return fd
+
+
+def tighten(path: Path) -> None:
+    """A state file an earlier version created 0644 becomes 0600 (missing: nothing to do)."""
+    try:
+        if path.stat().st_mode & 0o777 != PRIVATE_MODE:
+            path.chmod(PRIVATE_MODE)
+    except FileNotFoundError:
+        pass
+
 
 class AtomicJSONStorage(Storage):
     """TinyDB storage that replaces the file in one step: JSONStorage rewrites in place, and a crash in the
@@ -178,7 +200,7 @@ class JournaledTinyDB:
             self._compact()
             return
         self.journal_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.journal_path, "ab") as journal:
+        with os.fdopen(open_private(self.journal_path, os.O_WRONLY | os.O_APPEND), "ab") as journal:
             journal.write(line)
             journal.flush()
             os.fsync(journal.fileno())
@@ -188,7 +210,7 @@ class JournaledTinyDB:
         # Atomic: a crash before the rename keeps the old file and the whole journal.
         self._storage.write_text(_layout_chunks(self._texts))
         self._file_bytes = self.path.stat().st_size
-        with open(self.journal_path, "wb") as journal:
+        with os.fdopen(open_private(self.journal_path, os.O_WRONLY | os.O_TRUNC), "wb") as journal:
             os.fsync(journal.fileno())
         self._journal_bytes = 0
         self.rewrites += 1
@@ -255,6 +277,10 @@ class TinyDBBackend:
         except BaseException:
             self.close()
             raise
+        if owner:
+            for state_file in (path, self._main.journal_path, outbox_path(path), archive_path(path)):
+                tighten(state_file)
+            tighten(self._archive.journal_path)
         items = self._archive.documents("items")
         self._archive_ids: dict[str, str] = {doc["key"]: doc_id for doc_id, doc in items.items()}
         self._next_archive_id = max((int(doc_id) for doc_id in items), default=0) + 1
@@ -326,7 +352,8 @@ class StateLock:
         self.path = db_path.with_name(db_path.name + ".lock")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle: IO[str] | None = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+            fd = open_private(self.path, os.O_RDWR)
+            self._handle: IO[str] | None = os.fdopen(fd, "r+", encoding="utf-8")
         except OSError as e:
             raise StateError(f"cannot write lock file {self.path}: {e.strerror or e}") from e
         if fcntl is None:  # Windows: no flock; running two bots there is left to the operator

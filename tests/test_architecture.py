@@ -25,6 +25,7 @@ PURE = [
     "recovery",
     "addresses",
     "health",
+    "privacy",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
@@ -37,7 +38,16 @@ ADAPTER_LIBRARIES = {
     "socket",
     "waitress",
 }
-ADAPTER_MODULES = {"bot.fetch", "bot.slack", "bot.storage", "bot.app", "bot.cli", "bot.slackapp", "bot.web"}
+ADAPTER_MODULES = {
+    "bot.fetch",
+    "bot.slack",
+    "bot.storage",
+    "bot.app",
+    "bot.cli",
+    "bot.slackapp",
+    "bot.web",
+    "bot.membership",
+}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,103 @@ def test_a_signing_secret_without_a_bot_token_says_the_slack_app_is_off(
     code, _ = run_cli(["run", "--once"], environ)
     assert code == 0
     assert "SLACK_BOT_TOKEN is not: the Slack app is off" in capsys.readouterr().err
+
+
+def test_every_state_file_beside_bot_db_is_readable_by_its_owner_only(tmp_path: Path, slack) -> None:
+    """Journals, outbox, archive and lock hold feed URLs with tokens and people's watch terms. Two runs of
+    the real process under a permissive umask (the second appends to the journals and takes the lock
+    again), and a file an earlier version left 0644 is tightened."""
+    for channel, name in (("C0CHIPS01", "chip-supply-chain"), ("C0CHINA01", "china-tech")):
+        slack.add_channel(channel, name)
+    slack.add_channel("C0AIHW001", "ai-hardware")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    environ = {
+        "PATH": "/usr/bin:/bin",
+        "SLACK_BOT_TOKEN": slack.state.token,
+        "SLACK_API_URL": slack.url,
+        "BOT_RULES": str(DEMO_RULES),
+        "BOT_DB": str(folder / "state.json"),
+    }
+
+    def run_once() -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "run", "--once"],
+            env=environ,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            preexec_fn=lambda: os.umask(0o022),
+        )
+        assert done.returncode == 0, done.stderr
+
+    run_once()
+    (folder / "state.journal.jsonl").chmod(0o644)  # as the version before this one made it
+    run_once()
+    names = {path.name for path in folder.iterdir()}
+    assert {"state.json", "state.journal.jsonl", "state.outbox.json", "state.archive.json"} <= names
+    assert {"state.archive.journal.jsonl", "state.json.lock"} <= names
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in folder.iterdir()}
+    assert modes == dict.fromkeys(names, oct(0o600))
+
+
+def test_check_refuses_a_rules_file_whose_aliases_multiply_with_one_line(tmp_path: Path) -> None:
+    """A billion-laughs-style rules.yaml, scaled down: one keyword list written once, walked again by each
+    of 200 aliased channel entries. Each walk reports the list's one bad keyword, so the lines printed
+    count the walks: the file is refused at the alias that crosses the bound, with one line, before any
+    walk."""
+    words = ", ".join(f"w{n:03}" for n in range(300))
+    entries = "\n".join("  - *entry" for _ in range(200))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n"
+        "channels:\n"
+        f"  - &entry\n    channel: C0CHIPS01\n    keywords: [{words}, 'ch*ip']\n"
+        f"{entries}\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot", "check"],
+        env={"PATH": "/usr/bin:/bin", "BOT_RULES": str(rules)},
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 1
+    problems = (out + err).strip().splitlines()
+    # Each entry stands for 306 values: the 33rd alias (line 8 + 32) is the one over 10,000.
+    assert problems == [
+        f"{rules}:40: alias *entry takes the file over 10,000 values repeated through YAML aliases; write "
+        "the values out, or nest fewer aliases"
+    ]
+
+
+def test_check_accepts_a_keyword_list_reused_through_an_alias(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n"
+        "channels:\n"
+        "  - channel: C0CHIPS01\n    keywords: &chips [Nexperia, TSMC, chip*]\n"
+        "  - channel: C0CHINA01\n    keywords: *chips\n"
+    )
+    code, out = run_cli(["check"], {"BOT_RULES": str(rules)})
+    assert code == 0, out
+
+
+def test_check_names_the_line_of_a_feed_visibility_it_does_not_know(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "feeds:\n  - id: scmp\n    url: https://example.com/feed\n    visibility: secret\n"
+        "  - id: deals\n    url: https://example.com/deals\n    visibility: [public]\n"
+        "  - id: news\n    url: https://example.com/news\n    visibility: public\n"
+        "channels:\n  - channel: C0CHIPS01\n    keywords: [Nexperia]\n"
+    )
+    code = main(["check"], environ={"BOT_RULES": str(rules)})
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"{rules}:4: feeds[0].visibility: 'secret' is not one of: public or channels",
+        f"{rules}:7: feeds[1].visibility: expected public or channels, got a list",
+    ]

@@ -283,7 +283,7 @@ SINGLE_MISTAKES = [
     ),
     (
         FEEDS + "    title: B\n" + CHANNELS,
-        "rules.yaml:6: feeds[1].title: unknown key (expected one of: id, url, interval)",
+        "rules.yaml:6: feeds[1].title: unknown key (expected one of: id, url, interval, visibility)",
     ),
     (
         FEEDS + CHANNELS + "    exculde: [x]\n",

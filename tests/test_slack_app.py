@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import html
 import itertools
 import json
 import threading
@@ -21,6 +22,8 @@ import yaml
 from bot.app import App, build_app
 from bot.config import environment_from, load_rules
 from bot.fetch import GuardedFetcher
+from bot.membership import ChannelDirectory
+from bot.model import AddedFeed
 from bot.slackapp import WORKING, Serving, serve
 from tests.conftest import Clock, rss_item, scmp_feed
 from tests.fake_network import FakeInternet, FakeResolver
@@ -850,3 +853,205 @@ def test_allow_private_feeds_lets_a_feed_on_this_host_be_added(tmp_path, feed_ho
         assert len(feed_host.requests_for("/local")) == 2  # the trial, then its first poll
         # never, even so
         assert "refused: not a public address" in bot.say("add-feed http://169.254.169.254/ id:meta")
+
+
+EIGHT_ADMINS = [f"U0ADMIN{n:02}" for n in range(8)]  # one command each: a person may have 2 slow ones going
+
+
+@pytest.fixture
+def eight_admins_bot(tmp_path, feed_host, slack, clock, network: Network) -> Iterator[Bot]:
+    settings = f"  admins: [{', '.join(EIGHT_ADMINS)}]\n"
+    yield from start_bot(tmp_path, feed_host, slack, clock, settings, guarded_fetcher=network.fetcher)
+
+
+def test_concurrent_add_feeds_never_pass_the_cap_of_100(eight_admins_bot: Bot, news_host: FeedHost) -> None:
+    """98 feeds, then 8 admins' add-feeds at once, each fetch held open until all that reached the host are
+    in: two slots are left, so two are fetched and added, six refused without a fetch."""
+    bot = eight_admins_bot
+    for n in range(98):
+        bot.app.store.add_feed(AddedFeed(f"f{n}", f"http://news.example/f{n}", ADMIN, bot.clock()))
+    bot.app.refresh_rules()
+    for n in range(8):
+        news_host.serve(f"/new{n}", scmp_feed(drop_newest=3))
+    gate, arrived = threading.Event(), []
+    answer = news_host.respond
+
+    def held(path: str, headers: dict[str, str]):
+        arrived.append(path)
+        gate.wait(timeout=30)
+        return answer(path, headers)
+
+    news_host.respond = held  # type: ignore[method-assign]
+    replies: list[str] = []
+
+    def add(n: int) -> None:
+        replies.append(bot.say(f"add-feed http://news.example/new{n} id:new{n}", user=EIGHT_ADMINS[n]))
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    refusals = lambda: [r for r in replies if "There are already 100 feeds added from Slack" in r]  # noqa: E731
+    # Every add-feed has been refused or is fetching (its request held at the host); or more than the two
+    # free slots are fetching at once, which is the race itself.
+    wait_for(lambda: len(arrived) > 2 or len(refusals()) + len(arrived) == 8)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(bot.app.store.added_feeds()) == 100
+    assert len(refusals()) == 6
+    assert len([text for text in replies if text.startswith("📡 Added feed")]) == 2
+
+
+def test_export_shows_a_feeds_token_only_to_an_admin_and_to_whoever_added_it(
+    tmp_path, feed_host, slack, clock, network: Network, news_host: FeedHost
+) -> None:
+    news_host.serve("/hn?token=s3cret&points=100", scmp_feed(drop_newest=3))
+    url = "http://news.example/hn?token=s3cret&points=100"
+    redacted = "http://news.example/hn?token=REDACTED&points=REDACTED"
+    settings = f"  admins: [{ADMIN}]\n"
+    for bot in start_bot(tmp_path, feed_host, slack, clock, settings, guarded_fetcher=network.fetcher):
+        assert bot.say(f"add-feed {url} id:hn", user=ADMIN).startswith("📡 Added feed `hn`")
+        reply = html.unescape(bot.say("export", channel=CHINA, user=BOB))  # as Slack shows it
+        assert yaml.safe_load(reply.split("```")[1])["feeds"] == [{"id": "hn", "url": redacted}]
+        assert "s3cret" not in reply
+        assert "Parts of the URL of `hn` are shown as REDACTED" in reply
+        whole = html.unescape(bot.say("export", channel=CHINA, user=ADMIN))
+        assert yaml.safe_load(whole.split("```")[1])["feeds"] == [{"id": "hn", "url": url}]
+
+
+def test_without_admins_only_whoever_added_a_feed_sees_its_token_in_export(
+    tmp_path, feed_host, slack, clock, network: Network, news_host: FeedHost
+) -> None:
+    news_host.serve("/hn?token=s3cret", scmp_feed(drop_newest=3))
+    url = "http://news.example/hn?token=s3cret"
+    for bot in start_bot(tmp_path, feed_host, slack, clock, guarded_fetcher=network.fetcher):
+        assert bot.say(f"add-feed {url} id:hn", user=ALICE).startswith("📡 Added feed `hn`")
+        shown = {
+            user: yaml.safe_load(bot.say("export", user=user).split("```")[1])["feeds"][0]["url"]
+            for user in (ALICE, BOB)
+        }
+        assert shown == {ALICE: url, BOB: "http://news.example/hn?token=REDACTED"}
+
+
+# -- what belongs to private channels -------------------------------------------------------------------
+
+SECRET_CHANNEL = "C0SECRET1"  # a private channel the bot was invited to; Bob is in it, Alice is not
+FALCON = rss_item(
+    "Project Falcon: the board weighs a merger",
+    "https://intranet.example/falcon-1",
+    published="Mon, 01 Jun 2026 08:10:00 +0000",
+)
+FALCON_NEXT = rss_item(
+    "Project Falcon: the merger is signed",
+    "https://intranet.example/falcon-2",
+    published="Mon, 01 Jun 2026 08:50:00 +0000",
+)
+
+
+@pytest.fixture
+def private_feed_bot(bot: Bot, tmp_path: Path) -> Bot:
+    """rules.yaml gains a feed that only the private channel follows (visibility: channels, the default)."""
+    bot.slack.add_channel(SECRET_CHANNEL, "deals", private=True, member=True)
+    bot.slack.state.members.update({ALICE: {CHINA}, BOB: {SECRET_CHANNEL, CHINA}})
+    falcon_url = bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON,)))
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "settings:\n  backfill: 0\n"
+        f"feeds:\n  - id: scmp\n    url: {bot.feed_host.url('/feed')}\n"
+        f"  - id: deals\n    url: {falcon_url}\n"
+        f"channels:\n  - channel: {CHIPS}\n    feeds: [scmp]\n    keywords: [Nexperia]\n"
+        f"  - channel: {SECRET_CHANNEL}\n    feeds: [deals]\n    keywords: [Falcon]\n"
+    )
+    assert bot.app.reload_rules_if_changed()
+    bot.poll()  # deals' first poll: its item is archived, nothing posted
+    return bot
+
+
+def test_a_feed_only_a_private_channel_follows_is_searchable_by_its_members_only(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    assert bot.say("search falcon", user=ALICE) == (
+        "Nothing found for falcon among the items seen in the last 30 days."
+    )
+    assert "There is no feed `deals`. Feeds: `scmp`." in bot.say("search falcon feed:deals", user=ALICE)
+    assert "Project Falcon: the board weighs a merger" in bot.say("search falcon", user=BOB)
+    assert "Project Falcon" in bot.say("search falcon feed:deals", user=BOB)
+    assert "Nexperia" in bot.say("search nexperia", user=ALICE)  # a public channel's feed: everyone
+
+    # latest, and the preview of a subscription, read the same archive.
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)
+    assert "Project Falcon" not in bot.say("latest", channel="D0ALICE01", user=ALICE)
+    preview = bot.say("subscribe merger", channel="D0ALICE01", user=ALICE)
+    assert "Project Falcon" not in preview and "Nothing like this in the archive yet." in preview
+    assert "Project Falcon" in bot.say("subscribe Falcon", channel="D0BOB0001", user=BOB)
+
+
+def test_a_personal_watch_gets_nothing_from_a_feed_its_owner_may_not_read(private_feed_bot: Bot) -> None:
+    bot = private_feed_bot
+    refusal = bot.say("subscribe Falcon feed:deals", channel="D0ALICE01", user=ALICE)
+    assert refusal.startswith("There is no feed `deals`. Feeds: `scmp`.")
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)  # every feed she may read
+    bot.say("subscribe Falcon feed:deals", channel="D0BOB0001", user=BOB)
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(bot.slack.state.dms[ALICE]) == []
+    [bobs] = bot.slack.posts_to(bot.slack.state.dms[BOB])
+    assert bobs["text"].startswith("Project Falcon: the merger is signed")
+    assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1  # the channel itself, as ever
+
+
+def test_a_feed_marked_public_is_readable_by_everyone(private_feed_bot: Bot, tmp_path: Path) -> None:
+    bot = private_feed_bot
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(rules.read_text().replace("  - id: deals\n", "  - id: deals\n    visibility: public\n"))
+    assert bot.app.reload_rules_if_changed()
+    assert "Project Falcon" in bot.say("search falcon", user=ALICE)
+
+
+def test_a_personal_watch_follows_its_owner_joining_and_leaving_the_private_channel(
+    private_feed_bot: Bot,
+) -> None:
+    """Slack's answers are kept 5 minutes; under `run` the watches are re-merged as often."""
+    bot = private_feed_bot
+    assert bot.app.client is not None
+    minutes = [0.0]
+    bot.app.directory = ChannelDirectory(bot.app.client, clock=lambda: minutes[0] * 60)
+    bot.say("subscribe Falcon", channel="D0ALICE01", user=ALICE)
+    alices_dm = bot.slack.state.dms[ALICE]
+
+    bot.slack.state.members[ALICE] = {CHINA, SECRET_CHANNEL}  # she joins
+    minutes[0] = 4
+    bot.app.refresh_personal_watches_if_due()  # not yet: Slack's last answer still holds
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(alices_dm) == []
+
+    minutes[0] = 5
+    bot.app.refresh_personal_watches_if_due()
+    third = rss_item("Project Falcon: regulators approve", "https://intranet.example/falcon-3")
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(third, FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert [p["text"].split(" https")[0] for p in bot.slack.posts_to(alices_dm)] == [
+        "Project Falcon: regulators approve"
+    ]
+
+    bot.slack.state.members[ALICE] = {CHINA}  # and leaves
+    minutes[0] = 10
+    bot.app.refresh_personal_watches_if_due()
+    fourth = rss_item("Project Falcon: the deal closes", "https://intranet.example/falcon-4")
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(fourth, third, FALCON_NEXT)))
+    bot.poll()
+    assert len(bot.slack.posts_to(alices_dm)) == 1
+
+
+def test_a_public_channels_subscription_for_every_feed_never_carries_a_private_channels_feed(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    bot.say("subscribe Falcon", channel=CHINA, user=ALICE)  # #china is public: anyone may read it
+    bot.feed_host.serve("/falcon", scmp_feed(drop_newest=47, extra_items=(FALCON_NEXT, FALCON)))
+    bot.poll()
+    assert bot.slack.posts_to(CHINA) == []
+    assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1
+    assert "There is no feed `deals`" in bot.say("subscribe Falcon feed:deals", channel=CHINA, user=ALICE)
