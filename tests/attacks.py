@@ -128,6 +128,7 @@ def start_bot(folder: Path, slack: SlackStandIn, rules: str) -> BotProcess:
     environ = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "PORT": str(port),
+        "METRICS_PORT": "0",  # parallel bots would contend for the default detail port
         "SLACK_BOT_TOKEN": slack.state.token,
         "SLACK_API_URL": slack.url,
         "SLACK_SIGNING_SECRET": SECRET,

@@ -51,6 +51,7 @@ def start(
         "BOT_RULES": str(rules),
         "BOT_DB": str(tmp_path / "state.json"),
         "PORT": "0",
+        "METRICS_PORT": "0",
     }
     env = environment_from(environ, tmp_path)
     app = build_app(env, sleep=clock.sleep, now=clock, listening=True)
