@@ -259,7 +259,8 @@ class SlackInterface:
         self.client.call("views.publish", user_id=user, view=self.home_for(user))
 
     def home_for(self, user: str) -> dict[str, object]:
-        feeds = self.app.feed_statuses()
+        visible = self.app.visible_feeds(user)  # a feed only private channels follow: their members'
+        feeds = [feed for feed in self.app.feed_statuses() if visible is None or feed.id in visible]
         by_channel: dict[str, list[Any]] = {}
         for rule in self.app.rules.channels:
             by_channel.setdefault(rule.channel, []).append(rule)

@@ -1001,6 +1001,22 @@ def test_a_personal_watch_gets_nothing_from_a_feed_its_owner_may_not_read(privat
     assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1  # the channel itself, as ever
 
 
+def test_list_remove_feed_and_app_home_name_a_private_channels_feed_to_its_members_only(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    assert "`deals`" not in bot.say("list", user=ALICE)
+    assert "`deals`" in bot.say("list", user=BOB)
+    assert "Feeds: `scmp`." in bot.say("remove-feed nosuch", user=ALICE)
+    for user in (ALICE, BOB):
+        response = bot.event({"type": "app_home_opened", "user": user, "channel": "D0SOMEDM1", "tab": "home"})
+        assert response.status_code == 200
+    wait_for(lambda: len(bot.slack.state.views) == 2)
+    shown = {view["user_id"]: reply_text(view["view"]) for view in bot.slack.state.views}
+    assert "*deals*" not in shown[ALICE] and "*scmp*" in shown[ALICE]
+    assert "*deals*" in shown[BOB]
+
+
 def test_a_feed_marked_public_is_readable_by_everyone(private_feed_bot: Bot, tmp_path: Path) -> None:
     bot = private_feed_bot
     rules = tmp_path / "rules.yaml"
