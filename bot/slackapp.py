@@ -1,5 +1,6 @@
 """The interactive Slack app: slash commands, the mute button and App Home through slack-bolt, served over
-HTTP (bot.web, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+HTTP (bot.web, one process, beside the scheduler) or Socket Mode; in every mode /healthz on PORT (ok or
+failing only) and the detail (the full /healthz, /metrics) on METRICS_PORT.
 Slow commands are answered through response_url from a bounded pool (bot.slowwork), never by a waiting
 listener thread.
 
@@ -378,8 +379,8 @@ class Serving:
 def serve(
     app: App, env: Environment, *, on_resume: Callable[[], None] | None = None, host: str = "0.0.0.0"
 ) -> Serving:
-    """Starts /healthz, and the Slack app when the environment asks for it: Socket Mode with
-    SLACK_APP_TOKEN, else HTTP with SLACK_SIGNING_SECRET."""
+    """Starts /healthz on PORT, the detail listener on METRICS_PORT, and the Slack app when the environment
+    asks for it: Socket Mode with SLACK_APP_TOKEN, else HTTP with SLACK_SIGNING_SECRET."""
     interface = SlackInterface(app, env, on_resume=on_resume) if env.interactive and not app.console else None
     socket = None
     slack_http = None
