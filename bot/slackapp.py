@@ -30,6 +30,7 @@ from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
+from bot.intake import STOP_REQUESTS
 from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
@@ -123,7 +124,9 @@ class SlackInterface:
     def _answer(self, call: Invocation) -> Reply:
         try:
             return self.service.handle(call)
-        except Exception:
+        except STOP_REQUESTS:
+            raise
+        except BaseException:  # a handler boundary: a panic in the Rust matchers too (bot.intake)
             log.exception("command crashed text=%r channel=%s", redact_urls(call.text), call.channel)
             return text_reply("Something went wrong on my side; the details are in the bot's log.")
 

@@ -584,6 +584,26 @@ def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(
     assert answer in reply_text(late)
 
 
+@pytest.mark.parametrize("text", ["list", "search nexperia"])
+def test_a_command_whose_handling_panics_is_answered_and_the_next_one_works(bot: Bot, text: str) -> None:
+    """A PanicException from the Rust matchers is a BaseException: the handler boundary catches it too."""
+
+    class PanicException(BaseException):
+        pass
+
+    interface = bot.serving.interface
+    assert interface is not None
+    handle = interface.service.handle
+
+    def panicking(call):
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    interface.service.handle = panicking
+    assert bot.say(text).startswith("Something went wrong on my side")
+    interface.service.handle = handle
+    assert "Nexperia" in bot.say("list")
+
+
 def test_answers_that_overrun_the_ack_budget_hold_no_thread_so_other_commands_are_answered(bot: Bot) -> None:
     """Bolt runs listeners on five threads: six answers still being worked on must not hold them all."""
     interface = bot.serving.interface
