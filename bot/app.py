@@ -36,7 +36,7 @@ from bot.home import FeedStatus
 from bot.intake import STOP_REQUESTS, one_line_error
 from bot.membership import ChannelDirectory
 from bot.metrics import Metrics
-from bot.model import FeedConfig, RuleSet
+from bot.model import ChannelMatch, FeedConfig, RuleSet
 from bot.notices import render_escalation, render_feed_notice
 from bot.oncall import (
     ESCALATION_EVENT_TYPE,
@@ -391,9 +391,11 @@ class App:
         queued until posted, so no poll takes them meanwhile; one release runs at a time."""
         sent = 0
         with self._release_lock:
+            now = self.pipeline.now()
+            # Matching is the slow part (as in a poll): the alerts due are matched again before the lock.
+            current = self._current_matches(now)
             with self.pipeline.delivery_lock:
-                now = self.pipeline.now()
-                batches_by_channel = self._due_batches(now)
+                batches_by_channel = self._due_batches(now, current)
             for (channel, kind), batches in batches_by_channel.items():
                 if self._retry_at.get(channel, now) > now:  # Slack refused it earlier in this release
                     continue
@@ -411,8 +413,11 @@ class App:
             self.store.commit()
         return sent
 
-    def _due_batches(self, now: datetime) -> dict[tuple[str, str], list[list[QueuedAlert]]]:
-        """Under the delivery lock: the grouped messages due now, each one's items fixed in the store."""
+    def _due_batches(
+        self, now: datetime, current: dict[str, ChannelMatch | None]
+    ) -> dict[tuple[str, str], list[list[QueuedAlert]]]:
+        """Under the delivery lock: the grouped messages due now, each one's items fixed in the store.
+        `current` is _current_matches, taken just before the lock."""
         work: dict[tuple[str, str], list[list[QueuedAlert]]] = {}
         configured = {rule.channel for rule in self.rules.channels}
         for (channel, kind, _), alerts in due_groups(self.store.queued(), now).items():
@@ -433,27 +438,39 @@ class App:
                 if alert.group is not None:
                     frozen.setdefault(alert.group, []).append(alert)
                 else:
-                    loose.extend(self._still_owed(alert))
+                    loose.extend(self._still_owed(alert, current))
             # A message whose answer was lost (or cut off by a crash) first, exactly as it was.
             batches = list(frozen.values()) + self._new_batches(channel, kind, loose, now)
             work.setdefault((channel, kind), []).extend(batches)
         return work
 
-    def _still_owed(self, alert: QueuedAlert) -> list[QueuedAlert]:
-        """A queued alert as the rules in force see it: dropped when no rule matches any more, or when the
-        article was delivered meanwhile (from another feed)."""
-        try:
-            match = self.pipeline.match_for(alert.match.channel, alert.match.item)
-        except STOP_REQUESTS:
-            raise
-        except BaseException as e:  # an item that fails matching must not hold its whole group back
-            log.error(
-                "queued alert not matched again channel=%s key=%r error=%r; it goes out as queued",
-                alert.match.channel,
-                alert.match.item.key,
-                one_line_error(e),
-            )
-            return [alert]
+    def _current_matches(self, now: datetime) -> dict[str, ChannelMatch | None]:
+        """Outside the delivery lock: how the rules in force match each queued alert due now and not yet
+        fixed in a message, by alert id (None: no rule of its channel matches it any more)."""
+        current: dict[str, ChannelMatch | None] = {}
+        for alerts in due_groups(self.store.queued(), now).values():
+            for alert in alerts:
+                if alert.group is not None:
+                    continue
+                try:
+                    current[alert.id] = self.pipeline.match_for(alert.match.channel, alert.match.item)
+                except STOP_REQUESTS:
+                    raise
+                except BaseException as e:  # an item that fails matching must not hold its group back
+                    log.error(
+                        "queued alert not matched again channel=%s key=%r error=%r; it goes out as queued",
+                        alert.match.channel,
+                        alert.match.item.key,
+                        one_line_error(e),
+                    )
+                    current[alert.id] = alert.match
+        return current
+
+    def _still_owed(self, alert: QueuedAlert, current: dict[str, ChannelMatch | None]) -> list[QueuedAlert]:
+        """A queued alert as the rules in force see it (`current`; one queued since was matched by the
+        poll that queued it): dropped when no rule matches any more, or when the article was delivered
+        meanwhile (from another feed)."""
+        match = current.get(alert.id, alert.match)
         if match is None or self.store.is_delivered(alert.match.channel, alert.match.item):
             reason = "no rule of the channel matches it any more" if match is None else "already delivered"
             log.warning(

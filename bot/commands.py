@@ -250,12 +250,6 @@ def parse_count(text: str) -> int:
 # -- answers over data ---------------------------------------------------------------------------------
 
 
-def sections(text: str, *, code: bool = False) -> list[dict[str, object]]:
-    """The text's blocks as the reply builder makes them (split between lines, within Slack's limits)."""
-    lines: list[Line] = [CodeLine(line) if code else line for line in text.split("\n")]
-    return list(build_reply(lines).blocks)
-
-
 def text_reply(text: str) -> Reply:
     return build_reply(text.split("\n"))
 
@@ -596,11 +590,6 @@ def duration_label(seconds: int) -> str:
         if seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-def one_line(reason: str, limit: int = 300) -> str:
-    """An error's reason as one short line of mrkdwn."""
-    return escape_mrkdwn(trim(" ".join(reason.split()), limit))
 
 
 def added_feed_reply(feed: FeedConfig, title: str, items: int, backfill: int, command: str) -> Reply:

@@ -32,6 +32,7 @@ from bot.model import (
     RuleSet,
     Settings,
 )
+from bot.privacy import CHANNELS, VISIBILITIES
 from bot.query import QuerySyntaxError, parse_query
 from bot.rules import compile_keyword
 from bot.yaml_bounds import compose_bounded
@@ -104,7 +105,6 @@ _SETTINGS_KEYS = (
 )
 MAX_POLL_CONCURRENCY = 64
 _FEED_KEYS = ("id", "url", "interval", "visibility")
-_VISIBILITIES = ("public", "channels")  # bot.privacy
 _CHANNEL_KEYS = (
     "channel",
     "feeds",
@@ -496,9 +496,9 @@ class _RulesReader:
         interval: int | None = settings.interval_seconds
         if "interval" in fields:
             interval = self.duration(fields["interval"], f"{path}.interval")
-        visibility: str | None = "channels"
+        visibility: str | None = CHANNELS  # the safe default: only its channels' members read it
         if "visibility" in fields:
-            visibility = self.choice(fields["visibility"], f"{path}.visibility", _VISIBILITIES)
+            visibility = self.choice(fields["visibility"], f"{path}.visibility", VISIBILITIES)
         if feed_id is None or url is None or interval is None or visibility is None:
             return None
         return FeedConfig(

@@ -15,6 +15,13 @@ from bot.notices import literal_mrkdwn
 from bot.store import ChannelProblem
 
 MAX_BLOCKS = 100  # Slack's limit for a view
+# What each part may take of it, so that a long list (a hundred feeds added from Slack) never pushes the
+# user's channels and latest alerts out of the view: five headers and a context line, 40 feeds, 10 broken
+# channels and 30 of the user's channels (each with one "…and N more" line), and 10 alerts: 99 blocks.
+FEEDS_SHOWN = 40
+BROKEN_SHOWN = 10
+CHANNELS_SHOWN = 30
+RECENT_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -87,14 +94,22 @@ def home_view(
     ]
 
     blocks.append(_header("Feeds"))
-    for feed in feeds:
+    for feed in feeds[:FEEDS_SHOWN]:
         blocks.append(_section(feed_line(feed)))
+    if len(feeds) > FEEDS_SHOWN:
+        hidden = feeds[FEEDS_SHOWN:]
+        failing = sum(1 for feed in hidden if feed.consecutive_failures or feed.gone_since)
+        blocks.append(
+            _section(
+                f"…and {len(hidden)} more feeds" + (f", {failing} of them failing" if failing else "") + "."
+            )
+        )
     if not feeds:
         blocks.append(_section("No feeds configured (see rules.yaml)."))
 
     if broken:
         blocks.append(_header("Channels not receiving alerts"))
-        for problem in broken:
+        for problem in broken[:BROKEN_SHOWN]:
             reason = CHANNEL_PROBLEMS.get(problem.error, problem.error)
             blocks.append(
                 _section(
@@ -102,15 +117,19 @@ def home_view(
                     "hourly; alerts for it are kept for a day."
                 )
             )
+        if len(broken) > BROKEN_SHOWN:
+            blocks.append(_section(f"…and {len(broken) - BROKEN_SHOWN} more channels."))
 
     blocks.append(_header("Your channels"))
-    for channel, rules in channel_rules.items():
+    for channel, rules in list(channel_rules.items())[:CHANNELS_SHOWN]:
         terms = ", ".join(f"`{escape_mrkdwn(term)}`" for rule in rules for term in rule.keywords)
         label = "Your personal watch" if channel.startswith("D") else f"<#{channel}>"
         line = f"{label}: {trim(terms, 2500)}"
         if channel in paused:
             line += f"\n⏸ paused until {slack_date(paused[channel])}"
         blocks.append(_section(line))
+    if len(channel_rules) > CHANNELS_SHOWN:
+        blocks.append(_section(f"…and {len(channel_rules) - CHANNELS_SHOWN} more of your channels."))
     if not channel_rules:
         blocks.append(
             _section(
@@ -119,7 +138,7 @@ def home_view(
         )
 
     blocks.append(_header("Latest alerts"))
-    for alert in recent:
+    for alert in recent[:RECENT_SHOWN]:
         title = trim(clean_text(alert.item.title) or alert.item.link or "(untitled)", 150)
         shown = [rich.link(alert.item.link, title), rich.text("\n")]
         shown += [rich.mention(f"<#{alert.channel}>"), rich.text(" · "), rich.date(alert.at)]

@@ -242,6 +242,11 @@ class CommandService:
         """The feeds whose items this caller may read (None: every feed)."""
         return self.visible_feeds(call.user)
 
+    def readable_feeds(self, call: Invocation) -> list[FeedConfig]:
+        """The feeds in force that this caller may read (`list` names no other)."""
+        visible = self.readable(call)
+        return [feed for feed in self.rules().feeds if visible is None or feed.id in visible]
+
     def readable_archive(self, call: Invocation, since: datetime | None = None) -> list[ArchivedItem]:
         visible = self.readable(call)
         entries = self.store.archived(since)
@@ -381,7 +386,7 @@ class CommandService:
             self.channel_rules(channel),
             pause.until if pause else None,
             call.command,
-            feeds=self.rules().feeds,
+            feeds=self.readable_feeds(call),
         )
 
     def _search(self, command: Command, call: Invocation) -> Reply:
@@ -584,7 +589,7 @@ class CommandService:
             return text_reply(f"Remove which feed? Like `{call.command} remove-feed hacker-news`.")
         feed = self.rules().feed(command.feed)
         if feed is None:
-            return text_reply(self.no_such_feed(command.feed))
+            return text_reply(self.no_such_feed(command.feed, self.readable(call)))
         stored = any(added.id == feed.id for added in self.store.added_feeds())
         if feed.added is None:
             where = f"rules.yaml line {feed.location.line}" if feed.location else "rules.yaml"

@@ -317,7 +317,8 @@ class SlackSink:
         except DeliveryError as e:
             error = e
         if error.error == "invalid_blocks" and any("accessory" in block for block in message.blocks):
-            # Slack refuses the whole message when it cannot fetch the thumbnail: send it without.
+            # The thumbnail is an accessory, which Slack drops when it cannot fetch it; should Slack refuse
+            # the blocks over it all the same (a URL it will not take), the alert goes without.
             try:
                 return self._post(without_image(message))
             except DeliveryError as e:

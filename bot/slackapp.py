@@ -1,5 +1,6 @@
 """The interactive Slack app: slash commands, the mute button and App Home through slack-bolt, served over
-HTTP (bot.web, one process, beside the scheduler) or Socket Mode; and /healthz on PORT in every mode.
+HTTP (bot.web, one process, beside the scheduler) or Socket Mode; in every mode /healthz on PORT (ok or
+failing only) and the detail (the full /healthz, /metrics) on METRICS_PORT.
 Slow commands are answered through response_url from a bounded pool (bot.slowwork), never by a waiting
 listener thread.
 
@@ -29,6 +30,7 @@ from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
 from bot.errors import BotError, DeliveryError
 from bot.home import RecentAlert, home_view
+from bot.intake import STOP_REQUESTS
 from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
@@ -122,7 +124,9 @@ class SlackInterface:
     def _answer(self, call: Invocation) -> Reply:
         try:
             return self.service.handle(call)
-        except Exception:
+        except STOP_REQUESTS:
+            raise
+        except BaseException:  # a handler boundary: a panic in the Rust matchers too (bot.intake)
             log.exception("command crashed text=%r channel=%s", redact_urls(call.text), call.channel)
             return text_reply("Something went wrong on my side; the details are in the bot's log.")
 
@@ -259,7 +263,8 @@ class SlackInterface:
         self.client.call("views.publish", user_id=user, view=self.home_for(user))
 
     def home_for(self, user: str) -> dict[str, object]:
-        feeds = self.app.feed_statuses()
+        visible = self.app.visible_feeds(user)  # a feed only private channels follow: their members'
+        feeds = [feed for feed in self.app.feed_statuses() if visible is None or feed.id in visible]
         by_channel: dict[str, list[Any]] = {}
         for rule in self.app.rules.channels:
             by_channel.setdefault(rule.channel, []).append(rule)
@@ -377,8 +382,8 @@ class Serving:
 def serve(
     app: App, env: Environment, *, on_resume: Callable[[], None] | None = None, host: str = "0.0.0.0"
 ) -> Serving:
-    """Starts /healthz, and the Slack app when the environment asks for it: Socket Mode with
-    SLACK_APP_TOKEN, else HTTP with SLACK_SIGNING_SECRET."""
+    """Starts /healthz on PORT, the detail listener on METRICS_PORT, and the Slack app when the environment
+    asks for it: Socket Mode with SLACK_APP_TOKEN, else HTTP with SLACK_SIGNING_SECRET."""
     interface = SlackInterface(app, env, on_resume=on_resume) if env.interactive and not app.console else None
     socket = None
     slack_http = None

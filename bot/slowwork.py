@@ -1,5 +1,5 @@
-"""Slow slash-command work (fetching a feed to add it, searching or re-running a query over the archive) on
-a small pool of its own, bounded in total and per user, so that one user's ten add-feeds never hold the
+"""Slow slash-command work (fetching a feed to add it, searching or matching the archive) on a
+small pool of its own, bounded in total and per user, so that one user's ten add-feeds never hold the
 threads other users' commands need. It must not know about Slack: a refusal is text the caller sends.
 """
 
@@ -18,12 +18,14 @@ SLOW_WORKERS = 4
 MAX_SLOW_COMMANDS = 16  # running or waiting, all users together
 MAX_SLOW_COMMANDS_PER_USER = 2  # running or waiting, one user
 
-_SLOW_VERBS = frozenset({"add-feed", "search"})
+_SLOW_VERBS = frozenset({"add-feed", "search", "latest"})
+_SLOW_NAMED = "add-feed, search, latest, subscribe query:"  # as the refusals name them
 
 
 def is_slow_command(text: str) -> bool:
-    """Commands whose work can take seconds whatever the input bounds: add-feed (a feed fetch), search
-    (the archive), and `subscribe query:` (the query re-run over the archive)."""
+    """Commands whose work can take seconds whatever the input bounds: add-feed (a feed fetch), search and
+    latest (every archived item, the latter through the channel's rules), and `subscribe query:` (the query
+    re-run over the archive)."""
     verb_text, _, rest = text.strip().partition(" ")
     verb = ALIASES.get(verb_text.lower(), verb_text.lower())
     return verb in _SLOW_VERBS or (verb == "subscribe" and rest.strip()[:6].lower() == "query:")
@@ -48,12 +50,12 @@ class SlowWork:
         with self._lock:
             if self._by_user.get(user, 0) >= self.per_user:
                 return (
-                    f"You already have {self.per_user} slow commands (add-feed, search, subscribe query:) "
+                    f"You already have {self.per_user} slow commands ({_SLOW_NAMED}) "
                     "in progress, the most one person may; try again once they have answered."
                 )
             if self._total >= self.most:
                 return (
-                    f"I am busy with {self.most} slow commands (add-feed, search, subscribe query:), "
+                    f"I am busy with {self.most} slow commands ({_SLOW_NAMED}), "
                     "the most I take at once; try again in a minute."
                 )
             self._total += 1

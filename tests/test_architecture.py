@@ -26,6 +26,15 @@ PURE = [
     "addresses",
     "health",
     "privacy",
+    "intake",
+    "inflight",
+    "limits",
+    "words",
+    "yaml_bounds",
+    "richtext",
+    "replies",
+    "notices",
+    "feed_limits",
 ]
 ADAPTER_LIBRARIES = {
     "slack_sdk",
@@ -47,6 +56,7 @@ ADAPTER_MODULES = {
     "bot.slackapp",
     "bot.web",
     "bot.membership",
+    "bot.slowwork",
 }
 
 

@@ -23,10 +23,12 @@ from bot.blocks import (
     without_image,
 )
 from bot.health import FAILING, FeedHealth
-from bot.model import ChannelMatch, Escalation, Item
+from bot.home import FeedStatus, RecentAlert, home_view
+from bot.model import ChannelMatch, ChannelRule, Escalation, Item
 from bot.notices import render_escalation, render_feed_notice
 from bot.oncall import AlertPolicy, OpenAlert
 from bot.parse import parse_feed
+from bot.store import ChannelProblem
 from tests.conftest import scmp_bytes
 from tests.slack_standin import block_problem
 
@@ -283,3 +285,26 @@ def test_a_grouped_message_lists_feed_titles_literally_and_within_limits() -> No
         assert not [t for t in mrkdwn_texts(message) if "_x_" in t or "*source*" in t]
     titles = [e["text"] for m in messages for e in feed_text_elements(m) if e["type"] == "link"]
     assert titles == [f"*{n}* _x_" for n in range(120)]  # every item, in order, as written
+
+
+def test_app_home_with_a_hundred_feeds_still_shows_the_users_channels_and_latest_alerts() -> None:
+    at = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    feeds = [
+        FeedStatus(f"feed{n}", f"https://news.example/{n}", at, "ok", None, 3 if n == 110 else 0, 10)
+        for n in range(120)
+    ]
+    channels = {f"C0CHAN{n:03d}": [ChannelRule(f"C0CHAN{n:03d}", ("Nexperia",))] for n in range(40)}
+    broken = [ChannelProblem(f"C0GONE{n:03d}", "is_archived", at, at) for n in range(15)]
+    recent = [
+        RecentAlert("C0CHAN000", Item("feed1", f"k{n}", f"https://x.example/{n}", f"Story {n}"), at)
+        for n in range(12)
+    ]
+    view = home_view(
+        command="/feeds", feeds=feeds, channel_rules=channels, recent=recent, paused={}, broken=broken
+    )
+    blocks = view["blocks"]
+    assert block_problem(blocks, max_blocks=100) is None
+    text = json.dumps(blocks, ensure_ascii=False)
+    assert "…and 80 more feeds, 1 of them failing." in text
+    assert "…and 5 more channels." in text and "…and 10 more of your channels." in text
+    assert "Story 0" in text  # the latest alerts are still there

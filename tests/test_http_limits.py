@@ -174,6 +174,13 @@ def test_slow_connections_and_slow_add_feeds_leave_help_and_healthz_answering_wi
     assert health.json() == {"status": "ok"} and took_health < ANSWER_WITHIN, took_health
 
 
+def test_latest_matches_the_whole_archive_so_it_is_answered_from_the_slow_pool(bot: Bot) -> None:
+    """Like search, latest reads every archived item (through the channel's rules): on the slash pool, ten
+    of them over a large archive would hold the threads `/feeds help` needs."""
+    assert bot.command("latest").json()["text"] == WORKING
+    wait_for(lambda: bot.slack.responses, timeout=30)
+
+
 class Seconds:
     """A monotonic clock the test moves."""
 

@@ -337,6 +337,32 @@ def test_a_grouped_release_that_hangs_does_not_delay_another_feeds_alert(world: 
         assert len(grouped_items(world.slack.posts_to(FLOODED))) == 15
 
 
+def test_a_grouped_release_matches_its_items_again_outside_the_delivery_lock(world: World) -> None:
+    with world.start() as app:
+        app.poll_all_once()  # baselines
+        world.feed_host.serve("/flood", rss(*stories(range(1, 21))))
+        world.poll(app, "flood")  # 5 posted, 15 queued for one grouped message
+        gate = threading.Event()
+        matchers: list[GatedMatcher] = []
+
+        def gated(rules: Sequence[ChannelRule]) -> GatedMatcher:
+            matchers.append(GatedMatcher(rules, "flood", gate))
+            return matchers[-1]
+
+        app.pipeline.make_matcher = gated
+        app.refresh_rules()
+        world.publish_good_news()
+        releasing = in_thread(app.tick)
+        try:
+            assert matchers[-1].entered.wait(WAIT)  # the release is matching its queued items again
+            assert finishes(lambda: world.poll(app, "good"))
+            assert len(world.slack.posts_to(OTHER)) == 1
+        finally:
+            gate.set()
+            releasing.join(WAIT)
+        assert len(grouped_items(world.slack.posts_to(FLOODED))) == 15
+
+
 def test_a_poll_cap_keeps_high_priority_then_the_newest_and_their_order() -> None:
     def match(n: int, *, high: bool = False) -> ChannelMatch:
         rule = ChannelRule(channel="C1", keywords=("x",))

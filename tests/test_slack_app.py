@@ -584,6 +584,26 @@ def test_a_slow_answer_is_acknowledged_at_once_and_sent_through_response_url(
     assert answer in reply_text(late)
 
 
+@pytest.mark.parametrize("text", ["list", "search nexperia"])
+def test_a_command_whose_handling_panics_is_answered_and_the_next_one_works(bot: Bot, text: str) -> None:
+    """A PanicException from the Rust matchers is a BaseException: the handler boundary catches it too."""
+
+    class PanicException(BaseException):
+        pass
+
+    interface = bot.serving.interface
+    assert interface is not None
+    handle = interface.service.handle
+
+    def panicking(call):
+        raise PanicException("called `Option::unwrap()` on a `None` value")
+
+    interface.service.handle = panicking
+    assert bot.say(text).startswith("Something went wrong on my side")
+    interface.service.handle = handle
+    assert "Nexperia" in bot.say("list")
+
+
 def test_answers_that_overrun_the_ack_budget_hold_no_thread_so_other_commands_are_answered(bot: Bot) -> None:
     """Bolt runs listeners on five threads: six answers still being worked on must not hold them all."""
     interface = bot.serving.interface
@@ -999,6 +1019,22 @@ def test_a_personal_watch_gets_nothing_from_a_feed_its_owner_may_not_read(privat
     [bobs] = bot.slack.posts_to(bot.slack.state.dms[BOB])
     assert bobs["text"].startswith("Project Falcon: the merger is signed")
     assert len(bot.slack.posts_to(SECRET_CHANNEL)) == 1  # the channel itself, as ever
+
+
+def test_list_remove_feed_and_app_home_name_a_private_channels_feed_to_its_members_only(
+    private_feed_bot: Bot,
+) -> None:
+    bot = private_feed_bot
+    assert "`deals`" not in bot.say("list", user=ALICE)
+    assert "`deals`" in bot.say("list", user=BOB)
+    assert "Feeds: `scmp`." in bot.say("remove-feed nosuch", user=ALICE)
+    for user in (ALICE, BOB):
+        response = bot.event({"type": "app_home_opened", "user": user, "channel": "D0SOMEDM1", "tab": "home"})
+        assert response.status_code == 200
+    wait_for(lambda: len(bot.slack.state.views) == 2)
+    shown = {view["user_id"]: reply_text(view["view"]) for view in bot.slack.state.views}
+    assert "*deals*" not in shown[ALICE] and "*scmp*" in shown[ALICE]
+    assert "*deals*" in shown[BOB]
 
 
 def test_a_feed_marked_public_is_readable_by_everyone(private_feed_bot: Bot, tmp_path: Path) -> None:
