@@ -44,6 +44,7 @@ ALIASES = {"sub": "subscribe", "unsub": "unsubscribe", "ls": "list", "find": "se
 SEARCH_LIMIT = 10
 LATEST_DEFAULT, LATEST_MAX = 5, 20
 SUBSCRIBE_PREVIEW = 3
+SUBSCRIBE_PREVIEW_SCAN = 2000  # the newest archived items a subscribe's preview looks at
 MAX_PAUSE = timedelta(days=30)
 MAX_DAYS = 3650
 

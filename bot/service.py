@@ -15,6 +15,7 @@ from bot.blocks import escape_mrkdwn, slack_date
 from bot.commands import (
     SEARCH_LIMIT,
     SUBSCRIBE_PREVIEW,
+    SUBSCRIBE_PREVIEW_SCAN,
     Command,
     CommandError,
     Reply,
@@ -306,12 +307,14 @@ class CommandService:
         warning = None if call.in_dm else self.check_membership(channel)
         if warning:
             lines.append("⚠️ " + warning)
+        # The preview looks at the newest archived items only: the subscription is stored and in force before
+        # the reply (a poll after the acknowledgement matches with it), so the reply's cost must stay small.
+        readable = self.readable_archive(call)[:SUBSCRIBE_PREVIEW_SCAN]
         if command.query:
             query = parse_query(command.query)
-            readable = self.readable_archive(call)
             recent = newest_unique(e for e in readable if evaluate(query, ItemText(e.item)))
         else:
-            recent = search_archive(self.readable_archive(call), command.terms, feed=command.feed)
+            recent = search_archive(readable, command.terms, feed=command.feed)
         return subscribed_reply(lines, recent[:SUBSCRIBE_PREVIEW], self.feed_titles())
 
     def over_subscription_limits(self, wanted: Sequence[Subscription], call: Invocation) -> str | None:

@@ -19,16 +19,15 @@ MAX_SLOW_COMMANDS = 16  # running or waiting, all users together
 MAX_SLOW_COMMANDS_PER_USER = 2  # running or waiting, one user
 
 _SLOW_VERBS = frozenset({"add-feed", "search", "latest"})
-_SLOW_NAMED = "add-feed, search, latest, subscribe query:"  # as the refusals name them
+_SLOW_NAMED = "add-feed, search, latest"  # as the refusals name them
 
 
 def is_slow_command(text: str) -> bool:
     """Commands whose work can take seconds whatever the input bounds: add-feed (a feed fetch), search and
-    latest (every archived item, the latter through the channel's rules), and `subscribe query:` (the query
-    re-run over the archive)."""
-    verb_text, _, rest = text.strip().partition(" ")
-    verb = ALIASES.get(verb_text.lower(), verb_text.lower())
-    return verb in _SLOW_VERBS or (verb == "subscribe" and rest.strip()[:6].lower() == "query:")
+    latest (every archived item, the latter through the channel's rules). Not subscribe: it is in force
+    before its acknowledgement, and its preview reads only the newest archived items."""
+    verb_text = text.strip().partition(" ")[0].lower()
+    return ALIASES.get(verb_text, verb_text) in _SLOW_VERBS
 
 
 class SlowWork:
