@@ -159,6 +159,11 @@ class HttpServer:
         self._server = _Server(routes, adj=adj, clock=clock, deadline=deadline)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        # The loop thread closes the server and its trigger (a pipe) once it sees _stopping; stop() pulls
+        # that trigger. Both under this lock, so that stop() never writes to a closed descriptor (EBADF),
+        # or to whatever file has taken its number since.
+        self._closing = threading.Lock()
+        self._closed = False
 
     @property
     def port(self) -> int:
@@ -175,10 +180,12 @@ class HttpServer:
                 wasyncore.loop(timeout=_LOOP_SECONDS, map=server._map, use_poll=True, count=1)
                 server.close_late_connections()
         finally:
-            for channel in list(server._map.values()):
-                if channel is not server and channel is not server.trigger:
-                    channel.close()
-            server.close()
+            with self._closing:
+                self._closed = True
+                for channel in list(server._map.values()):
+                    if channel is not server and channel is not server.trigger:
+                        channel.close()
+                server.close()
             server.task_dispatcher.shutdown(timeout=5)
 
     def start(self) -> HttpServer:
@@ -187,7 +194,9 @@ class HttpServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._server.pull_trigger()  # wakes the loop now rather than at its next timeout
+        with self._closing:
+            self._stopping.set()
+            if not self._closed:
+                self._server.pull_trigger()  # wakes the loop now rather than at its next timeout
         if self._thread is not None:
             self._thread.join(timeout=10)

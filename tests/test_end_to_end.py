@@ -749,7 +749,7 @@ def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """GET /metrics from the bot's own HTTP server, parsed as Prometheus would: {(sample, labels): value}."""
     server = HttpServer(detail_routes(app.status, app.metrics.exposition), port=0, host="127.0.0.1").start()
     try:
-        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5)
+        response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=30)
     finally:
         server.stop()
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
@@ -763,7 +763,7 @@ def scrape(app: App) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 def healthz(app: App) -> httpx.Response:
     server = HttpServer(detail_routes(app.status, None), port=0, host="127.0.0.1").start()
     try:
-        return httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=5)
+        return httpx.get(f"http://127.0.0.1:{server.port}/healthz", timeout=30)
     finally:
         server.stop()
 

@@ -48,7 +48,7 @@ class Bot:
         self.url = f"http://127.0.0.1:{serving.http.port}"
         assert serving.detail is not None
         self.detail_url = f"http://127.0.0.1:{serving.detail.port}"  # the full /healthz and /metrics
-        self.http = httpx.Client(timeout=10)
+        self.http = httpx.Client(timeout=30)  # a bound on a stall, never a measure: generous
         self._answers = itertools.count(1)
 
     def post(self, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -135,7 +135,7 @@ class Bot:
         self.feed_host.serve("/feed", scmp_feed(drop_newest=3, extra_items=extra))
 
 
-def wait_for(condition, timeout: float = 10) -> None:
+def wait_for(condition, timeout: float = 30) -> None:
     """Work Slack triggers (events, late answers) runs after the HTTP answer, on the bot's own threads."""
     done = threading.Event()
     deadline = time.monotonic() + timeout
