@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from bot.blocks import render_group
 from bot.config import Environment, load_rules
-from bot.errors import BotError, ConfigError, DeliveryError, shown_failure
+from bot.errors import STOP_REQUESTS, BotError, ConfigError, DeliveryError, one_line_error, shown_failure
 from bot.fetch import GuardedFetcher, HttpFetcher
 from bot.health import (
     FeedHealth,
@@ -33,7 +33,6 @@ from bot.health import (
     next_poll_delay,
 )
 from bot.home import FeedStatus
-from bot.intake import STOP_REQUESTS, one_line_error
 from bot.membership import ChannelDirectory
 from bot.metrics import Metrics
 from bot.model import ChannelMatch, FeedConfig, RuleSet

@@ -125,3 +125,14 @@ class DamagedStateError(StateError):
 
 class StateLockedError(StateError):
     """Another process holds the state files."""
+
+
+# Exceptions that ask the process to stop: never swallowed at a job or item boundary. Everything else
+# that derives from BaseException is caught there (pyo3's PanicException, raised by the Rust matchers,
+# is a BaseException and not an Exception).
+STOP_REQUESTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
+
+
+def one_line_error(error: BaseException) -> str:
+    text = " ".join(str(error).split())[:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

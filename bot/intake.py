@@ -8,9 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
-from bot.blocks import escape_mrkdwn, mrkdwn_link
+from bot.errors import STOP_REQUESTS, one_line_error
 from bot.model import ChannelMatch, Item
 from bot.oncall import policy_of
 
@@ -19,11 +18,6 @@ from bot.oncall import policy_of
 # are marked seen like the rest of the feed, so a feed that publishes 2,000 items at once costs its
 # channels a few messages, not 2,000, and cannot keep the bot posting for minutes.
 GROUPED_PER_POLL = 50
-
-# Exceptions that ask the process to stop: never swallowed at a job or item boundary. Everything else
-# that derives from BaseException is caught there (pyo3's PanicException, raised by the Rust matchers,
-# is a BaseException and not an Exception).
-STOP_REQUESTS: tuple[type[BaseException], ...] = (KeyboardInterrupt, SystemExit)
 
 
 class ItemMatcher(Protocol):
@@ -52,11 +46,6 @@ class ItemMatches:
 
     def match_item(self, item: Item, *, ignore_feed_filter: bool = False) -> tuple[ChannelMatch, ...]:
         return self.matches.get(item.key, ())
-
-
-def one_line_error(error: BaseException) -> str:
-    text = " ".join(str(error).split())[:300]
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def match_items(items: Sequence[Item], matcher: ItemMatcher) -> ItemMatches:
@@ -111,26 +100,3 @@ def cap_per_channel(alerts: Sequence[ChannelMatch], *, max_per_cycle: int) -> Ca
         left_out[channel] = len(indexes) - limit
     kept = tuple(match for index, match in enumerate(alerts) if index not in dropped)
     return Capped(kept, left_out)
-
-
-def public_feed_link(url: str) -> str:
-    """The feed's address without what may be a secret (credentials, query, fragment): it is shown in the
-    channel, where everyone reads it."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def render_left_out_notice(feed_id: str, url: str, count: int, kept: int) -> str:
-    """The one message that says how many of a flood were not posted, and where they can be read."""
-    link = mrkdwn_link(public_feed_link(url), "Read them in the feed")
-    where = f" {link}." if link.startswith("<") else ""
-    noun = "item" if count == 1 else "items"
-    return (
-        f"➕ {count} more matching {noun} from feed *{escape_mrkdwn(feed_id)}* in this poll were not posted "
-        f"(one poll sends a channel at most {kept}).{where}"
-    )

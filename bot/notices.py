@@ -1,5 +1,5 @@
 """The bot's short messages about a feed or an alert rather than an article: a feed fails, is gone or works
-again, and an alert nobody acknowledged is escalated.
+again, an alert nobody acknowledged is escalated, and a flood's "N more" that one poll did not post.
 
 Pure: text and blocks only, no Slack client. Text a feed or its host controls (an error, a title) is put
 where Slack shows it literally: inline code in mrkdwn, or rich_text elements.
@@ -8,9 +8,10 @@ where Slack shows it literally: inline code in mrkdwn, or rich_text elements.
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from bot import richtext as rich
-from bot.blocks import clean_text, escape_mrkdwn, trim
+from bot.blocks import clean_text, escape_mrkdwn, mrkdwn_link, trim
 from bot.health import RECOVERED, FeedHealth
 from bot.oncall import OpenAlert
 
@@ -64,3 +65,26 @@ def render_escalation(
     who_text = mention or escape_mrkdwn(escalate.to)
     text = f"{who_text} ⏰ Not acknowledged after {age}: {escape_mrkdwn(title)}{tail}"
     return text, (block,)
+
+
+def public_feed_link(url: str) -> str:
+    """The feed's address without what may be a secret (credentials, query, fragment): it is shown in the
+    channel, where everyone reads it."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def render_left_out_notice(feed_id: str, url: str, count: int, kept: int) -> str:
+    """The one message that says how many of a flood were not posted, and where they can be read."""
+    link = mrkdwn_link(public_feed_link(url), "Read them in the feed")
+    where = f" {link}." if link.startswith("<") else ""
+    noun = "item" if count == 1 else "items"
+    return (
+        f"➕ {count} more matching {noun} from feed *{escape_mrkdwn(feed_id)}* in this poll were not posted "
+        f"(one poll sends a channel at most {kept}).{where}"
+    )

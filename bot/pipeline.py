@@ -13,17 +13,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.addresses import AddressPolicy
-from bot.errors import DeliveryError, FeedError, FetchError, StateError
+from bot.errors import STOP_REQUESTS, DeliveryError, FeedError, FetchError, StateError, one_line_error
 from bot.inflight import InFlight
-from bot.intake import (
-    GROUPED_PER_POLL,
-    STOP_REQUESTS,
-    ItemMatcher,
-    cap_per_channel,
-    match_items,
-    one_line_error,
-    render_left_out_notice,
-)
+from bot.intake import GROUPED_PER_POLL, ItemMatcher, cap_per_channel, match_items
 from bot.model import (
     ChannelMatch,
     ChannelRule,
@@ -35,6 +27,7 @@ from bot.model import (
     RuleSet,
     Settings,
 )
+from bot.notices import render_left_out_notice
 from bot.oncall import OpenAlert, QueuedAlert, policy_of, route
 from bot.parse import parse_feed
 from bot.rules import RuleMatcher
@@ -86,7 +79,8 @@ class AlertSink(Protocol):
     ) -> str | None: ...
 
     def deliver_notice(self, channel: str, text: str) -> str | None:
-        """A plain message about the bot itself (a feed fails, or works again): no item, no buttons."""
+        """A plain message about the bot itself (a feed fails or works again, a flood's "N more"): no item, no
+        buttons."""
         ...
 
 

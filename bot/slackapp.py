@@ -28,9 +28,8 @@ from bot.app import App
 from bot.blocks import ACK_ACTION_ID, MUTE_ACTION_ID, Paging, render_alert
 from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
-from bot.errors import BotError, DeliveryError
+from bot.errors import STOP_REQUESTS, BotError, DeliveryError
 from bot.home import RecentAlert, home_view
-from bot.intake import STOP_REQUESTS
 from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation

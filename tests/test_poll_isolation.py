@@ -18,8 +18,9 @@ import pytest
 from bot.app import App, build_app
 from bot.config import environment_from
 from bot.inflight import InFlight
-from bot.intake import GROUPED_PER_POLL, cap_per_channel, public_feed_link
+from bot.intake import GROUPED_PER_POLL, cap_per_channel
 from bot.model import ChannelMatch, ChannelRule, FetchResult, Item, Message
+from bot.notices import public_feed_link
 from bot.pipeline import AlertSink
 from bot.rules import RuleMatcher
 from tests.conftest import Clock, rss_item
