@@ -125,7 +125,7 @@ class SlackInterface:
             return self.service.handle(call)
         except STOP_REQUESTS:
             raise
-        except BaseException:  # a handler boundary: a panic in the Rust matchers too (bot.intake)
+        except BaseException:  # a handler boundary: a Rust panic too (bot.errors.STOP_REQUESTS)
             log.exception("command crashed text=%r channel=%s", redact_urls(call.text), call.channel)
             return text_reply("Something went wrong on my side; the details are in the bot's log.")
 
