@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 PENDING_RETRY_SECONDS = 30
 RULES_CHECK_SECONDS = 5.0  # how soon an edit of rules.yaml takes effect
+SIGNAL_CHECK_SECONDS = 0.2  # how soon SIGTERM or Ctrl-C begins the stop
 ARCHIVE_PRUNE_SECONDS = 3600
 TICK_SECONDS = 5  # how often on-call timers (escalations) are evaluated
 
@@ -968,19 +969,19 @@ def run_scheduler(
         # A one-off run of the pending job, so a resumed channel gets its alerts at once.
         scheduler.add_job(app.retry_pending, id="pending-now", replace_existing=True, executor="housekeeping")
 
+    # The signal handler runs on the main thread between two bytecodes, perhaps while that thread holds
+    # `stop`'s own lock (inside stop.wait) or is writing a log line: setting the event or logging there can
+    # deadlock or fail. It only notes the signal; the loop below, waking often, acts on it.
+    signals: list[int] = []
+
     def request_stop(signum: int, _frame: object) -> None:
-        if stop.is_set():
+        if signals:
             # Asked twice: stop now. Each poll's state is written atomically, so the poll in flight is
             # redone at the next start: alerts it posted are in the outbox, and a post cut off mid-request
             # was marked there beforehand, so the next start looks for it in the channel first.
-            log.warning(
-                "second signal=%s: exiting without waiting for running polls", signal.Signals(signum).name
-            )
+            os.write(2, b"second signal: exiting without waiting for running polls\n")
             os._exit(1)
-        log.info(
-            "stopping signal=%s (finishing running polls, then saving state)", signal.Signals(signum).name
-        )
-        stop.set()
+        signals.append(signum)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, request_stop)
@@ -992,7 +993,17 @@ def run_scheduler(
     serving: Stoppable | None = None
     try:
         serving = serve(deliver_held_now) if serve is not None else None
-        while not stop.wait(timeout=rules_check_seconds):
+        next_rules_check = time.monotonic() + rules_check_seconds
+        while not stop.wait(timeout=min(SIGNAL_CHECK_SECONDS, rules_check_seconds)):
+            if signals:
+                log.info(
+                    "stopping signal=%s (finishing running polls, then saving state)",
+                    signal.Signals(signals[0]).name,
+                )
+                break
+            if time.monotonic() < next_rules_check:
+                continue
+            next_rules_check = time.monotonic() + rules_check_seconds
             if app.reload_rules_if_changed():
                 resync_jobs()
             else:
