@@ -52,6 +52,27 @@ class _Cache(Generic[V]):
                 self._entries.popitem(last=False)
 
 
+def user_channels(client: SlackClient, user: str) -> frozenset[str] | None:
+    """The public and private channels `user` is in, as Slack says now (None when it cannot answer: then
+    callers assume none). Uncached: ChannelDirectory keeps answers for a while, App Home asks afresh."""
+    try:
+        return frozenset(
+            str(c["id"])
+            for c in client.paginate(
+                "users.conversations",
+                "channels",
+                user=user,
+                types="public_channel,private_channel",
+                exclude_archived=True,
+                limit=1000,
+                max_pages=MAX_PAGES,
+            )
+        )
+    except DeliveryError as e:
+        log.warning("cannot list the user's channels user=%s error=%s (none assumed)", user, e.error)
+        return None
+
+
 class ChannelDirectory:
     def __init__(
         self,
@@ -87,21 +108,8 @@ class ChannelDirectory:
         known = self._members.get(user)
         if known is not None:
             return known
-        try:
-            channels = frozenset(
-                str(c["id"])
-                for c in self.client.paginate(
-                    "users.conversations",
-                    "channels",
-                    user=user,
-                    types="public_channel,private_channel",
-                    exclude_archived=True,
-                    limit=1000,
-                    max_pages=MAX_PAGES,
-                )
-            )
-        except DeliveryError as e:
-            log.warning("cannot list the user's channels user=%s error=%s (none assumed)", user, e.error)
+        channels = user_channels(self.client, user)
+        if channels is None:
             return frozenset()
         self._members.put(user, channels)
         return channels

@@ -30,6 +30,7 @@ from bot.commands import CommandError, Reply, redact_urls, text_reply
 from bot.config import Environment
 from bot.errors import STOP_REQUESTS, BotError, DeliveryError
 from bot.home import RecentAlert, home_view
+from bot.membership import user_channels
 from bot.model import ChannelMatch, Item
 from bot.oncall import OpenAlert
 from bot.service import CommandService, Invocation
@@ -302,20 +303,7 @@ class SlackInterface:
         wanted = set(candidates)
         if not wanted:
             return set()
-        try:
-            channels = self.client.paginate(
-                "users.conversations",
-                "channels",
-                user=user,
-                types="public_channel,private_channel",
-                exclude_archived=True,
-                limit=1000,
-                max_pages=20,
-            )
-            return {str(c["id"]) for c in channels} & wanted
-        except DeliveryError as e:
-            log.warning("cannot list the user's channels user=%s error=%s", user, e.error)
-            return set()
+        return set(user_channels(self.client, user) or ()) & wanted
 
     def close(self) -> None:
         self._workers.shutdown(wait=False, cancel_futures=True)
