@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.app import build_app
 from bot.cli import main
-from bot.config import environment_from
 from bot.feed_limits import MAX_SUMMARY_CHARS
 from bot.limits import (
     MAX_CHANNEL_SUBSCRIPTIONS,
@@ -24,11 +22,10 @@ from bot.limits import (
     MAX_USER_SUBSCRIPTIONS,
 )
 from bot.model import Subscription
-from bot.slackapp import serve
-from tests.conftest import Clock, rss_item, scmp_feed
+from tests.conftest import Clock, rss_item
 from tests.feed_host import FeedHost
 from tests.slack_standin import SlackStandIn
-from tests.test_slack_app import ALICE, BOB, CHINA, CHIPS, OTHER, SECRET, Bot
+from tests.test_slack_app import ALICE, BOB, CHINA, CHIPS, OTHER, Bot, start_bot
 
 MIB = 2**20
 
@@ -37,32 +34,7 @@ def start(
     tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock, channels: str
 ) -> Iterator[Bot]:
     """The bot on a loopback port with these `channels:` entries, after its first poll (nothing posted)."""
-    for channel, name in ((CHIPS, "chips"), (CHINA, "china"), (OTHER, "other")):
-        slack.add_channel(channel, name)
-    feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(
-        f"settings:\n  backfill: 0\nfeeds:\n  - id: scmp\n    url: {feed_url}\nchannels:\n{channels}"
-    )
-    environ = {
-        "SLACK_BOT_TOKEN": slack.state.token,
-        "SLACK_API_URL": slack.url,
-        "SLACK_SIGNING_SECRET": SECRET,
-        "BOT_RULES": str(rules),
-        "BOT_DB": str(tmp_path / "state.json"),
-        "PORT": "0",
-        "METRICS_PORT": "0",
-    }
-    env = environment_from(environ, tmp_path)
-    app = build_app(env, sleep=clock.sleep, now=clock, listening=True)
-    serving = serve(app, env, on_resume=app.retry_pending, host="127.0.0.1")
-    try:
-        bot = Bot(app, serving, slack, feed_host, clock)
-        bot.poll()
-        yield bot
-    finally:
-        serving.stop()
-        app.close()
+    yield from start_bot(tmp_path, feed_host, slack, clock, channels=channels)
 
 
 @pytest.fixture

@@ -151,12 +151,15 @@ def reply_text(body: dict) -> str:
     return visible_text(body["blocks"])
 
 
-def write_rules(folder: Path, feed_url: str, settings: str = "") -> Path:
+DEFAULT_CHANNELS = f"  - channel: {CHIPS}\n    keywords: [Nexperia]\n    exclude: [Opinion]\n"
+
+
+def write_rules(folder: Path, feed_url: str, settings: str = "", channels: str = DEFAULT_CHANNELS) -> Path:
     path = folder / "rules.yaml"
     path.write_text(
         f"settings:\n  backfill: 0\n{settings}"
         f"feeds:\n  - id: scmp\n    url: {feed_url}\n"
-        f"channels:\n  - channel: {CHIPS}\n    keywords: [Nexperia]\n    exclude: [Opinion]\n"
+        f"channels:\n{channels}"
     )
     return path
 
@@ -167,12 +170,19 @@ def bot(tmp_path: Path, feed_host: FeedHost, slack: SlackStandIn, clock: Clock) 
 
 
 def start_bot(
-    tmp_path, feed_host, slack, clock, settings: str = "", guarded_fetcher=None, **environ_extra: str
+    tmp_path,
+    feed_host,
+    slack,
+    clock,
+    settings: str = "",
+    guarded_fetcher=None,
+    channels: str = DEFAULT_CHANNELS,
+    **environ_extra: str,
 ) -> Iterator[Bot]:
     for channel, name in ((CHIPS, "chips"), (CHINA, "china"), (OTHER, "other")):
         slack.add_channel(channel, name)
     feed_url = feed_host.serve("/feed", scmp_feed(drop_newest=3))
-    rules = write_rules(tmp_path, feed_url, settings)
+    rules = write_rules(tmp_path, feed_url, settings, channels)
     environ = {
         "SLACK_BOT_TOKEN": slack.state.token,
         "SLACK_API_URL": slack.url,
