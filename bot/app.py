@@ -452,18 +452,7 @@ class App:
             for alert in alerts:
                 if alert.group is not None:
                     continue
-                try:
-                    current[alert.id] = self.pipeline.match_for(alert.match.channel, alert.match.item)
-                except STOP_REQUESTS:
-                    raise
-                except BaseException as e:  # an item that fails matching must not hold its group back
-                    log.error(
-                        "queued alert not matched again channel=%s key=%r error=%r; it goes out as queued",
-                        alert.match.channel,
-                        alert.match.item.key,
-                        one_line_error(e),
-                    )
-                    current[alert.id] = alert.match
+                current[alert.id] = self.pipeline.rematch(alert.match, "queued alert")
         return current
 
     def _still_owed(self, alert: QueuedAlert, current: dict[str, ChannelMatch | None]) -> list[QueuedAlert]:

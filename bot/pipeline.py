@@ -221,6 +221,26 @@ class _Unobserved:
         pass
 
 
+def rematch(matcher: ItemMatcher, match: ChannelMatch, what: str) -> ChannelMatch | None:
+    """An earlier match (a pending or queued alert) as `matcher`, the rules in force, sees it now: None when
+    no rule of its channel matches any more. When matching raises, the earlier match stands (logged), so
+    one item never holds back the alerts due with it."""
+    try:
+        matches = matcher.match_item(match.item)
+    except STOP_REQUESTS:
+        raise
+    except BaseException as e:  # a panic in the Rust matchers too
+        log.error(
+            "%s not matched again channel=%s key=%r error=%r; it goes out as it was",
+            what,
+            match.channel,
+            match.item.key,
+            one_line_error(e),
+        )
+        return match
+    return next((m for m in matches if m.channel == match.channel), None)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -271,6 +291,10 @@ class Pipeline:
         """How the rules in force match this item for this channel (None: they do not)."""
         _, matcher = self._current
         return next((m for m in matcher.match_item(item) if m.channel == channel), None)
+
+    def rematch(self, match: ChannelMatch, what: str) -> ChannelMatch | None:
+        """`match` as the rules in force see it now (see rematch)."""
+        return rematch(self._current[1], match, what)
 
     def stop_delivering(self) -> None:
         """For shutdown: alerts not yet started wait as pending instead of holding the exit up."""
@@ -588,7 +612,7 @@ class Pipeline:
             for alert in sorted(self.store.pending(), key=lambda p: p.created)
             if self._is_due(alert, now)
         ]
-        current_of = {alert.id: self._current_match(matcher, alert) for alert in due_now}
+        current_of = {alert.id: rematch(matcher, alert.match, "pending alert") for alert in due_now}
         claimed: list[ChannelMatch] = []
         try:
             with self._delivery_lock:
@@ -600,22 +624,6 @@ class Pipeline:
         finally:
             self.in_flight.release(claimed)
         return posted, len(self.store.pending())
-
-    @staticmethod
-    def _current_match(matcher: ItemMatcher, alert: PendingAlert) -> ChannelMatch | None:
-        try:
-            matches = matcher.match_item(alert.match.item)
-        except STOP_REQUESTS:
-            raise
-        except BaseException as e:  # an item that fails matching must not stop the others
-            log.error(
-                "pending alert not matched channel=%s key=%r error=%r; it is kept as it was",
-                alert.match.channel,
-                alert.match.item.key,
-                one_line_error(e),
-            )
-            return alert.match
-        return next((m for m in matches if m.channel == alert.match.channel), None)
 
     def _take_due(
         self,
